@@ -15,9 +15,15 @@ from llmlab.errors import LlmlabError
 # Each module adds one or more subcommands. Keep imports inside the modules light (import torch
 # inside the handlers) so `llmlab --help` stays fast.
 COMMAND_MODULES = [
+    "llmlab.commands.data",
     "llmlab.commands.chat",
     "llmlab.commands.generate",
     "llmlab.commands.models",
+    "llmlab.commands.train",
+    "llmlab.commands.posttrain",
+    "llmlab.commands.plot",
+    "llmlab.commands.serve",
+    "llmlab.commands.exp",
 ]
 
 

@@ -82,8 +82,8 @@ def save_hf_folder(model: torch.nn.Module, folder: str | Path, tokenizer=None, m
     config = model.config.to_hf()
     tensors, seen = {}, set()
     for name, tensor in model.state_dict().items():
-        if tensor.data_ptr() in seen and getattr(model.config, "tie_word_embeddings", False):
-            continue  # the tied lm_head: transformers re-ties it on load
+        if tensor.data_ptr() in seen:
+            continue  # a tied weight (lm_head, BERT's MLM decoder): transformers re-ties it on load
         seen.add(tensor.data_ptr())
         tensors[name] = tensor.detach().to("cpu").contiguous()
     config["torch_dtype"] = str(next(iter(tensors.values())).dtype).removeprefix("torch.")

@@ -1,0 +1,106 @@
+"""Offline batched generation: `LLM(name_or_path, **options).generate(prompts, SamplingParams(...))`.
+
+    from llmlab.engine import LLM, SamplingParams
+    llm = LLM("smollm2-135m-instruct", max_num_seqs=32)
+    outs = llm.generate(["The capital of France is", [1, 2, 3]], SamplingParams(max_tokens=32))
+    print(outs[0].text, outs[0].token_ids)
+
+Options: device, dtype ("float32" | "bfloat16"), quant ("int8" | "int4"), group_size (int4, default
+32), max_num_seqs, max_num_batched_tokens, block_size, kv_memory ("512MiB"), num_kv_blocks,
+enable_prefix_caching, compile. A model object can be passed instead of a name, with `tokenizer=`.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from llmlab.engine.llm_engine import LLMEngine, RequestOutput
+from llmlab.engine.sampling_params import SamplingParams
+
+ENGINE_OPTIONS = ("max_num_seqs", "max_num_batched_tokens", "block_size", "kv_memory", "num_kv_blocks",
+                  "enable_prefix_caching", "compile")
+
+
+def load_engine_model(name_or_path, device=None, dtype=None, quant: str | None = None, group_size: int = 32):
+    """(model, tokenizer) ready for the engine: loaded, cast, and optionally weight-quantized."""
+    import llmlab
+    from llmlab.nn.quantized_linear import load_quantized, quantize_model
+
+    if quant:
+        quantized = load_quantized(name_or_path, quant, group_size, device=device, dtype=dtype)
+        if quantized is not None:  # the GGUF's own 4-bit blocks, never expanded to floats
+            return quantized
+    model, tokenizer = llmlab.load(name_or_path, device=device, dtype=dtype)
+    if quant:
+        quantize_model(model, quant, group_size)
+    return model, tokenizer
+
+
+class LLM:
+    def __init__(self, model, tokenizer=None, *, device=None, dtype=None, quant: str | None = None,
+                 group_size: int = 32, **options):
+        unknown = set(options) - set(ENGINE_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown LLM options: {', '.join(sorted(unknown))}")
+        if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+            model, loaded_tokenizer = load_engine_model(model, device, dtype, quant, group_size)
+            tokenizer = tokenizer or loaded_tokenizer
+        elif quant:
+            from llmlab.nn.quantized_linear import quantize_model
+
+            quantize_model(model, quant, group_size)
+        self.engine = LLMEngine(model, tokenizer, **options)
+        self.tokenizer = tokenizer
+        self._ids = itertools.count()
+
+    def generate(self, prompts, params: SamplingParams | list[SamplingParams] | None = None,
+                 progress: bool | None = None) -> list[RequestOutput]:
+        """One RequestOutput per prompt, in order. A prompt is a string or a list of token ids;
+        a single list of ints is one prompt. A progress bar shows for 8 prompts or more."""
+        if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        params = params or SamplingParams()
+        params_list = params if isinstance(params, list) else [params] * len(prompts)
+        order = []
+        for prompt, p in zip(prompts, params_list, strict=True):
+            request_id = f"offline-{next(self._ids)}"
+            self.engine.add_request(request_id, prompt, p)
+            order.append(request_id)
+        results: dict[str, RequestOutput] = {}
+        show = len(prompts) >= 8 if progress is None else progress
+        with _progress(show, len(prompts)) as advance:
+            while self.engine.has_unfinished():
+                for out in self.engine.step():
+                    if out.finished:
+                        results[out.request_id] = out
+                        advance(out.num_generated_tokens)
+        return [results[r] for r in order]
+
+
+class _progress:
+    """A rich progress bar over finished prompts, with generated tokens/s; a no-op when hidden."""
+
+    def __init__(self, show: bool, total: int):
+        self.show, self.total, self.tokens = show, total, 0
+
+    def __enter__(self):
+        if not self.show:
+            return lambda tokens: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.fields[rate]}"), transient=True)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("generate", total=self.total, rate="")
+
+        def advance(tokens: int):
+            self.tokens += tokens
+            elapsed = self.bar.tasks[0].elapsed or 1e-9
+            self.bar.update(self.task, advance=1, rate=f"{self.tokens / elapsed:.1f} tok/s")
+
+        return advance
+
+    def __exit__(self, *exc):
+        if self.show:
+            self.bar.__exit__(*exc)
+        return False

@@ -1,0 +1,179 @@
+"""Weight-only quantized linear layers: int8 per output channel, int4 per group of inputs.
+
+    quantize_model(model, "int4", group_size=32)     # every nn.Linear except the embedding
+    layer = Int8Linear.from_linear(linear); y = layer(x)
+
+int8: w ≈ q · s, q ∈ [-127, 127], one scale per output row (symmetric).
+int4: w ≈ q · s + m, q ∈ [0, 15], one (scale, minimum) pair per `group_size` inputs of a row
+(asymmetric, the layout of llama.cpp's Q4_1 — which is why a Q4_1 GGUF loads straight in).
+
+On the CPU the matmul runs in PyTorch's packed kernels (`_weight_int8pack_mm`,
+`_weight_int4pack_mm_for_cpu`), fed bfloat16 activations: their float32 path is a slow
+reference loop on many CPUs, the bfloat16 one is vectorized. Elsewhere (CUDA, or a PyTorch
+without the ops) the weight is dequantized for each call: correct, not fast.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmlab.errors import LlmlabError
+
+_HAS_INT8_KERNEL = hasattr(torch.ops.aten, "_weight_int8pack_mm")
+_HAS_INT4_KERNEL = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and hasattr(
+    torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
+KERNEL_DTYPE = torch.bfloat16
+
+
+class _QuantizedLinear(nn.Module):
+    """Shared forward: the packed kernel on CPU when available, else dequantize and matmul."""
+
+    in_features: int
+    out_features: int
+    use_kernel: bool
+    bias: nn.Parameter | None
+
+    def dequantized_weight(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _kernel_matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective float weight (computed on access), for code that reads `.weight`."""
+        return self.dequantized_weight()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        if self.use_kernel and x.device.type == "cpu":
+            out = self._kernel_matmul(x2.to(KERNEL_DTYPE).contiguous()).to(x.dtype)
+        else:
+            out = F.linear(x2, self.dequantized_weight().to(x.dtype))
+        if self.bias is not None:
+            out = out + self.bias.to(out.dtype)
+        return out.view(*shape[:-1], self.out_features)
+
+
+class Int8Linear(_QuantizedLinear):
+    def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None,
+                 use_kernel: bool | None = None):
+        super().__init__()
+        self.out_features, self.in_features = qweight.shape
+        self.register_buffer("qweight", qweight.to(torch.int8))
+        self.register_buffer("scales", scales.float())
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+        self.use_kernel = _HAS_INT8_KERNEL if use_kernel is None else use_kernel
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, use_kernel: bool | None = None) -> "Int8Linear":
+        w = linear.weight.detach().float()
+        scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
+        q = (w / scales[:, None]).round().clamp(-127, 127)
+        return cls(q, scales, linear.bias, use_kernel)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return self.qweight.float() * self.scales[:, None]
+
+    def _kernel_matmul(self, x2):
+        return torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scales.to(KERNEL_DTYPE))
+
+
+class Int4Linear(_QuantizedLinear):
+    """codes [out, in] in 0…15, scales and minimums [out, in / group_size]."""
+
+    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, minimums: torch.Tensor, group_size: int,
+                 bias: torch.Tensor | None = None, use_kernel: bool | None = None):
+        super().__init__()
+        self.out_features, self.in_features = codes.shape
+        if self.in_features % group_size:
+            raise LlmlabError(f"int4 group size {group_size} does not divide the layer's {self.in_features} inputs")
+        self.group_size = group_size
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+        kernel_fits = self.in_features % 32 == 0 and self.out_features % 16 == 0  # the packer's tiling
+        self.use_kernel = (_HAS_INT4_KERNEL and kernel_fits) if use_kernel is None else use_kernel
+        if self.use_kernel:
+            # The kernel's affine form is (q − 8)·scale + zero, so zero = minimum + 8·scale.
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).cpu(), 1)
+            zeros = minimums.float() + 8 * scales.float()
+            self.register_buffer("packed", packed)
+            self.register_buffer("scales_and_zeros", torch.stack([scales.float(), zeros], -1).transpose(0, 1)
+                                 .contiguous().to(KERNEL_DTYPE))
+        else:
+            self.register_buffer("codes", codes.to(torch.uint8))
+        self.register_buffer("scales", scales.float())
+        self.register_buffer("minimums", minimums.float())
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, group_size: int = 32, bias=None, use_kernel=None) -> "Int4Linear":
+        out_features, in_features = weight.shape
+        if in_features % group_size:
+            raise LlmlabError(f"int4 group size {group_size} does not divide the layer's {in_features} inputs")
+        groups = weight.detach().float().reshape(out_features, in_features // group_size, group_size)
+        low, high = groups.amin(-1), groups.amax(-1)
+        scales = ((high - low) / 15).clamp(min=1e-12)
+        codes = ((groups - low[..., None]) / scales[..., None]).round().clamp(0, 15)
+        return cls(codes.reshape(out_features, in_features), scales, low, group_size, bias, use_kernel)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, group_size: int = 32, use_kernel=None) -> "Int4Linear":
+        return cls.from_weight(linear.weight, group_size, linear.bias, use_kernel)
+
+    def _codes(self) -> torch.Tensor:
+        if not self.use_kernel:
+            return self.codes.float()
+        # Recover the codes from the packed layout by multiplying with the identity.
+        eye = torch.eye(self.in_features, dtype=KERNEL_DTYPE)
+        ones = torch.stack([torch.ones_like(self.scales), torch.full_like(self.scales, 8.0)], -1)
+        ones = ones.transpose(0, 1).contiguous().to(KERNEL_DTYPE)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, self.group_size, ones).float().T
+
+    def dequantized_weight(self) -> torch.Tensor:
+        g = self.group_size
+        codes = self._codes().reshape(self.out_features, -1, g)
+        return (codes * self.scales[..., None] + self.minimums[..., None]).reshape(self.out_features, self.in_features)
+
+    def _kernel_matmul(self, x2):
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.packed, self.group_size, self.scales_and_zeros)
+
+
+def quantize_linear(linear: nn.Linear, quant: str, group_size: int = 32) -> nn.Module:
+    if quant == "int8":
+        return Int8Linear.from_linear(linear)
+    if quant == "int4":
+        if linear.in_features % group_size:
+            return Int8Linear.from_linear(linear)  # a layer the groups don't tile stays 8-bit
+        return Int4Linear.from_linear(linear, group_size)
+    raise LlmlabError(f"unknown quantization '{quant}' (choose int8 or int4)")
+
+
+def quantize_model(model: nn.Module, quant: str, group_size: int = 32) -> nn.Module:
+    """Replace every nn.Linear (incl. a tied LM head, which gets its own quantized copy) in place."""
+    if quant not in ("int8", "int4"):
+        raise LlmlabError(f"unknown quantization '{quant}' (choose int8 or int4)")
+    if quant == "int4" and group_size not in (32, 64, 128, 256):
+        raise LlmlabError(f"int4 group size must be 32, 64, 128 or 256, got {group_size}")
+    targets = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    for name, module in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, quantize_linear(module, quant, group_size))
+    return model
+
+
+def load_quantized(name_or_path, quant: str, group_size: int, device=None, dtype=None):
+    """(model, tokenizer) with int4 weights read straight from a Q4_1 GGUF, or None when that
+    shortcut does not apply (another format, another quantization, a GPU) and the caller should
+    load floats and call quantize_model."""
+    from llmlab.device import pick_device
+    from llmlab.registry import resolve
+
+    path = resolve(name_or_path)
+    if quant != "int4" or path.suffix != ".gguf" or pick_device(device).type != "cpu":
+        return None
+    from llmlab.formats.gguf_int4 import read_gguf_int4
+
+    return read_gguf_int4(path, dtype=dtype)

@@ -1,0 +1,124 @@
+"""Load a Hugging Face tokenizer from a model folder or a GGUF file, and render chats with it.
+
+    from llmlab.tokenize.tokenizer import load_tokenizer, apply_chat
+    tokenizer = load_tokenizer("path/to/model.gguf")          # or a folder with tokenizer.json
+    ids = apply_chat(tokenizer, [{"role": "user", "content": "Hi"}], system="Be brief.")
+
+Every tokenizer this returns has a chat template (the model's own, else ChatML), an EOS token and
+a pad token, so generation and batching code never has to check.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from llmlab.errors import LlmlabError
+
+# ChatML, the format SmolLM2, Qwen and many small chat models use; the fallback for tokenizers
+# that ship no template.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Used as EOS when a tokenizer names none, in order of preference.
+_FALLBACK_EOS_TOKENS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "[SEP]")
+
+
+def _load_transformers_tokenizer(path: Path):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    try:
+        if path.is_dir():
+            return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        # The fast tokenizer class builds straight from the GGUF vocabulary. AutoTokenizer would
+        # first parse the whole file again to pick a class from its config: ~8x slower, same result.
+        return PreTrainedTokenizerFast.from_pretrained(
+            str(path.parent), gguf_file=path.name, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise LlmlabError(f"{path}: cannot load a tokenizer: {first_line}") from error
+
+
+def _ensure_special_tokens(tokenizer, path: Path) -> None:
+    from llmlab.formats.gguf import end_of_turn_token_id
+
+    vocab = tokenizer.get_vocab()
+    tokens_by_id = [None] * (max(vocab.values()) + 1) if vocab else []
+    for token, index in vocab.items():
+        tokens_by_id[index] = token
+    # Stop on the template's end-of-turn token (see end_of_turn_token_id for why).
+    eos_id = end_of_turn_token_id(tokens_by_id, tokenizer.chat_template, tokenizer.eos_token_id)
+    if eos_id is None:
+        eos_id = next((vocab[t] for t in _FALLBACK_EOS_TOKENS if t in vocab), None)
+    if eos_id is None:
+        raise LlmlabError(f"{path}: the tokenizer has no end-of-sequence token, so generation could not stop")
+    if eos_id != tokenizer.eos_token_id:
+        tokenizer.eos_token = tokens_by_id[eos_id]
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """A `transformers` tokenizer from a model folder or a `.gguf` file, with chat template, EOS and pad set."""
+    path = Path(path)
+    if not path.exists():
+        raise LlmlabError(f"{path}: no such tokenizer folder or GGUF file")
+    if path.is_file() and path.suffix != ".gguf":
+        raise LlmlabError(f"{path}: expected a folder with tokenizer files or a .gguf file")
+    tokenizer = _load_transformers_tokenizer(path)
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    _ensure_special_tokens(tokenizer, path)
+    return tokenizer
+
+
+def _message_text(content) -> str:
+    """OpenAI content is a string or a list of parts; keep the text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text"]
+        return "".join(parts)
+    if content is None:
+        return ""
+    raise LlmlabError(f"message content must be a string or a list of text parts, got {type(content).__name__}")
+
+
+def normalize_messages(messages, system: str | None = None) -> list[dict]:
+    """Validated `{"role", "content": str}` dicts, with `system` prepended unless one is present."""
+    normalized = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message:
+            raise LlmlabError(f"message {index} must be a dict with 'role' and 'content'")
+        normalized.append({**message, "content": _message_text(message.get("content"))})
+    if system is not None and not (normalized and normalized[0]["role"] == "system"):
+        normalized.insert(0, {"role": "system", "content": system})
+    return normalized
+
+
+def render_chat(tokenizer, messages, system: str | None = None, add_generation_prompt: bool = True) -> str:
+    """The prompt text the chat template produces for these messages."""
+    try:
+        return tokenizer.apply_chat_template(
+            normalize_messages(messages, system), tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+    except Exception as error:  # jinja2 raises its own types, templates call raise_exception()
+        if isinstance(error, LlmlabError):
+            raise
+        raise LlmlabError(f"chat template failed: {error}") from error
+
+
+def apply_chat(tokenizer, messages, system: str | None = None, add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of the rendered chat, as a plain list of ints.
+
+    We render to text and encode without extra special tokens, as `apply_chat_template(tokenize=True)`
+    does: the template already writes any BOS it wants. This also sidesteps the return type of
+    `apply_chat_template`, which changed across transformers versions.
+    """
+    text = render_chat(tokenizer, messages, system, add_generation_prompt)
+    return [int(i) for i in tokenizer.encode(text, add_special_tokens=False)]
