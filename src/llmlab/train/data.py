@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from llmlab.bundled import resolve_bundled
 from llmlab.errors import LlmlabError
 
 EOS_TOKEN = "<|endoftext|>"
@@ -36,14 +36,8 @@ class DataError(LlmlabError):
 
 
 def resolve_corpus_path(name: str) -> Path:
-    """A path, or `bundled:NAME` for a corpus file shipped in llmlab/assets/corpus/."""
-    if name.startswith("bundled:"):
-        path = Path(str(resources.files("llmlab") / "assets" / "corpus" / name.removeprefix("bundled:")))
-    else:
-        path = Path(name).expanduser()
-    if not path.is_file():
-        raise DataError(f"corpus file not found: {name}")
-    return path
+    """A path, or `bundled:NAME` for a corpus file shipped in llmlab/assets/corpus/"""
+    return resolve_bundled(name, "corpus", "corpus file", DataError)
 
 
 def iter_documents(paths: list[str], text_field: str = "text") -> Iterator[str]:

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from llmlab.bundled import resolve_bundled
 from llmlab.errors import LlmlabError
 
 
@@ -37,14 +37,8 @@ ROLES = ("system", "user", "assistant")
 
 
 def resolve_asset(name: str) -> Path:
-    """A path, or `bundled:NAME` for a file shipped in llmlab/assets/posttrain/."""
-    if name.startswith("bundled:"):
-        path = Path(str(resources.files("llmlab") / "assets" / "posttrain" / name.removeprefix("bundled:")))
-    else:
-        path = Path(name).expanduser()
-    if not path.is_file():
-        raise SFTDataError(f"data file not found: {name}")
-    return path
+    """A path, or `bundled:NAME` for a file shipped in llmlab/assets/posttrain/"""
+    return resolve_bundled(name, "posttrain", "data file", SFTDataError)
 
 
 def read_jsonl(name: str) -> list[dict]:
