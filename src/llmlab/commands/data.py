@@ -1,8 +1,11 @@
-"""`llmlab data run|ops|analyze`: run a data recipe, list operators, profile a dataset.
+"""`llmlab data run|ops|analyze|schedule|serve`: run a data recipe, list operators, profile a
+dataset, run a recipe on a cron schedule, serve a REST API for recipe runs.
 
-    llmlab data run recipes/notes.yaml [--resume] [--work-dir DIR]
+    llmlab data run recipes/notes.yaml [--resume] [--work-dir DIR] [--executor local|ray]
     llmlab data ops
     llmlab data analyze runs/notes/notes-qa.jsonl --out runs/notes/analysis [--fields text answer]
+    llmlab data schedule recipes/notes.yaml --cron "0 1 * * *" [--max-runs N] [--run-now]
+    llmlab data serve --port 8100 [--state-dir runs/data-api] [--max-concurrent 2]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ def register(subparsers) -> None:
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     run.add_argument("--work-dir", help="override the recipe's work_dir (report, trace, checkpoint)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--executor", choices=["local", "ray"], default=None, help="override the recipe's executor (ray: pip install 'llmlab[ray]')")
     run.set_defaults(func=_run)
 
     ops = sub.add_parser("ops", help="list every operator with its doc line and arguments", parents=[common_parser()])
@@ -33,13 +37,31 @@ def register(subparsers) -> None:
     analyze.add_argument("--text-key", default="text", help="field with the main text (gets text statistics)")
     analyze.set_defaults(func=_analyze)
 
+    schedule = sub.add_parser("schedule", help="run a recipe on a cron schedule, with run history and failure log", parents=[common_parser()])
+    schedule.add_argument("recipe", help="path to the recipe YAML (re-read before every run)")
+    schedule.add_argument("--cron", help='cron expression, local time: "MIN HOUR DOM MON DOW" (a 6th field adds seconds)')
+    schedule.add_argument("--state-dir", help="history.jsonl, failures.jsonl, runs/<id>/ (default: <work_dir>/schedule)")
+    schedule.add_argument("--max-runs", type=int, default=None, help="stop after N runs (default: run forever)")
+    schedule.add_argument("--run-now", action="store_true", help="run once immediately, then follow the schedule")
+    schedule.add_argument("--executor", choices=["local", "ray"], default=None, help="override the recipe's executor")
+    schedule.add_argument("--history", action="store_true", help="print the run history of the state folder and exit")
+    schedule.set_defaults(func=_schedule)
+
+    serve = sub.add_parser("serve", help="REST API: submit recipe runs, poll status, fetch reports", parents=[common_parser()])
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8100, help="port (default 8100)")
+    serve.add_argument("--state-dir", default="runs/data-api", help="where runs, their status and reports live (default runs/data-api)")
+    serve.add_argument("--max-concurrent", type=int, default=2, help="runs executing at once; the rest queue (default 2)")
+    serve.add_argument("--max-queued", type=int, default=64, help="queued + running runs before 429 (default 64)")
+    serve.set_defaults(func=_serve)
+
 
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from llmlab.data.executor import run_recipe
 
-    report = run_recipe(args.recipe, resume=args.resume, progress=not args.no_progress, work_dir=args.work_dir)
+    report = run_recipe(args.recipe, resume=args.resume, progress=not args.no_progress, work_dir=args.work_dir, executor=args.executor)
     console = Console()
     console.print(f"[bold]{report['project']}[/]: read {report['records_read']}, wrote {report['records_written']}, "
                   f"quarantined {report['quarantined']} in {report['seconds']:.1f}s ({report['records_per_second']:.0f} records/s)")  # fmt: skip
@@ -75,4 +97,53 @@ def _analyze(args: argparse.Namespace) -> int:
     out = args.out or args.input + ".analysis"
     report = analyze(args.input, out, text_key=args.text_key)
     print(f"analyzed {report['records']} records → {out}/analysis.md")
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    import os
+
+    from llmlab.data.ops.base import RecipeError
+    from llmlab.data.recipe import load_recipe
+    from llmlab.data.schedule import Scheduler, read_history
+
+    if args.history:
+        state_dir = args.state_dir or os.path.join(load_recipe(args.recipe).work_dir, "schedule")
+        _print_history(read_history(state_dir), state_dir)
+        return 0
+    if not args.cron:
+        raise RecipeError("--cron is required, e.g. --cron \"0 1 * * *\" (every day at 01:00)")
+    if args.max_runs is not None and args.max_runs < 1:
+        raise RecipeError(f"--max-runs must be at least 1, got {args.max_runs}")
+    scheduler = Scheduler(args.recipe, args.cron, args.state_dir, args.executor, log=lambda line: print(line, flush=True))
+    entries = scheduler.loop(max_runs=args.max_runs, run_now=args.run_now)
+    failed = sum(e["status"] == "failed" for e in entries)
+    print(f"{len(entries)} run(s), {failed} failed; history: {scheduler.history_path}")
+    return 0
+
+
+def _print_history(entries: list[dict], state_dir: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(entries)} scheduled run(s) in {state_dir}")
+    for col in ("run", "start", "end", "status", "read", "written", "report / error"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(e["run_id"], e["start"], e["end"], e["status"], str(e.get("records_read", "-")),
+                      str(e.get("records_written", "-")), e.get("report") or e.get("error", ""))  # fmt: skip
+    Console(width=200).print(table)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from llmlab.data.api import create_app
+
+    app = create_app(args.state_dir, max_concurrent=args.max_concurrent, max_queued=args.max_queued)
+    print(f"llmlab data API on http://{args.host}:{args.port} (runs in {args.state_dir}; docs at /docs)", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        app.state.manager.close()
     return 0

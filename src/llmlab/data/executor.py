@@ -9,6 +9,9 @@ operators run in `np` worker processes (the batch is split, order kept); statefu
 committed atomically (input position, operator states, sink positions, tracer counters). `resume`
 cuts the sinks back to the last checkpoint and skips the input already consumed, so a run killed
 at any moment and resumed writes exactly what an uninterrupted run writes.
+
+`executor: ray` (or `run_recipe(..., executor="ray")`) swaps in `ray_executor.RayExecutor`, which
+keeps this loop and runs the operators' work on Ray Data.
 """
 
 from __future__ import annotations
@@ -55,21 +58,33 @@ def _worker_segment(args):
 
 
 class LocalExecutor:
-    def __init__(self, recipe: Recipe, progress: bool = True):
+    executor_name = "local"
+
+    def __init__(self, recipe: Recipe, progress: bool = True, on_progress=None):
         self.recipe = recipe
         self.ops = recipe.build_ops()
         self.tracer = Tracer(self.ops, recipe.trace_samples, recipe.tracer)
         self.progress = progress
+        self.on_progress = on_progress  # called after every batch with the running counts
         self.work_dir = recipe.work_dir
         self.ckpt_dir = os.path.join(self.work_dir, "checkpoint")
-        # Consecutive stateless operators form one segment that workers can run.
-        self.segments: list[tuple[bool, list[int]]] = []
+        self.segments = self._plan()
+
+    def _plan(self) -> list[tuple[bool, list[int]]]:
+        """Consecutive stateless operators form one segment that workers can run."""
+        segments: list[tuple[bool, list[int]]] = []
         for i, op in enumerate(self.ops):
-            parallel = op.stateless and recipe.np > 1
-            if self.segments and self.segments[-1][0] == parallel and parallel:
-                self.segments[-1][1].append(i)
+            parallel = op.stateless and self.recipe.np > 1
+            if segments and segments[-1][0] == parallel and parallel:
+                segments[-1][1].append(i)
             else:
-                self.segments.append((parallel, [i]))
+                segments.append((parallel, [i]))
+        return segments
+
+    def _make_pool(self):
+        if self.recipe.np > 1 and any(p for p, _ in self.segments):
+            return get_context("spawn").Pool(self.recipe.np, _init_worker, (pickle.dumps(self.ops),))
+        return None
 
     # -- checkpoint ---------------------------------------------------------------------------
     def _save(self, state: dict) -> None:
@@ -114,9 +129,7 @@ class LocalExecutor:
         quarantine.seek(0, os.SEEK_END)
 
         stream = itertools.islice(itertools.chain.from_iterable(open_source(s) for s in recipe.sources), consumed, None)
-        pool = None
-        if recipe.np > 1 and any(p for p, _ in self.segments):
-            pool = get_context("spawn").Pool(recipe.np, _init_worker, (pickle.dumps(self.ops),))
+        pool = self._make_pool()
         kill_at = int(os.environ.get("LLMLAB_DATA_KILL_AT_BATCH", "-1"))  # crash-test hook
         started = time.perf_counter() - elapsed
         bar = _progress(self.progress)
@@ -143,6 +156,9 @@ class LocalExecutor:
                         self._commit(sinks, quarantine, consumed, written, quarantined, batches, started)
                     if bar:
                         bar.update(task, completed=consumed)
+                    if self.on_progress:
+                        self.on_progress({"records_read": consumed, "records_written": written,
+                                          "quarantined": quarantined, "batches": batches})  # fmt: skip
                 tail, failures = self._finish(pool)
                 for sink in sinks:
                     sink.write(tail)
@@ -158,7 +174,7 @@ class LocalExecutor:
         quarantine.close()
         seconds = time.perf_counter() - started
         summary = {
-            "project": recipe.project, "records_read": consumed, "records_written": written,
+            "project": recipe.project, "executor": self.executor_name, "records_read": consumed, "records_written": written,
             "quarantined": quarantined, "batches": batches, "seconds": seconds,
             "records_per_second": consumed / seconds if seconds > 0 else 0.0,
             "sinks": [s.get("path") or f"{s.get('table')} @ {s.get('url', '').split('@')[-1]}" for s in recipe.sinks],
@@ -192,10 +208,14 @@ class LocalExecutor:
                 results = [res for _, rs in parts for res in rs]
             else:
                 records, results = run_segment(self.ops, indices, records, self.tracer.max_samples)
-            for i, n_in, n_out, hook, secs in results:
-                self.tracer.record(i, n_in, n_out, hook, secs)
-                failures.extend({"reason": why, "location": f"operator {self.ops[i].name}", "raw": rec} for rec, why in hook.failures)
+            self._record(results, failures)
         return records, failures
+
+    def _record(self, results, failures: list[dict]) -> None:
+        """Add run_segment results to the tracer; records an operator failed on join `failures`."""
+        for i, n_in, n_out, hook, secs in results:
+            self.tracer.record(i, n_in, n_out, hook, secs)
+            failures.extend({"reason": why, "location": f"operator {self.ops[i].name}", "raw": rec} for rec, why in hook.failures)
 
     def _finish(self, pool) -> tuple[list[dict], list[dict]]:
         """Flush held-back records (selectors) through the operators after them."""
@@ -257,8 +277,17 @@ class _NoBar:
         return False
 
 
-def run_recipe(path_or_recipe, resume: bool = False, progress: bool = True, work_dir: str | None = None) -> dict:
+def run_recipe(path_or_recipe, resume: bool = False, progress: bool = True, work_dir: str | None = None,
+               executor: str | None = None, on_progress=None) -> dict:
+    """Run a recipe (path or `Recipe`); `executor` overrides the recipe's `local` or `ray`."""
     recipe = load_recipe(path_or_recipe) if isinstance(path_or_recipe, str) else path_or_recipe
     if work_dir:
         recipe.work_dir = work_dir
-    return LocalExecutor(recipe, progress).run(resume=resume)
+    kind = executor or recipe.executor
+    if kind == "ray":
+        from llmlab.data.ray_executor import RayExecutor
+
+        return RayExecutor(recipe, progress, on_progress).run(resume=resume)
+    if kind != "local":
+        raise RecipeError(f"unknown executor {kind!r}; use `local` or `ray`")
+    return LocalExecutor(recipe, progress, on_progress).run(resume=resume)

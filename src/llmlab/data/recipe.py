@@ -8,6 +8,7 @@
     trace_samples: 10
     checkpoint: true              # commit after every batch so `--resume` continues exactly
     text_key: text
+    executor: local               # or `ray`: operators run on Ray Data (pip install llmlab[ray])
     sources:
       - {type: text, path: "pkg://llmlab/data/assets/ml-interview-notes.raw.md"}
     process:
@@ -92,15 +93,16 @@ def parse_recipe(data: Any, name: str = "recipe") -> Recipe:
         if args is not None and not isinstance(args, dict):
             raise RecipeError(f"{name}: arguments of {op!r} must be a mapping, got {args!r}")
         process.append((op, args or {}))
-    if data.get("executor", "local") != "local":
-        raise RecipeError(f"{name}: executor {data['executor']!r} is not available; use `local`")
+    if data.get("executor", "local") not in ("local", "ray"):
+        raise RecipeError(f"{name}: executor {data['executor']!r} is not available; use `local` or `ray`")
     project = str(data.get("project", "data-run"))
     recipe = Recipe(
         project=project, sources=data["sources"], process=process, sinks=data["sinks"],
         work_dir=str(data.get("work_dir", os.path.join("runs", project))),
         batch_size=int(data.get("batch_size", 256)), np=int(data.get("np", 1)),
         tracer=bool(data.get("tracer", True)), trace_samples=int(data.get("trace_samples", 10)),
-        checkpoint=bool(data.get("checkpoint", True)), text_key=str(data.get("text_key", "text")), raw=data,
+        checkpoint=bool(data.get("checkpoint", True)), text_key=str(data.get("text_key", "text")),
+        executor=str(data.get("executor", "local")), raw=data,
     )  # fmt: skip
     if recipe.batch_size < 1 or recipe.np < 1:
         raise RecipeError(f"{name}: batch_size and np must be positive")
