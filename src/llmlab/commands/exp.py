@@ -43,7 +43,7 @@ def _list(args: argparse.Namespace) -> int:
     for name in registry.EXPERIMENTS:
         try:
             module = registry.load(name)
-        except registry.ExperimentUnavailable as exc:  # e.g. bert-mlm-nsp before its model exists
+        except registry.ExperimentUnavailable as exc:  # a subsystem it builds on is missing
             print(f"{name:30s} (unavailable: {exc})")
             continue
         print(f"{name:30s} {module.TITLE}\n{'':30s} §{module.CLAIM.section}")

@@ -5,6 +5,14 @@
 Input: one of 8 symbols, then `delay` random distractor tokens; at the last step the model must
 output the first symbol (chance = 1/8). llmlab's RNN, LSTM and GRU (hidden 32) are trained with the
 same budget at each delay; we plot accuracy against delay and compare parameter counts.
+
+Initialisation decides whether a gated network starts on the long-memory side: with torch's default
+(all biases ~U(±1/√H)) the forget gate starts near σ(0) = ½, so the signal from step 0 shrinks like
+½^delay and every model sits at chance for as long as our step budget lasts. The main runs use the
+"chrono" initialisation of Tallec & Ollivier (2018) for the gates — forget-gate (LSTM) / update-gate
+(GRU) bias log U(1, T_max − 1), LSTM input-gate bias its negative — which a gate can express and a
+plain RNN cannot. For fairness the RNN also runs with an orthogonal W_hh (its best simple init),
+and the gated networks also run with the default init; all curves are plotted.
 """
 
 from __future__ import annotations
@@ -33,6 +41,22 @@ class Recaller(nn.Module):
         self.rnn = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}[kind](16, HIDDEN)
         self.head = nn.Linear(HIDDEN, SYMBOLS)
 
+    def chrono_init(self, t_max: int) -> None:
+        """Gates that keep memory for 1…t_max steps at init: b_f = log U(1, t_max − 1) (LSTM forget gate,
+        GRU update gate z, where h' = (1 − z)·n + z·h), and for the LSTM b_i = −b_f."""
+        for cell in self.rnn.cells:
+            h = cell.hidden_size
+            keep = torch.log(torch.empty(h).uniform_(1, t_max - 1))
+            with torch.no_grad():
+                cell.bias_hh.zero_()
+                cell.bias_ih[h:2 * h] = keep  # gate block 1: LSTM (i, f, g, o) → f; GRU (r, z, n) → z
+                if isinstance(self.rnn, LSTM):
+                    cell.bias_ih[:h] = -keep
+
+    def orthogonal_init(self) -> None:
+        for cell in self.rnn.cells:
+            nn.init.orthogonal_(cell.weight_hh)
+
     def forward(self, x):
         out, _ = self.rnn(self.embed(x))
         return self.head(out[:, -1])
@@ -44,9 +68,20 @@ def task(g, delay: int, size: int = 64):
     return torch.cat([first, rest], dim=1), first[:, 0]
 
 
-def train(kind: str, delay: int, steps: int) -> float:
+# name → (cell, initialisation); the first three are the comparison, the rest controls
+VARIANTS = {"RNN": ("RNN", "default"), "LSTM": ("LSTM", "chrono"), "GRU": ("GRU", "chrono"),
+            "RNN, orthogonal W_hh": ("RNN", "orthogonal"), "LSTM, default init": ("LSTM", "default"),
+            "GRU, default init": ("GRU", "default")}
+
+
+def train(variant: str, delay: int, steps: int, t_max: int) -> float:
+    kind, init = VARIANTS[variant]
     torch.manual_seed(0)
     model = Recaller(kind)
+    if init == "chrono":
+        model.chrono_init(t_max)
+    elif init == "orthogonal":
+        model.orthogonal_init()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(13)
     for _ in range(steps):
@@ -61,32 +96,54 @@ def train(kind: str, delay: int, steps: int) -> float:
         return (model(x).argmax(-1) == y).float().mean().item()
 
 
+def controls_sentence(acc: dict, longest: int, best_rnn: float) -> str:
+    default_gated = max(acc["LSTM, default init"][-1], acc["GRU, default init"][-1])
+    if default_gated < best_rnn + 0.2:
+        return (f" The controls qualify the notes' claim: with torch's default init the gates start half closed, and "
+                f"within this budget the gated nets did no better than the RNN at delay {longest} (best "
+                f"{fmt(default_gated)}). The architecture gives LSTM/GRU a way to carry information far; an "
+                "initialisation (or a much longer training run) that opens the gates is what makes them use it.")
+    return (f" With torch's default init the gated nets also beat the RNN at delay {longest} (best "
+            f"{fmt(default_gated)}), so the advantage does not depend on the gate initialisation here.")
+
+
 def run(fast: bool) -> Outcome:
-    delays, steps = ((2, 10), 60) if fast else ((5, 10, 20, 40, 60), 400)
-    kinds = ("RNN", "LSTM", "GRU")
-    acc = {k: [train(k, d, steps) for d in delays] for k in kinds}
-    params = {k: parameter_count(Recaller(k).rnn) for k in kinds}
+    delays, steps = ((2, 10), 60) if fast else ((5, 10, 20, 40, 80), 600)
     longest = delays[-1]
+    acc = {v: [train(v, d, steps, t_max=longest) for d in delays] for v in VARIANTS}
+    kinds = ("RNN", "LSTM", "GRU")
+    params = {k: parameter_count(Recaller(k).rnn) for k in kinds}
+    best_rnn = max(acc["RNN"][-1], acc["RNN, orthogonal W_hh"][-1])
     checks = [
         Check(f"at delay {longest} LSTM and GRU remember better than the RNN: accuracy LSTM {fmt(acc['LSTM'][-1])}, "
-              f"GRU {fmt(acc['GRU'][-1])}, RNN {fmt(acc['RNN'][-1])} (chance {fmt(1 / SYMBOLS)})",
-              min(acc["LSTM"][-1], acc["GRU"][-1]) >= acc["RNN"][-1] + 0.2),
+              f"GRU {fmt(acc['GRU'][-1])}, RNN {fmt(acc['RNN'][-1])} ({fmt(acc['RNN, orthogonal W_hh'][-1])} with "
+              f"orthogonal W_hh; chance {fmt(1 / SYMBOLS)}; 'better' = at least 0.2 above the better RNN)",
+              min(acc["LSTM"][-1], acc["GRU"][-1]) >= best_rnn + 0.2),
         Check(f"GRU has ¾ of the LSTM's parameters: {params['GRU']} vs {params['LSTM']} "
               f"(ratio {fmt(params['GRU'] / params['LSTM'])})", abs(params["GRU"] / params["LSTM"] - 0.75) < 0.01),
     ]
+    remembered = {v: max([d for d, a in zip(delays, acc[v]) if a >= 0.9], default=0) for v in VARIANTS}
     discussion = (
         f"{steps} Adam steps (lr 3e-3, batch 64, gradient clipping 1.0) per model and delay; accuracy on 512 fresh "
-        "sequences. Accuracy by delay: "
-        + "; ".join(f"{k}: " + ", ".join(f"{d}→{fmt(a)}" for d, a in zip(delays, acc[k])) for k in kinds)
-        + ". The LSTM's cell state is only scaled by the forget gate and added to, so the gradient to the "
-        "first step passes through ∏f_t instead of a product of W_hh·tanh′ Jacobians."
+        f"sequences. LSTM and GRU use the chrono gate init with T_max = {longest}. Accuracy by delay: "
+        + "; ".join(f"{v}: " + ", ".join(f"{d}→{fmt(a)}" for d, a in zip(delays, acc[v])) for v in VARIANTS)
+        + ". Longest delay recalled with ≥ 90% accuracy: "
+        + ", ".join(f"{v} {remembered[v] or 'none'}" for v in VARIANTS)
+        + ". The LSTM's cell state is only scaled by the forget gate and added to, so the gradient to the first "
+        "step passes through ∏f_t — close to 1 when the forget gates start open — instead of a product of "
+        "W_hh·tanh′ Jacobians, which shrinks (or, with large weights, explodes) geometrically whatever the init."
+        + controls_sentence(acc, longest, best_rnn)
     )
     fig, axes = new_figure(2, width=5)
-    for k in kinds:
-        axes[0].plot(delays, acc[k], marker="o", label=k)
+    for i, v in enumerate(VARIANTS):
+        axes[0].plot(delays, acc[v], marker="o", label=v, color=f"C{i % 3}", ls="-" if i < 3 else "--")
     axes[0].axhline(1 / SYMBOLS, color="grey", lw=0.5)
-    axes[0].set(title="recall accuracy vs delay", xlabel="delay (steps)", ylim=(0, 1.05))
-    axes[0].legend()
+    axes[0].set(title="recall accuracy vs delay (dashed: controls)", xlabel="delay (steps)", ylim=(0, 1.05),
+                xscale="log")
+    axes[0].set_xticks(delays, [str(d) for d in delays], minor=False)
+    axes[0].minorticks_off()
+    axes[0].legend(fontsize=7)
     axes[1].bar(list(params), list(params.values()), color=["C0", "C1", "C2"])
     axes[1].set(title=f"parameters (input 16, hidden {HIDDEN})")
-    return Outcome({"delays": list(delays), "accuracy": acc, "parameters": params}, checks, fig, discussion)
+    return Outcome({"delays": list(delays), "accuracy": acc, "parameters": params,
+                    "longest_recalled_delay": remembered}, checks, fig, discussion)

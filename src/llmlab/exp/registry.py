@@ -41,7 +41,8 @@ def load(name: str) -> ModuleType:
 
 
 def available() -> list[str]:
-    """Experiments whose module imports (bert-mlm-nsp needs the BERT model of another subsystem)."""
+    """Experiments whose module imports (an experiment can build on other subsystems, e.g. bert-mlm-nsp on
+    llmlab.train.bert and llmlab.models.bert)."""
     names = []
     for name in EXPERIMENTS:
         try:
