@@ -6,12 +6,18 @@ Chinese has no spaces, so "words" come from jieba; everything else is plain Pyth
 from __future__ import annotations
 
 import functools
+from collections import Counter
 import re
 import unicodedata
 from importlib import resources
 
+import numpy as np
+
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z0-9_']+")
+# Python's \w is exactly str.isalnum() plus "_": removing these runs in C leaves only the characters
+# that special_char_ratio has to look up one by one.
+_WORD_OR_SPACE = re.compile(r"[\w\s]+")
 
 
 @functools.lru_cache(maxsize=1)
@@ -32,7 +38,8 @@ def words(text: str) -> list[str]:
     """Words of mixed Chinese/English text: jieba for text with CJK characters, else whitespace."""
     if has_cjk(text):
         return [w for w in _jieba().lcut(text) if w.strip() and not _is_punct(w)]
-    return [w.strip(".,;:!?\"'()[]{}") for w in text.split() if w.strip(".,;:!?\"'()[]{}")]
+    stripped = (w.strip(".,;:!?\"'()[]{}") for w in text.split())
+    return [w for w in stripped if w]
 
 
 def _is_punct(token: str) -> bool:
@@ -49,7 +56,7 @@ def word_count(text: str) -> int:
 
 def alnum_ratio(text: str) -> float:
     """Share of characters that are letters or digits (CJK ideographs count as letters)."""
-    return sum(c.isalnum() for c in text) / len(text) if text else 0.0
+    return sum(map(str.isalnum, text)) / len(text) if text else 0.0
 
 
 def special_char_ratio(text: str) -> float:
@@ -57,9 +64,7 @@ def special_char_ratio(text: str) -> float:
     if not text:
         return 0.0
     special = 0
-    for c in text:
-        if c.isalnum() or c.isspace():
-            continue
+    for c in _WORD_OR_SPACE.sub("", text):  # letters, digits, "_" and spaces are never special
         cat = unicodedata.category(c)
         if cat[0] in "SC" or cat == "Po" and c in "#$%&*@\\^_`|~":
             special += 1
@@ -68,23 +73,31 @@ def special_char_ratio(text: str) -> float:
 
 def char_repetition_ratio(text: str, n: int = 10) -> float:
     """Share of character n-gram occurrences that belong to n-grams seen more than once."""
-    grams = [text[i : i + n] for i in range(len(text) - n + 1)]
-    return _repeated_share(grams)
+    if len(text) < n:
+        return 0.0
+    # Slicing out every n-gram as a Python string is the slow part, so each n-gram becomes a 64-bit
+    # polynomial hash of its code points, computed for all positions at once; two different n-grams
+    # of one document agreeing on 64 bits does not happen at these sizes.
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    keys = np.zeros(len(codes) - n + 1, dtype=np.uint64)
+    for i in range(n):
+        keys = keys * np.uint64(0x100000001B3) + codes[i : i + len(keys)]
+    keys.sort()
+    same_as_next = keys[1:] == keys[:-1]
+    repeated = np.zeros(len(keys), dtype=bool)
+    repeated[1:] |= same_as_next
+    repeated[:-1] |= same_as_next
+    return float(repeated.sum()) / len(keys)
 
 
 def word_repetition_ratio(text: str, n: int = 5) -> float:
+    """Share of word n-gram occurrences that belong to n-grams seen more than once."""
     toks = words(text)
-    grams = [" ".join(toks[i : i + n]) for i in range(len(toks) - n + 1)]
-    return _repeated_share(grams)
-
-
-def _repeated_share(grams: list[str]) -> float:
-    if not grams:
+    total = len(toks) - n + 1
+    if total <= 0:
         return 0.0
-    counts: dict[str, int] = {}
-    for g in grams:
-        counts[g] = counts.get(g, 0) + 1
-    return sum(c for c in counts.values() if c > 1) / len(grams)
+    counts = Counter(" ".join(toks[i : i + n]) for i in range(total))
+    return (total - sum(1 for c in counts.values() if c == 1)) / total
 
 
 @functools.lru_cache(maxsize=4)

@@ -38,7 +38,7 @@ class WhitespaceNormalization(Mapper):
 
     def map(self, text):
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-        if not self.keep_newlines:
+        if not self.keep_newlines or "\n" not in text:
             return _SPACES.sub(" ", text.replace("\n", " ")).strip()
         lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
         return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
@@ -97,6 +97,8 @@ class CleanLinks(Mapper):
         self.repl = repl
 
     def map(self, text):
+        if "://" not in text and "www." not in text.lower():  # most texts have no link; skip the slow scan
+            return text
         return _LINK.sub(self.repl, text)
 
 
@@ -111,7 +113,7 @@ class CleanEmail(Mapper):
         self.repl = repl
 
     def map(self, text):
-        return _EMAIL.sub(self.repl, text)
+        return _EMAIL.sub(self.repl, text) if "@" in text else text  # the scan backtracks at every word
 
 
 _IPV4 = r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])"
