@@ -1,6 +1,7 @@
 """`llmlab train sft|lora|reward|dpo|ppo|grpo` and `llmlab sample best-of-n` end to end on a tiny saved model."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -54,8 +55,10 @@ def test_reward_dpo_grpo_ppo_and_best_of_n_run(workspace, capsys):
     run("reward", workspace, "--set", f"data.train={workspace / 'prefs.jsonl'}")
     assert (workspace / "reward" / "model" / "score_head.safetensors").exists()
     run("dpo", workspace, "--set", f"data.train={workspace / 'prefs.jsonl'}", "--set", "lora.enabled=true",
-        "--set", "dpo.loss_type=ipo")
+        "--set", "dpo.loss_type=ipo", "--set", "lora.base_dtype=bf16", "--set", "dpo.precompute_ref_log_probs=true")
     assert (workspace / "dpo" / "adapter" / "adapter_model.safetensors").exists()
+    dpo_steps = [json.loads(line) for line in (workspace / "dpo" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in dpo_steps if r.get("kind") == "train")
     rl = ["--set", f"data.train={workspace / 'arith.jsonl'}", "--set", "rl.max_new_tokens=4", "--set", "rl.group_size=2"]
     run("grpo", workspace, *rl, "--set", "rl.kl_beta=0.1")
     run("ppo", workspace, *rl, "--set", f"rl.reward_model={workspace / 'reward' / 'model'}")

@@ -134,6 +134,23 @@ def test_base_held_in_bf16_and_int8_stays_close():
         assert (m(IDS) - base).abs().max() < tol
 
 
+def test_bf16_base_holds_the_whole_frozen_model_and_trains_fp32_adapters():
+    _, fp32 = tiny_pair()
+    add_lora(fp32, r=4)
+    randomize_b(fp32)
+    _, model = tiny_pair()
+    add_lora(model, r=4, base_dtype="bf16")
+    model.load_state_dict(fp32.state_dict())  # same adapters (load_state_dict keeps each dtype)
+    adapters = {id(p) for p in lora_parameters(model)}
+    assert all(p.dtype == (torch.float32 if id(p) in adapters else torch.bfloat16) for p in model.parameters())
+    logits = model(IDS)
+    assert logits.dtype == torch.float32 and (logits - fp32(IDS)).abs().max() < 0.05
+    logits.logsumexp(-1).mean().backward()
+    grads = [p.grad for p in lora_parameters(model)]
+    assert all(g is not None and g.dtype == torch.float32 for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    assert all(p.grad is None for p in model.parameters() if id(p) not in adapters)
+
+
 def test_our_adapter_loads_in_peft_with_same_logits(tmp_path):
     reference, model = tiny_pair()
     add_lora(model, r=4, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj"], use_rslora=True)

@@ -14,8 +14,10 @@ alpha/r (or alpha/√r with rsLoRA, which keeps the update's size steady as r gr
 is an nn.Linear subclass that keeps the original `weight`/`bias` parameters under their original
 names, so the base state dict (and `save_hf_folder`) see the same keys as before.
 
-The frozen base may be held in bf16 (`base_dtype="bf16"`) or int8 (`"int8"`, per-row absmax) to
-save memory; the adapters stay float32. The PEFT format itself lives in `llmlab/formats/peft.py`.
+The frozen base may be held in bf16 (`base_dtype="bf16"`: the whole frozen model, which then
+computes in bf16) or int8 (`"int8"`: the wrapped layers, per-row absmax) to save memory; the
+adapters stay float32 (cast to the activations' dtype per use). The PEFT format itself lives in
+`llmlab/formats/peft.py`.
 """
 
 from __future__ import annotations
@@ -116,16 +118,31 @@ class LoraLinear(nn.Linear):
         if self.disabled and self.merged:
             self.unmerge()
         weight = self.base_weight()
-        out = F.linear(x.to(weight.dtype) if weight.dtype != x.dtype else x, weight,
-                       self.bias.to(weight.dtype) if self.bias is not None else None).to(x.dtype)
+        if weight.dtype == x.dtype or torch.is_autocast_enabled(x.device.type):
+            out = F.linear(x, weight, self.bias)  # autocast picks the compute dtype itself
+        else:  # e.g. a bf16/int8-held layer inside an fp32 model
+            bias = self.bias.to(weight.dtype) if self.bias is not None else None
+            out = F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
         if self.disabled:
             return out
         for name in self.active:
-            if name in self.merged:
-                continue
-            a, b = self.lora_A[name], self.lora_B[name]
-            out = out + b(a(self.lora_dropout[name](x).to(a.weight.dtype))).to(out.dtype) * self.scaling[name]
+            if name not in self.merged:
+                out = self._add_update(out, x, name)
         return out
+
+    def _add_update(self, out: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+        """out + dropout(x)·Aᵀ·(B·scaling)ᵀ, the second product fused into the add (one addmm).
+
+        Runs in the activations' dtype (the fp32 A/B are cast: tiny), so a bf16 model stays bf16;
+        scaling goes onto B ([out, r]) rather than onto the [tokens, out] result."""
+        a, b = self.lora_A[name].weight, self.lora_B[name].weight
+        dropout = self.lora_dropout[name]
+        h = x if isinstance(dropout, nn.Identity) else dropout(x)
+        if a.dtype != out.dtype:
+            a, b, h = a.to(out.dtype), b.to(out.dtype), h.to(out.dtype)
+        low = F.linear(h, a).reshape(-1, a.shape[0])
+        flat = torch.addmm(out.reshape(-1, out.shape[-1]), low, (b * self.scaling[name]).t())
+        return flat.view(out.shape)
 
     def _require_float_base(self, what: str):
         if self.int8_scale is not None:
@@ -192,13 +209,32 @@ def add_lora(model: nn.Module, config: LoraConfig | None = None, adapter_name: s
             wrapped = LoraLinear(module)
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, child, wrapped)
-            if base_dtype:
+            if base_dtype and base_dtype not in BF16_NAMES:
                 wrapped.hold_base_in(base_dtype)
             module = wrapped
         module.add_adapter(adapter_name, config)
+    if base_dtype in BF16_NAMES:
+        hold_frozen_in_bf16(model)
     configs = getattr(model, "lora_configs", {})
     configs[adapter_name] = config
     model.lora_configs = configs
+    return model
+
+
+BF16_NAMES = ("bf16", "bfloat16")
+
+
+def hold_frozen_in_bf16(model: nn.Module) -> nn.Module:
+    """Cast every floating parameter but the adapters (all of the frozen base: embeddings, projections, norms) to bf16.
+
+    The model then computes in bf16 end to end (the adapters' fp32 A/B are cast per use and keep
+    fp32 master copies and gradients), which halves weight and activation memory and runs the
+    matmuls on the CPU's bf16 kernels. Buffers (rotary frequencies) stay fp32. The Parameter
+    objects are kept, so tied weights stay tied."""
+    adapters = {id(p) for layer in lora_layers(model).values() for p in layer.lora_parameters()}
+    for p in model.parameters():
+        if id(p) not in adapters and p.is_floating_point() and p.dtype != torch.bfloat16:
+            p.data = p.data.to(torch.bfloat16)
     return model
 
 

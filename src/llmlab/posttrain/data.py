@@ -2,6 +2,7 @@
 
     pairs = read_pairs(tokenizer, "bundled:notes-prefs.jsonl")   # {"prompt", "chosen", "rejected"} lines
     dpo_collate(pairs[:4], pad_id)      # input_ids / completion_mask [2B, T]: chosen rows, then rejected rows
+                                        # (+ ref_logps [2B] once precompute_reference_logps filled them)
     reward_collate(pairs[:4], pad_id)   # chosen_ids / rejected_ids [B, T] + lengths (+ margin)
     prompts = read_prompts(tokenizer, "bundled:arith.jsonl")    # {"prompt", "answer"} lines
 
@@ -36,6 +37,8 @@ class Pair:
     chosen: list[int]
     rejected: list[int]
     margin: float = 0.0
+    ref_chosen: float | None = None  # log πref of the completions, when precomputed (DPO)
+    ref_rejected: float | None = None
 
 
 def read_pairs(tokenizer, name: str, system: str | None = None, max_length: int = 512) -> list[Pair]:
@@ -61,7 +64,16 @@ def dpo_collate(pairs: list[Pair], pad_id: int) -> dict:
     rows = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
     masks = [[0] * len(p.prompt) + [1] * len(p.chosen) for p in pairs] + \
             [[0] * len(p.prompt) + [1] * len(p.rejected) for p in pairs]
-    return {"input_ids": _pad(rows, pad_id), "completion_mask": _pad(masks, 0)}
+    completions = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    batch = {"input_ids": _pad(rows, pad_id), "completion_mask": _pad(masks, 0),
+             # the same pairs split, for the prefix-shared forward (posttrain/shared_prefix.py)
+             "prompt_ids": _pad([p.prompt for p in pairs], pad_id),
+             "prompt_lengths": torch.tensor([len(p.prompt) for p in pairs]),
+             "completion_ids": _pad(completions, pad_id),
+             "completion_lengths": torch.tensor([len(c) for c in completions])}
+    if all(p.ref_chosen is not None for p in pairs):
+        batch["ref_logps"] = torch.tensor([p.ref_chosen for p in pairs] + [p.ref_rejected for p in pairs])
+    return batch
 
 
 def reward_collate(pairs: list[Pair], pad_id: int) -> dict:

@@ -7,7 +7,9 @@
 
 The reference generator (llmlab.generation) decodes one sequence at a time; an RL step wants many
 samples of the same prompt, and since they share the prompt they need no padding or masks: one
-prefill of the prompt (repeated n times) and one batched decode step per token.
+prefill of the prompt (repeated n times) and one batched decode step per token. When the serving
+engine can run the policy, `RolloutSource` samples through it instead (posttrain/engine_rollout.py:
+every prompt of the step in one continuous batch, same weights); this path stays as the fallback.
 """
 
 from __future__ import annotations
@@ -72,16 +74,21 @@ def pad_rows(rows: list[torch.Tensor], pad: int) -> torch.Tensor:
 
 @torch.no_grad()
 def collect(model, prompts: list[dict], reward_fn, group_size: int, max_new_tokens: int, temperature: float,
-            eos_id: int | None, pad_id: int, tokenizer=None, generator=None) -> dict:
+            eos_id: int | None, pad_id: int, tokenizer=None, generator=None, engine=None) -> dict:
     """Sample `group_size` completions per prompt and score them.
 
     prompts: dicts with "prompt_ids" (and whatever the reward function reads, e.g. "answer").
-    reward_fn(text, completion_ids, prompt) -> float. Returns input_ids / completion_mask [N·G, T]
-    (right-padded) and scores [N·G]."""
+    reward_fn(text, completion_ids, prompt) -> float. `engine`: an EngineSampler (all prompts decode
+    in one engine batch); None: the reference path, one prompt's group at a time. Returns
+    input_ids / completion_mask [N·G, T] (right-padded) and scores [N·G]."""
+    if engine is not None:
+        groups = engine.sample_groups([p["prompt_ids"] for p in prompts], group_size, max_new_tokens, temperature,
+                                      eos_id, pad_id, generator)
+    else:
+        groups = [sample_group(model, p["prompt_ids"], group_size, max_new_tokens, temperature, eos_id, pad_id,
+                               generator) for p in prompts]
     ids, masks, scores = [], [], []
-    for prompt in prompts:
-        group = sample_group(model, prompt["prompt_ids"], group_size, max_new_tokens, temperature, eos_id, pad_id,
-                             generator)
+    for prompt, group in zip(prompts, groups):
         texts = group.texts(tokenizer) if tokenizer is not None else [""] * group_size
         for row in range(group_size):
             scores.append(float(reward_fn(texts[row], group.completion_ids(row), prompt)))
@@ -98,7 +105,7 @@ class RolloutSource:
 
     def __init__(self, model, prompts: list[dict], reward_fn, prepare, prompts_per_step: int, group_size: int,
                  max_new_tokens: int, temperature: float, eos_id, pad_id: int, tokenizer=None, reuse: int = 1,
-                 seed: int = 0, sampler_model=None):
+                 seed: int = 0, sampler_model=None, use_engine: bool = True):
         self.model, self.prompts, self.reward_fn, self.prepare = model, prompts, reward_fn, prepare
         self.sampler_model = sampler_model or model
         self.prompts_per_step, self.group_size, self.reuse = prompts_per_step, group_size, reuse
@@ -106,13 +113,19 @@ class RolloutSource:
         self.tokenizer = tokenizer
         self.generator = torch.Generator().manual_seed(seed)
         self.cursor, self.used, self.batch = 0, reuse, None
+        self.engine = None  # the serving engine over the sampler's own weights, when it can run them
+        from llmlab.posttrain.engine_rollout import EngineSampler, engine_supports
+
+        if use_engine and engine_supports(self.sampler_model, tokenizer):
+            longest = max(len(p["prompt_ids"]) for p in prompts) + max_new_tokens
+            self.engine = EngineSampler(self.sampler_model, tokenizer, prompts_per_step * group_size, longest)
 
     def next_batch(self) -> dict:
         if self.used >= self.reuse:
             chosen = [self.prompts[(self.cursor + i) % len(self.prompts)] for i in range(self.prompts_per_step)]
             self.cursor = (self.cursor + self.prompts_per_step) % len(self.prompts)
             batch = collect(self.sampler_model, chosen, self.reward_fn, self.group_size, self.max_new_tokens,
-                            self.temperature, self.eos_id, self.pad_id, self.tokenizer, self.generator)
+                            self.temperature, self.eos_id, self.pad_id, self.tokenizer, self.generator, self.engine)
             self.batch, self.used = self.prepare(batch), 0
         self.used += 1
         return self.batch

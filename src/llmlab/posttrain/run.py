@@ -51,6 +51,7 @@ class PostDataSection:
 class PreferenceSection:
     beta: float = 0.1
     loss_type: str = "sigmoid"  # sigmoid | ipo
+    precompute_ref_log_probs: bool = False  # reference log-probs once before training, not every step
 
 
 @dataclass
@@ -61,6 +62,7 @@ class RLSection:
     prompts_per_step: int = 2
     max_new_tokens: int = 32
     temperature: float = 1.0
+    rollout_engine: bool = True  # sample through the serving engine (false: the reference sampler)
     reuse: int = 1  # optimizer steps per rollout batch
     clip: float = 0.2
     kl_beta: float = 0.0  # GRPO: weight of the k3 KL term (0: off)
@@ -155,7 +157,7 @@ def _pairs(config: PostTrainConfig, tokenizer, collate):
 
 def run_dpo(config: PostTrainConfig) -> dict:
     from llmlab.posttrain.data import dpo_collate
-    from llmlab.train.objectives.dpo import DPOObjective
+    from llmlab.train.objectives.dpo import DPOObjective, precompute_reference_logps
     from llmlab.train.objectives.reference import Reference
     from llmlab.train.trainer import Trainer
 
@@ -163,7 +165,13 @@ def run_dpo(config: PostTrainConfig) -> dict:
         raise ConfigError(f"dpo.loss_type '{config.dpo.loss_type}' (choose sigmoid, ipo)")
     model, tokenizer = load_policy(config)
     train, held_out = _pairs(config, tokenizer, dpo_collate)
-    objective = DPOObjective(Reference(model), config.dpo.beta, config.dpo.loss_type)
+    reference = Reference(model)
+    if config.dpo.precompute_ref_log_probs:
+        for source in (train, held_out):
+            if source is not None:
+                precompute_reference_logps(reference, source.items, tokenizer.pad_token_id, config.train.batch_size)
+        reference = None  # every batch carries its ref_logps now; a frozen copy (full fine-tuning) is freed
+    objective = DPOObjective(reference, config.dpo.beta, config.dpo.loss_type)
     trainer = Trainer(model, objective, train, config, eval_data=held_out)
     summary = trainer.fit()
     trainer.close()
@@ -236,7 +244,8 @@ def run_rl(config: PostTrainConfig, method: str) -> dict:
         objective = PPOObjective(rl.clip, rl.value_clip, rl.vf_coef)
     source = RolloutSource(model, prompts, _reward_fn(config), prepare, rl.prompts_per_step, rl.group_size,
                            rl.max_new_tokens, rl.temperature, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                           tokenizer=tokenizer, reuse=rl.reuse, seed=config.train.seed, sampler_model=sampler)
+                           tokenizer=tokenizer, reuse=rl.reuse, seed=config.train.seed, sampler_model=sampler,
+                           use_engine=rl.rollout_engine)
     trainer = Trainer(model, objective, source, config)
     summary = trainer.fit()
     trainer.close()

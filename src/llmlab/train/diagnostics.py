@@ -159,7 +159,7 @@ class LossSpikeDetector:
     def check(self, loss: float) -> str | None:
         median = self.history.median()
         self.history.add(loss)
-        if median is not None and math.isfinite(loss) and loss > self.factor * median:
+        if median is not None and median > 0 and math.isfinite(loss) and loss > self.factor * median:  # RL losses sit at 0 or below
             return f"loss spike: {loss:.4g} is {loss / median:.2f}× the recent median {median:.4g}"
         return None
 

@@ -1,18 +1,39 @@
 """DPO objective: push the policy's log-ratio to the reference up on chosen, down on rejected.
 
 Batch: input_ids / completion_mask [2B, T] — the B chosen rows, then the B rejected rows (prompt +
-completion, right-padded; mask 1 on completion tokens). Reference log-probs come from the batch
-(`ref_logps` [2B], precomputed once) or, when absent, from the Reference (adapters off or a frozen copy).
+completion, right-padded; mask 1 on completion tokens), so policy log-probs of both take one
+forward pass. Reference log-probs come from the batch (`ref_logps` [2B], precomputed once over the
+dataset by `precompute_reference_logps`) or, when absent, from the Reference (adapters off or a
+frozen copy) on the fly.
+
+    precompute_reference_logps(Reference(model), pairs, pad_id)   # fills pair.ref_chosen / ref_rejected
+    loss, metrics = DPOObjective(beta=0.1)(model, dpo_collate(pairs[:4], pad_id))
 """
 
 from __future__ import annotations
 
-from llmlab.train.losses import dpo_loss, dpo_metrics, token_logps
-from llmlab.train.objectives.clm import logits_of
+import torch
+
+from llmlab.errors import LlmlabError
+from llmlab.train.losses import dpo_loss, dpo_metrics
+from llmlab.train.objectives.reference import pair_logps
 
 
-def sequence_logps(per_token, completion_mask):
-    return (per_token * completion_mask[:, 1:].to(per_token.dtype)).sum(-1)
+@torch.no_grad()
+def precompute_reference_logps(reference, pairs: list, pad_id: int, batch_size: int = 8) -> list:
+    """Store log πref(chosen) and log πref(rejected) on every Pair, once, before training.
+
+    `dpo_collate` then puts them in the batch as `ref_logps` and the objective skips the reference
+    forward pass each step (a third of DPO's compute; and no frozen copy needs to stay in memory)."""
+    from llmlab.posttrain.data import dpo_collate
+
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        batch = dpo_collate(chunk, pad_id)
+        chosen, rejected = reference.pair_logps(batch).chunk(2)
+        for pair, c, r in zip(chunk, chosen.tolist(), rejected.tolist()):
+            pair.ref_chosen, pair.ref_rejected = c, r
+    return pairs
 
 
 class DPOObjective:
@@ -21,12 +42,14 @@ class DPOObjective:
 
     def __call__(self, model, batch: dict):
         ids, mask = batch["input_ids"], batch["completion_mask"]
-        policy = sequence_logps(token_logps(logits_of(model(ids[:, :-1])), ids[:, 1:]), mask)
+        policy = pair_logps(model, batch)  # chosen and rejected in one forward, each prompt computed once
         ref = batch.get("ref_logps")
         if ref is None:
-            ref = sequence_logps(self.reference.token_logps(ids), mask)
+            if self.reference is None:
+                raise LlmlabError("DPO batch has no precomputed ref_logps and no reference model was given")
+            ref = self.reference.pair_logps(batch)
         pc, pr = policy.chunk(2)
-        rc, rr = ref.chunk(2)
+        rc, rr = ref.to(policy.dtype).chunk(2)
         lc, lr = mask[:, 1:].sum(-1).chunk(2)
         loss = dpo_loss(pc, pr, rc, rr, self.beta, self.loss_type, lc, lr)
         return loss, {**dpo_metrics(pc, pr, rc, rr, self.beta), "tokens": int(ids.numel())}
