@@ -4,16 +4,28 @@
     .venv/bin/python bench/engine.py --tokens 32 --batch 16 --json out.json
 
 Greedy decoding, fp32, the same chat prompts for everyone, EOS ignored so every run makes exactly
---tokens new tokens. Rows: single-stream tokens/s (one request), aggregate tokens/s with --batch
-concurrent requests (HF: one padded batch), and our int8/int4 single stream beside llama.cpp on
-the Q4_1 GGUF via `llama-cpp-python` (reported as missing when it is not installed).
-Prints a table and the ratios; --profile adds a torch profiler table of one engine decode run.
+--tokens new tokens; no prompt K/V is reused between runs (our prefix cache is off, llama.cpp is
+reset), and each row alternates ours and the peer --repeats times and keeps the best of each.
+Rows: single-stream tokens/s (one request), aggregate tokens/s with --batch concurrent requests
+(HF: one padded batch), the same two with our engine in bfloat16 (a speed lever, beside HF fp32),
+and our int8/int4 single stream beside llama.cpp on the Q4_1 GGUF via
+`llama-cpp-python` with the same thread count (reported as missing when it is not installed).
+Ratios are given by wall clock and by process CPU time (the latter is what to read on a shared
+machine with --threads 1). --profile adds a torch profiler table of one engine decode run.
+
+    .venv/bin/python bench/engine.py --ceiling            # memory-bandwidth ceiling, 1 and 2 threads
+
+--ceiling measures what the hardware allows a float32 single stream: read bandwidth (sum over a
+500 MB tensor), copy bandwidth, and the time of one token's weight matmuls alone (SmolLM2-135M
+shapes, 538 MB of float32 weights, cold in cache) in Hugging Face's layout ([out, in], one matmul
+per projection) and in the engine's packed layout (transposed, q/k/v and gate/up fused).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -35,45 +47,139 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
+class Rate:
+    """Best tokens/s over repeated runs, by wall clock and by this process's CPU time. On a shared
+    machine the CPU-time rate is the one that does not depend on what the other jobs do (with one
+    thread it is the speed on an idle core; with more, spin-waiting threads count too)."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+        self.tokens: list[int] = []
+
+    def measure(self, fn):  # fn() → (tokens made, tokens of the first sequence)
+        wall, cpu = time.perf_counter(), time.process_time()
+        made, tokens = fn()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        self.wall, self.cpu = max(self.wall, made / wall), max(self.cpu, made / max(cpu, 1e-9))
+        self.tokens = tokens
+
+
 def hf_model_from(model):
     import transformers
 
     config = transformers.AutoConfig.for_model(**model.config.to_hf())
-    hf = transformers.AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32).eval()
+    hf = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
     hf.load_state_dict(model.state_dict(), strict=False)
     hf.tie_weights()
     return hf
 
 
-def hf_tokens_per_second(hf, tokenizer, prompts, tokens: int) -> float:
+def hf_run(hf, tokenizer, prompts, tokens: int):
+    """Greedy HF generate() of exactly `tokens` new tokens per prompt (left-padded batch) → (tokens made, first row)."""
     longest = max(len(p) for p in prompts)
     pad = tokenizer.pad_token_id or 0
     ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts])  # left padding
     mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
     with torch.inference_mode():
-        seconds, out = timed(lambda: hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=tokens,
-                                                 min_new_tokens=tokens, do_sample=False, pad_token_id=pad))
-    return (out.shape[1] - longest) * len(prompts) / seconds
+        out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=tokens, min_new_tokens=tokens,
+                          do_sample=False, pad_token_id=pad)
+    return (out.shape[1] - longest) * len(prompts), out[0, longest:].tolist()
 
 
-def engine_tokens_per_second(llm, prompts, tokens: int) -> float:
+def engine_run(llm, prompts, tokens: int):
+    """Our engine, greedy, EOS ignored → (tokens made, first prompt's tokens)."""
     from llmlab.engine import SamplingParams
 
-    params = SamplingParams(max_tokens=tokens, ignore_eos=True)
-    llm.generate(prompts[:1], SamplingParams(max_tokens=2), progress=False)  # warm-up
-    seconds, outs = timed(lambda: llm.generate(prompts, params, progress=False))
-    return sum(len(o.token_ids) for o in outs) / seconds
+    outs = llm.generate(prompts, SamplingParams(max_tokens=tokens, ignore_eos=True), progress=False)
+    return sum(len(o.token_ids) for o in outs), outs[0].token_ids
 
 
-def llama_cpp_tokens_per_second(path, prompt_text: str, tokens: int) -> float | None:
+def llama_cpp_runner(path):
+    """llama.cpp on the same GGUF, same thread count, greedy (top-k 1): a function (prompt ids,
+    tokens) → (tokens made, tokens), or None when llama-cpp-python is not installed."""
     try:
         from llama_cpp import Llama
     except ImportError:
         return None
-    llm = Llama(model_path=str(path), n_ctx=1024, n_threads=torch.get_num_threads(), verbose=False)
-    llm(prompt_text, max_tokens=2)
-    seconds, out = timed(lambda: llm(prompt_text, max_tokens=tokens, temperature=0, ignore_eos=True))
-    return out["usage"]["completion_tokens"] / seconds
+    threads = torch.get_num_threads()
+    llm = Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+    def run(prompt_ids: list[int], tokens: int):  # the low-level generator never stops at EOS, like ignore_eos
+        llm.reset()  # no reuse of the previous run's prompt K/V (our engine runs without prefix caching too)
+        made = []
+        for token in llm.generate(prompt_ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
+            made.append(token)
+            if len(made) == tokens:
+                break
+        return len(made), made
+
+    run.close = llm.close
+    return run
+
+
+def alternate(runs: dict, tokens: int, repeats: int) -> dict:
+    """Warm each runner up (2 tokens), then run them in turn `repeats` times; best Rate of each."""
+    rates = {name: Rate() for name in runs}
+    for fn in runs.values():
+        fn(2)
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            rates[name].measure(lambda: fn(tokens))
+    return rates
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    fn()
+    return min(timed(fn)[0] for _ in range(repeats))
+
+
+def ceiling(threads_list=(1, 2)):
+    """Print the float32 single-stream ceiling of this machine (see the module docstring)."""
+    import torch.nn.functional as F
+
+    hidden, inter, kv, layers, vocab = 576, 1536, 192, 30, 49152  # SmolLM2-135M
+    big = torch.randn(125_000_000)  # 500 MB
+    copy = torch.empty_like(big)
+    separate = [[torch.randn(n, k) for n, k in ((hidden, hidden), (kv, hidden), (kv, hidden), (hidden, hidden),
+                                                (inter, hidden), (inter, hidden), (hidden, inter))]
+                for _ in range(layers)]
+    packed = [[torch.randn(k, n) for k, n in ((hidden, hidden + 2 * kv), (hidden, hidden), (hidden, 2 * inter),
+                                              (inter, hidden))] for _ in range(layers)]
+    head = torch.randn(vocab, hidden)
+    head_t = head.t().contiguous()
+    weight_bytes = 4 * (sum(w.numel() for layer in separate for w in layer) + head.numel())
+    xs = {hidden: torch.randn(1, hidden), inter: torch.randn(1, inter)}
+
+    def hf_layout():
+        for layer in separate:
+            for w in layer:
+                F.linear(xs[w.shape[1]], w)
+        F.linear(xs[hidden], head)
+
+    def packed_layout():
+        for layer in packed:
+            for w in layer:
+                torch.mm(xs[w.shape[0]], w)
+        torch.mm(xs[hidden], head_t)
+
+    print(f"one token's float32 weights: {weight_bytes / 1e6:.0f} MB")
+    for threads in threads_list:
+        torch.set_num_threads(threads)
+        read = _best_seconds(big.sum, 5)
+        copied = _best_seconds(lambda: copy.copy_(big), 5)
+        hf = _best_seconds(hf_layout, 8)
+        ours = _best_seconds(packed_layout, 8)
+        print(f"{threads} thread(s): read {big.numel() * 4 / read / 1e9:.1f} GB/s, copy (read+write) "
+              f"{2 * big.numel() * 4 / copied / 1e9:.1f} GB/s → at most {big.numel() * 4 / read / weight_bytes:.1f} tok/s; "
+              f"weight matmuls alone: HF layout {hf * 1e3:.1f} ms ({1 / hf:.1f} tok/s), packed "
+              f"{ours * 1e3:.1f} ms ({1 / ours:.1f} tok/s, {weight_bytes / ours / 1e9:.1f} GB/s)")
 
 
 def main():
@@ -82,10 +188,14 @@ def main():
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
     parser.add_argument("--batch", type=int, default=16, help="concurrent requests for the aggregate row")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for every row (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per row; the best counts")
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--profile", action="store_true", help="print where an engine decode step spends its time")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--ceiling", action="store_true", help="only measure the memory-bandwidth ceiling")
     args = parser.parse_args()
+    if args.ceiling:
+        return ceiling((args.threads,) if args.threads else (1, 2))
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -95,26 +205,43 @@ def main():
 
     model, tokenizer = llmlab.load(args.model)
     prompts = chat_prompts(tokenizer, args.batch)
-    results = {"model": args.model, "tokens": args.tokens, "batch": args.batch, "threads": torch.get_num_threads()}
-    llm = LLM(model, tokenizer, kv_memory="256MiB")
-    results["engine_single"] = engine_tokens_per_second(llm, prompts[:1], args.tokens)
-    results["engine_batch"] = engine_tokens_per_second(llm, prompts, args.tokens)
-    if not args.skip_hf:
-        hf = hf_model_from(model)
-        hf_tokens_per_second(hf, tokenizer, prompts[:1], 2)  # warm-up
-        results["hf_single"] = hf_tokens_per_second(hf, tokenizer, prompts[:1], args.tokens)
-        results["hf_batch"] = hf_tokens_per_second(hf, tokenizer, prompts, args.tokens)
-        del hf
+    results = {"model": args.model, "tokens": args.tokens, "batch": args.batch, "threads": torch.get_num_threads(),
+               "load_average_at_start": os.getloadavg()[0], "cpus": os.cpu_count(), "repeats": args.repeats}
+    llm = LLM(model, tokenizer, kv_memory="256MiB", enable_prefix_caching=False)
+    hf = None if args.skip_hf else hf_model_from(model)
+    for row, group in (("single", prompts[:1]), ("batch", prompts)):
+        runs = {"engine": lambda n, g=group: engine_run(llm, g, n)}
+        if hf is not None:
+            runs["hf"] = lambda n, g=group: hf_run(hf, tokenizer, g, n)
+        for name, rate in alternate(runs, args.tokens, args.repeats).items():
+            results[f"{name}_{row}"], results[f"{name}_{row}_cpu"] = rate.wall, rate.cpu
     if args.profile:
         profile_decode(llm, prompts[:1], args.tokens)
-    del llm, model
-    for quant in ("int8", "int4"):
-        qllm = LLM(args.model, quant=quant, kv_memory="256MiB")
-        results[f"engine_{quant}_single"] = engine_tokens_per_second(qllm, prompts[:1], args.tokens)
-        del qllm
+    del llm, model, hf
+    # The bfloat16 speed lever (not the fp32 comparison the targets name): ours only, beside HF fp32.
+    bllm = LLM(args.model, dtype="bfloat16", kv_memory="256MiB", enable_prefix_caching=False)
+    for row, group in (("single", prompts[:1]), ("batch", prompts)):
+        rate = alternate({"engine": lambda n, g=group: engine_run(bllm, g, n)}, args.tokens, args.repeats)["engine"]
+        results[f"engine_bf16_{row}"], results[f"engine_bf16_{row}_cpu"] = rate.wall, rate.cpu
+    del bllm
     path = resolve(args.model)
-    results["llama_cpp_single"] = (llama_cpp_tokens_per_second(path, tokenizer.decode(prompts[0]), args.tokens)
-                                   if path.suffix == ".gguf" else None)
+    cpp = llama_cpp_runner(path) if path.suffix == ".gguf" else None
+    for quant in ("int4", "int8"):
+        qllm = LLM(args.model, quant=quant, kv_memory="256MiB", enable_prefix_caching=False)
+        runs = {"engine": lambda n, q=qllm: engine_run(q, prompts[:1], n)}
+        if cpp is not None:
+            runs["llama_cpp"] = lambda n: cpp(prompts[0], n)
+        rates = alternate(runs, args.tokens, args.repeats)
+        results[f"engine_{quant}_single"], results[f"engine_{quant}_single_cpu"] = rates["engine"].wall, rates["engine"].cpu
+        if cpp is not None:
+            cpp_rate = rates["llama_cpp"]
+            results[f"llama_cpp_single_vs_{quant}"], results[f"llama_cpp_single_vs_{quant}_cpu"] = cpp_rate.wall, cpp_rate.cpu
+            if quant == "int4":  # same Q4_1 weights: how long do the greedy continuations agree?
+                results["llama_cpp_same_leading_tokens"] = _common_prefix(cpp_rate.tokens, rates["engine"].tokens)
+        del qllm
+    results["llama_cpp_installed"] = cpp is not None
+    if cpp is not None:
+        cpp.close()  # free llama.cpp's model now, not in an interpreter-exit destructor
     report(results)
     if args.json:
         with open(args.json, "w") as f:
@@ -141,19 +268,34 @@ def report(r: dict):
     def ratio(a, b):
         return "—" if a is None or b is None else f"{a / b:.2f}×"
 
-    table = Table(title=f"{r['model']}: {r['tokens']} new tokens, greedy, {r['threads']} threads")
-    for column in ("row", "ours tok/s", "peer", "peer tok/s", "ratio", "target"):
+    table = Table(title=f"{r['model']}: {r['tokens']} new tokens, greedy, {r['threads']} threads, "
+                        f"best of {r['repeats']} alternating runs")
+    for column in ("row", "ours tok/s", "peer", "peer tok/s", "ratio", "ratio by CPU time", "target"):
         table.add_column(column)
-    table.add_row("single stream fp32", fmt(r["engine_single"]), "HF generate", fmt(r.get("hf_single")),
-                  ratio(r["engine_single"], r.get("hf_single")), "≥ 2×")
-    table.add_row(f"{r['batch']} concurrent fp32", fmt(r["engine_batch"]), f"HF generate batch {r['batch']}",
-                  fmt(r.get("hf_batch")), ratio(r["engine_batch"], r.get("hf_batch")), "≥ 3×")
-    cpp = r["llama_cpp_single"]
+    for row, peer, target in (("single", "HF generate", "≥ 2×"), ("batch", f"HF generate batch {r['batch']}", "≥ 3×")):
+        label = "single stream fp32" if row == "single" else f"{r['batch']} concurrent fp32"
+        table.add_row(label, fmt(r[f"engine_{row}"]), peer, fmt(r.get(f"hf_{row}")),
+                      ratio(r[f"engine_{row}"], r.get(f"hf_{row}")),
+                      ratio(r[f"engine_{row}_cpu"], r.get(f"hf_{row}_cpu")), target)
+    for row, peer in (("single", "HF generate fp32"), ("batch", f"HF generate fp32 batch {r['batch']}")):
+        label = "single stream bf16" if row == "single" else f"{r['batch']} concurrent bf16"
+        table.add_row(label, fmt(r[f"engine_bf16_{row}"]), peer, fmt(r.get(f"hf_{row}")),
+                      ratio(r[f"engine_bf16_{row}"], r.get(f"hf_{row}")),
+                      ratio(r[f"engine_bf16_{row}_cpu"], r.get(f"hf_{row}_cpu")), "(lever, not the fp32 target)")
     for quant in ("int4", "int8"):
-        table.add_row(f"single stream {quant}", fmt(r[f"engine_{quant}_single"]),
-                      "llama.cpp Q4_1" if cpp is not None else "llama.cpp (llama-cpp-python not installed)",
-                      fmt(cpp), ratio(r[f"engine_{quant}_single"], cpp), "≥ 1× (int4)" if quant == "int4" else "")
+        cpp = r.get(f"llama_cpp_single_vs_{quant}")
+        peer = "llama.cpp Q4_1" if r["llama_cpp_installed"] else "llama.cpp: llama-cpp-python not installed"
+        table.add_row(f"single stream {quant}", fmt(r[f"engine_{quant}_single"]), peer, fmt(cpp),
+                      ratio(r[f"engine_{quant}_single"], cpp),
+                      ratio(r[f"engine_{quant}_single_cpu"], r.get(f"llama_cpp_single_vs_{quant}_cpu")),
+                      "≥ 1×" if quant == "int4" else "")
     Console().print(table)
+    if r["load_average_at_start"] > r["cpus"] / 2:
+        print(f"note: load average {r['load_average_at_start']:.1f} on {r['cpus']} CPUs at the start — other jobs "
+              "share the cores; with more threads than free cores every row slows down unevenly")
+    if "llama_cpp_same_leading_tokens" in r:
+        print(f"llama.cpp and our int4 engine agree on the first {r['llama_cpp_same_leading_tokens']} greedy tokens "
+              "(same Q4_1 weights; llama.cpp also rounds activations to 8 bits and the KV cache to fp16)")
     print(json.dumps(r))
 
 

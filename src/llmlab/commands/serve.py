@@ -26,14 +26,19 @@ def register(subparsers):
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU")
     p.add_argument("--quant", default=None, choices=["int8", "int4"], help="weight-only quantization of the linear layers")
-    p.add_argument("--group-size", type=int, default=32, help="int4 group size along the input dimension (default 32)")
+    p.add_argument("--group-size", type=int, default=32, help="int4 group size along the input dimension (default 32; a Q4_1 GGUF is "
+                   "requantized from its own groups of 32 when this differs)")
     p.add_argument("--max-num-seqs", type=int, default=64, help="most sequences in a batch (default 64)")
     p.add_argument("--max-num-batched-tokens", type=int, default=512, help="token budget per step (default 512)")
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch before 429 (default 256)")
     p.add_argument("--kv-memory", default="512MiB", help="memory for the paged KV cache (default 512MiB)")
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default 16)")
     p.add_argument("--no-prefix-caching", action="store_true", help="do not reuse KV blocks across requests")
-    p.add_argument("--compile", action="store_true", help="torch.compile the step (slow start, faster steps)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the step (experimental: about a minute of compiling; slower than eager on CPU)")
+    p.add_argument("--no-pack-weights", action="store_true",
+                   help="run the model's own modules instead of the engine's fused copy of the projection weights "
+                        "(less memory, slower decode)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
     p.set_defaults(func=run)
 
@@ -57,7 +62,7 @@ def run(args) -> int:
     engine = LLMEngine(model, tokenizer, max_num_seqs=args.max_num_seqs,
                        max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
                        kv_memory=args.kv_memory, enable_prefix_caching=not args.no_prefix_caching,
-                       compile=args.compile)
+                       compile=args.compile, pack_weights=not args.no_pack_weights)
     name = args.served_model_name or args.model
     app = create_app(AsyncEngine(engine, max_queue=args.max_queue), tokenizer, name, api_key=args.api_key,
                      aliases=(args.model,))

@@ -127,6 +127,14 @@ class BlockManager:
                 self.hash_to_block[h] = block.block_id
             seq.num_hashed_blocks = i + 1
 
+    def reset_prefix_cache(self):
+        """Forget every cached block (their K/V came from weights that have since changed)."""
+        for block in self.blocks:
+            block.hash, block.token_ids = None, ()
+        self.free_ids.extend(self.evictable)
+        self.evictable.clear()
+        self.hash_to_block.clear()
+
     def free(self, seq: Sequence):
         """Release a sequence's blocks. Tail blocks are freed first so that, under LRU eviction,
         shared prefix heads outlive the tails that hang off them."""

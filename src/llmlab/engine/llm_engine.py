@@ -67,10 +67,10 @@ class _Request:
 class LLMEngine:
     def __init__(self, model, tokenizer, *, max_num_seqs: int = 64, max_num_batched_tokens: int = 512,
                  block_size: int = 16, kv_memory="512MiB", num_kv_blocks: int | None = None,
-                 enable_prefix_caching: bool = True, compile: bool = False):
+                 enable_prefix_caching: bool = True, compile: bool = False, pack_weights: bool = True):
         self.model, self.tokenizer = model, tokenizer
         self.max_model_len = model.max_context
-        self.runner = ModelRunner(model, block_size, num_kv_blocks, kv_memory)
+        self.runner = ModelRunner(model, block_size, num_kv_blocks, kv_memory, pack_weights)
         if compile:
             self.runner.enable_compile()
         self.block_manager = BlockManager(self.runner.num_blocks, block_size, enable_prefix_caching)
@@ -129,6 +129,9 @@ class LLMEngine:
 
     # ---- one step -------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        if not self.scheduler.running:  # nothing cached in flight: e.g. RL updated the policy since
+            if self.runner.sync_weights():
+                self.block_manager.reset_prefix_cache()
         batch = self.scheduler.schedule()
         if batch.is_empty:
             return []

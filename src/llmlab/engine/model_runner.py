@@ -7,8 +7,14 @@ sequence, the slots of all its tokens so far (its block table unrolled) to atten
 
 Attention is PyTorch's scaled_dot_product_attention (flash/efficient kernels on CUDA, fused on
 CPU) in two groups: all decoding sequences (one query each) in one padded batch, and each
-prefill chunk on its own (causal, offset by the tokens already cached). The forward pass below
-reuses the Llama modules' weights as they are, so a quantized projection drops in unchanged.
+prefill chunk on its own (causal, offset by the tokens already cached). Each layer's K and V
+share one cache tensor [slots, 2 · kv_heads, head_dim], so a step writes and gathers both at once.
+
+Two forward paths, same results: the default packed path (`packed_weights.py`: fused q/k/v and
+gate/up matmuls, transposed float weights, rotary as one complex multiply, fused RMSNorm, in-place
+residual adds — about a dozen ops per layer) and the plain path (`pack_weights=False`), which calls
+the Llama modules' own projections as they are. The packed path holds a copy of the projection
+weights and repacks when the model's weights change (checked by `sync_weights`).
 
     runner = ModelRunner(model, num_blocks=None, kv_memory="512MiB")   # block count logged
     logits = runner.run(batch.seqs, batch.num_new_tokens)              # [sampled seqs, vocab]
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from llmlab.engine.packed_weights import PackedWeights, fingerprint, rotate_pairs_
 from llmlab.errors import LlmlabError
 from llmlab.models.llama import attention_mask
 from llmlab.nn.rotary import apply_rotary
@@ -48,15 +55,17 @@ class StepInputs:
     input_ids: torch.Tensor  # [T]
     positions: torch.Tensor  # [T]
     slot_mapping: torch.Tensor  # [T] where each new token's K/V goes
-    logit_indices: torch.Tensor  # rows of the flat batch whose next-token logits we need
+    logit_indices: torch.Tensor | None  # rows whose next-token logits we need; None = every row
     decode_token_index: torch.Tensor | None  # [B] rows of the flat batch that are decodes
     decode_slots: torch.Tensor | None  # [B, Lmax] slots each decode attends over (padded)
     decode_mask: torch.Tensor | None  # [B, 1, 1, Lmax] True = attend; None when no padding
     prefills: list  # (start, end, slots [ctx], mask [k, ctx] or None for plain causal)
+    only_decodes: bool = False  # every row is a decode, in order: attention output needs no scatter
 
 
 class ModelRunner:
-    def __init__(self, model, block_size: int = 16, num_blocks: int | None = None, kv_memory="512MiB"):
+    def __init__(self, model, block_size: int = 16, num_blocks: int | None = None, kv_memory="512MiB",
+                 pack_weights: bool = True):
         self.model = model
         self.config = c = model.config
         self.block_size = block_size
@@ -70,105 +79,169 @@ class ModelRunner:
                               f"(one needs {bytes_per_block} bytes)")
         self.num_blocks = num_blocks
         slots = num_blocks * block_size
-        shape = (slots, c.num_key_value_heads, c.head_dim)
-        self.key_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(c.num_hidden_layers)]
-        self.value_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(c.num_hidden_layers)]
+        shape = (slots, 2 * c.num_key_value_heads, c.head_dim)  # keys, then values, of every kv head
+        self.kv_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(c.num_hidden_layers)]
         log.info("KV cache: %d blocks × %d tokens = %d tokens, %.1f MiB", num_blocks, block_size, slots,
                  num_blocks * bytes_per_block / 2**20)
-        self.step_fn = self._forward
+        self.packed = PackedWeights(model) if pack_weights else None
+        self._fingerprint = fingerprint(model)
+        self.step_fn = self._forward_packed if pack_weights else self._forward
+        self.compiled_decode_fn = None
 
     def enable_compile(self):
-        """torch.compile the per-step forward (dynamic shapes: the batch changes every step)."""
-        self.step_fn = torch.compile(self._forward, dynamic=True)
+        """torch.compile the forward of decode-only steps (dynamic shapes: the batch changes every
+        step); steps with prefill chunks stay eager (their Python-level loop over chunks)."""
+        self.compiled_decode_fn = torch.compile(self.step_fn, dynamic=True)
+
+    def sync_weights(self) -> bool:
+        """Repack if the model's weights were changed or swapped since the last check. Returns True
+        when they were: K/V cached under the old weights (the prefix cache) are stale then."""
+        current = fingerprint(self.model)
+        if current == self._fingerprint:
+            return False
+        self._fingerprint = current
+        if self.packed is not None:
+            self.packed = PackedWeights(self.model)
+        return True
 
     # ---- inputs ---------------------------------------------------------------------------
     def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
         bs = self.block_size
         return [block_table[p // bs] * bs + p % bs for p in range(start, end)]
 
+    def _context_slots(self, tables: list[list[int]], lengths: list[int]) -> torch.Tensor:
+        """[B, max length] slots of each sequence's first `length` tokens (padded with slot 0),
+        from the block tables by tensor arithmetic rather than per-token Python."""
+        bs, longest = self.block_size, max(lengths)
+        width = -(-longest // bs)
+        padded = torch.tensor([t[:width] + [0] * (width - len(t[:width])) for t in tables])
+        slots = (padded[:, :, None] * bs + torch.arange(bs)).view(len(tables), -1)
+        return slots[:, :longest].contiguous()
+
     def prepare(self, seqs, num_new_tokens) -> StepInputs:
+        bs = self.block_size
         ids, positions, slot_mapping, logit_indices = [], [], [], []
-        decode_rows, decode_contexts, prefills = [], [], []
+        decode_rows, decode_tables, decode_lengths, prefills = [], [], [], []
         window = self.config.sliding_window
+        dev = self.device
         for seq, k in zip(seqs, num_new_tokens):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + k
-            row = len(ids)
-            ids.extend(seq.token_ids[start:end])
-            positions.extend(range(start, end))
-            slot_mapping.extend(self._slots(seq.block_table, start, end))
+            row, table = len(ids), seq.block_table
             if end == seq.num_tokens:  # the chunk reaches the last known token: sample after it
                 logit_indices.append(row + k - 1)
-            context = self._slots(seq.block_table, 0, end)
             if k == 1:
+                ids.append(seq.token_ids[start])
+                positions.append(start)
+                slot_mapping.append(table[start // bs] * bs + start % bs)
                 decode_rows.append(row)
-                decode_contexts.append(context)
-            else:
-                mask = None
-                if start > 0 or window is not None:
-                    mask = attention_mask(torch.arange(start, end), torch.arange(end), window).to(self.device)
-                prefills.append((row, row + k, torch.tensor(context, device=self.device), mask))
-        dev = self.device
-        inputs = StepInputs(torch.tensor(ids, device=dev), torch.tensor(positions, device=dev),
-                            torch.tensor(slot_mapping, device=dev), torch.tensor(logit_indices, device=dev),
-                            None, None, None, prefills)
+                decode_tables.append(table)
+                decode_lengths.append(end)
+                continue
+            ids.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            slot_mapping.extend(self._slots(table, start, end))
+            mask = None
+            if start > 0 or window is not None:
+                mask = attention_mask(torch.arange(start, end), torch.arange(end), window).to(dev)
+            prefills.append((row, row + k, self._context_slots([table], [end])[0].to(dev), mask))
+        total = len(ids)
+        flat = torch.tensor([ids, positions, slot_mapping], device=dev)
+        every_row = len(logit_indices) == total  # only decodes (or one-token chunks): all rows sampled
+        inputs = StepInputs(flat[0], flat[1], flat[2],
+                            None if every_row else torch.tensor(logit_indices, dtype=torch.long, device=dev),
+                            None, None, None, prefills, only_decodes=not prefills)
         if decode_rows:
-            longest = max(len(c) for c in decode_contexts)
-            lengths = torch.tensor([len(c) for c in decode_contexts])
             inputs.decode_token_index = torch.tensor(decode_rows, device=dev)
-            inputs.decode_slots = torch.tensor([c + [0] * (longest - len(c)) for c in decode_contexts], device=dev)
-            key_pos = torch.arange(longest)
-            allowed = key_pos[None, :] < lengths[:, None]
-            if window is not None:
-                allowed &= key_pos[None, :] > (lengths[:, None] - 1 - window)
-            if not bool(allowed.all()):
-                inputs.decode_mask = allowed[:, None, None, :].to(dev)
+            inputs.decode_slots = self._context_slots(decode_tables, decode_lengths).to(dev)
+            longest = max(decode_lengths)
+            if window is not None or min(decode_lengths) != longest:
+                lengths = torch.tensor(decode_lengths)
+                key_pos = torch.arange(longest)
+                allowed = key_pos[None, :] < lengths[:, None]
+                if window is not None:
+                    allowed &= key_pos[None, :] > (lengths[:, None] - 1 - window)
+                if not bool(allowed.all()):
+                    inputs.decode_mask = allowed[:, None, None, :].to(dev)
         return inputs
 
-    # ---- forward --------------------------------------------------------------------------
+    # ---- attention ------------------------------------------------------------------------
     def _attention(self, q, layer: int, inputs: StepInputs) -> torch.Tensor:
-        """q [heads, T, head_dim] → attention output [T, heads · head_dim] over the paged cache."""
-        heads, total, head_dim = q.shape
-        gqa = self.config.num_key_value_heads != heads
-        out = q.new_empty(total, heads, head_dim)
-        keys, values = self.key_cache[layer], self.value_cache[layer]
+        """q [T, heads, head_dim] (any strides) → attention output [T, heads · head_dim] over the
+        paged cache of this layer (this step's K/V already written)."""
+        total, heads, head_dim = q.shape
+        kv_heads = self.config.num_key_value_heads
+        gqa = kv_heads != self.config.num_attention_heads  # from the config: a plain bool under torch.compile
+        cache = self.kv_cache[layer]
+        out = None if inputs.only_decodes else q.new_empty(total, heads, head_dim)
         if inputs.decode_token_index is not None:
-            rows = inputs.decode_token_index
-            qd = q[:, rows].transpose(0, 1).unsqueeze(2)  # [B, heads, 1, hd]
+            qd = q if inputs.only_decodes else q[inputs.decode_token_index]
             batch, longest = inputs.decode_slots.shape
-            flat = inputs.decode_slots.view(-1)  # index_select: much cheaper than fancy indexing
-            kd = keys.index_select(0, flat).view(batch, longest, *keys.shape[1:]).transpose(1, 2)  # [B, kvh, L, hd]
-            vd = values.index_select(0, flat).view(batch, longest, *keys.shape[1:]).transpose(1, 2)
-            od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=inputs.decode_mask, enable_gqa=gqa)
-            out[rows] = od.squeeze(2)
+            # Grouped-query decode without expanding K/V: the query heads that share a kv head are
+            # that head's "query positions" ([B, kv_heads, group, hd]); nothing is causal at decode.
+            qd = qd.view(batch, kv_heads, -1, head_dim)
+            # One gather for keys and values; index_select is much cheaper than fancy indexing.
+            kv = cache.index_select(0, inputs.decode_slots.view(-1)).view(batch, longest, *cache.shape[1:])
+            kv = kv.transpose(1, 2)
+            od = F.scaled_dot_product_attention(qd, kv[:, :kv_heads], kv[:, kv_heads:], attn_mask=inputs.decode_mask)
+            if inputs.only_decodes:
+                return od.view(total, heads * head_dim)
+            out[inputs.decode_token_index] = od.view(batch, heads, head_dim)
         for start, end, slots, mask in inputs.prefills:
-            qp = q[:, start:end].unsqueeze(0)
-            kp = keys.index_select(0, slots).transpose(0, 1).unsqueeze(0)
-            vp = values.index_select(0, slots).transpose(0, 1).unsqueeze(0)
-            op = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa)
+            qp = q[start:end].transpose(0, 1).unsqueeze(0)
+            kv = cache.index_select(0, slots).transpose(0, 1).unsqueeze(0)  # [1, 2·kvh, ctx, hd]
+            op = F.scaled_dot_product_attention(qp, kv[:, :kv_heads], kv[:, kv_heads:], attn_mask=mask,
+                                                is_causal=mask is None, enable_gqa=gqa)
             out[start:end] = op[0].transpose(0, 1)
-        return out.reshape(total, heads * head_dim)
+        return out.view(total, heads * head_dim)
 
+    # ---- forward: packed (default) ------------------------------------------------------------
+    def _forward_packed(self, inputs: StepInputs) -> torch.Tensor:
+        c, model, packed = self.config, self.model.model, self.packed
+        heads, kv_heads, head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        total, hidden, inter = inputs.input_ids.shape[0], c.hidden_size, c.intermediate_size
+        angles = inputs.positions.float()[:, None] * model.rotary.inv_freq
+        rotation = torch.complex(angles.cos(), angles.sin())[:, None, :]  # [T, 1, head_dim / 2]
+        x = model.embed_tokens(inputs.input_ids)  # a fresh tensor: the residual adds go in place
+        for i, (layer, module) in enumerate(zip(packed.layers, model.layers)):
+            norm = module.input_layernorm
+            qkv = layer.qkv(F.rms_norm(x, (hidden,), norm.weight, norm.eps)).view(total, -1, head_dim)
+            rotate_pairs_(qkv[:, :heads + kv_heads], rotation)
+            self.kv_cache[i].index_copy_(0, inputs.slot_mapping, qkv[:, heads:])
+            x.add_(layer.o.native(self._attention(qkv[:, :heads], i, inputs)))  # add_ promotes bf16
+            norm = module.post_attention_layernorm
+            gate_up = layer.gate_up(F.rms_norm(x, (hidden,), norm.weight, norm.eps))  # SiLU·up in full precision
+            x.add_(layer.down.native(F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])))
+        if inputs.logit_indices is not None:
+            x = x[inputs.logit_indices]  # only rows we sample from reach the LM head
+        return packed.head(F.rms_norm(x, (hidden,), model.norm.weight, model.norm.eps)).float()
+
+    # ---- forward: plain (the model's own modules) -----------------------------------------------
     def _forward(self, inputs: StepInputs) -> torch.Tensor:
         c, model = self.config, self.model.model
-        total = inputs.input_ids.shape[0]
+        total, kv_heads = inputs.input_ids.shape[0], c.num_key_value_heads
         x = model.embed_tokens(inputs.input_ids)
         cos, sin = model.rotary(inputs.positions)  # [T, head_dim], broadcast over heads
         for i, layer in enumerate(model.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
             q = attn.q_proj(h).view(total, c.num_attention_heads, c.head_dim).transpose(0, 1)
-            k = attn.k_proj(h).view(total, c.num_key_value_heads, c.head_dim).transpose(0, 1)
-            v = attn.v_proj(h).view(total, c.num_key_value_heads, c.head_dim)
+            k = attn.k_proj(h).view(total, kv_heads, c.head_dim).transpose(0, 1)
+            v = attn.v_proj(h).view(total, kv_heads, c.head_dim)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-            self.key_cache[i].index_copy_(0, inputs.slot_mapping, k.transpose(0, 1))
-            self.value_cache[i].index_copy_(0, inputs.slot_mapping, v)
-            x = x + attn.o_proj(self._attention(q, i, inputs))
+            cache = self.kv_cache[i]
+            cache[:, :kv_heads].index_copy_(0, inputs.slot_mapping, k.transpose(0, 1))
+            cache[:, kv_heads:].index_copy_(0, inputs.slot_mapping, v)
+            x = x + attn.o_proj(self._attention(q.transpose(0, 1), i, inputs))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
-        x = model.norm(x[inputs.logit_indices])  # only rows we sample from reach the LM head
-        return self.model.lm_head(x).float()
+        if inputs.logit_indices is not None:
+            x = x[inputs.logit_indices]
+        return self.model.lm_head(model.norm(x)).float()
 
     @torch.inference_mode()
     def run(self, seqs, num_new_tokens) -> torch.Tensor:
         """Compute one step; return next-token logits for the sequences whose chunk ends at their
         last token (in batch order)."""
-        return self.step_fn(self.prepare(seqs, num_new_tokens))
+        inputs = self.prepare(seqs, num_new_tokens)
+        if self.compiled_decode_fn is not None and inputs.only_decodes:
+            return self.compiled_decode_fn(inputs)
+        return self.step_fn(inputs)

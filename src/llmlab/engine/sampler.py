@@ -4,7 +4,11 @@ Per row, in order: repetition penalty (prompt + output, CTRL-style, shared with 
 generator) → presence/frequency penalties (output only, OpenAI-style) → greedy argmax, or
 temperature → top-k → top-p → min-p → a draw from the sequence's own generator (seeded per request).
 Log-probabilities, when asked for, are the model's own (before any penalty or filter).
-When every row is plain greedy the whole batch is one argmax.
+
+Vectorised across the batch: when every row is plain greedy the whole batch is one argmax;
+otherwise penalties run only on the rows that use them, greedy rows share one argmax, and rows with
+equal sampling settings (e.g. all rollouts of an RL batch) are filtered and softmaxed as one
+matrix; only the draw of a seeded row is per row (it uses that request's own generator).
 """
 
 from __future__ import annotations
@@ -38,30 +42,58 @@ def _logprob_entry(logprobs: torch.Tensor, token: int, top_n: int) -> dict:
     return entry
 
 
-def sample_row(logits: torch.Tensor, seq: Sequence) -> int:
+def _penalized(row: torch.Tensor, seq: Sequence) -> torch.Tensor:
     p = seq.params
     if p.repetition_penalty != 1:
-        logits = apply_repetition_penalty(logits, torch.tensor(seq.token_ids, device=logits.device), p.repetition_penalty)
-    logits = apply_presence_frequency(logits, seq.output_token_ids, p.presence_penalty, p.frequency_penalty)
-    if p.greedy:
-        return int(logits.argmax(-1))
-    logits = min_p_filter(top_p_filter(top_k_filter(logits / p.temperature, p.top_k), p.top_p), p.min_p)
-    probs = logits.softmax(-1)
-    generator = seq.generator
-    if generator is not None and generator.device != probs.device:
-        probs = probs.cpu()
-    return int(torch.multinomial(probs, 1, generator=generator))
+        row = apply_repetition_penalty(row, torch.tensor(seq.token_ids, device=row.device), p.repetition_penalty)
+    return apply_presence_frequency(row, seq.output_token_ids, p.presence_penalty, p.frequency_penalty)
+
+
+def _draw(probs: torch.Tensor, seqs: list[Sequence]) -> list[int]:
+    """One token per row of probs [n, vocab]: unseeded rows in one multinomial call, seeded rows
+    each from its own generator."""
+    tokens = [0] * len(seqs)
+    free = [i for i, s in enumerate(seqs) if s.generator is None]
+    if free:
+        drawn = torch.multinomial(probs[free] if len(free) < len(seqs) else probs, 1).view(-1).tolist()
+        for i, t in zip(free, drawn):
+            tokens[i] = t
+    for i, seq in enumerate(seqs):
+        if seq.generator is not None:
+            row = probs[i] if seq.generator.device == probs.device else probs[i].cpu()
+            tokens[i] = int(torch.multinomial(row, 1, generator=seq.generator))
+    return tokens
 
 
 def sample(logits: torch.Tensor, seqs: list[Sequence]) -> list[tuple[int, dict | None]]:
     """logits [len(seqs), vocab] (float32) → (token id, logprob entry or None) per sequence."""
     if all(s.params.greedy and not s.params.needs_history and s.params.logprobs is None for s in seqs):
         return [(t, None) for t in logits.argmax(-1).tolist()]
-    results = []
-    for row, seq in zip(logits, seqs):
-        token = sample_row(row, seq)
-        entry = None
-        if seq.params.logprobs is not None:
-            entry = _logprob_entry(row.log_softmax(-1), token, seq.params.logprobs)
-        results.append((token, entry))
+    raw = logits
+    history = [i for i, s in enumerate(seqs) if s.params.needs_history]
+    if history:
+        logits = logits.clone()
+        for i in history:
+            logits[i] = _penalized(logits[i], seqs[i])
+    tokens = [0] * len(seqs)
+    greedy = [i for i, s in enumerate(seqs) if s.params.greedy]
+    if greedy:
+        for i, t in zip(greedy, logits[greedy].argmax(-1).tolist()):
+            tokens[i] = t
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(seqs):
+        if not s.params.greedy:
+            p = s.params
+            groups.setdefault((p.temperature, p.top_k, p.top_p, p.min_p), []).append(i)
+    for (temperature, top_k, top_p, min_p), rows in groups.items():
+        group = logits[rows] / temperature
+        probs = min_p_filter(top_p_filter(top_k_filter(group, top_k), top_p), min_p).softmax(-1)
+        for i, t in zip(rows, _draw(probs, [seqs[i] for i in rows])):
+            tokens[i] = t
+    results = [(t, None) for t in tokens]
+    wanted = [i for i, s in enumerate(seqs) if s.params.logprobs is not None]
+    if wanted:
+        logprobs = raw[wanted].log_softmax(-1)
+        for row, i in enumerate(wanted):
+            results[i] = (tokens[i], _logprob_entry(logprobs[row], tokens[i], seqs[i].params.logprobs))
     return results

@@ -8,10 +8,15 @@ nibbles are weights 0–15, the high ones 16–31) with w = d·q + m — exactly
 layout. Tensors of other types (the token embedding, norms, anything not Q4_1) are dequantized
 with `llmlab.formats.gguf_quants` as `read_gguf` does. A tied LM head gets its own int4 copy of
 the embedding. Q/K rows get llama.cpp's rotary permutation undone, on the codes and scales alike.
+
+`group_size` other than the file's 32 requantizes each layer from its Q4_1 values to groups of that
+size (one layer's floats at a time, never the whole model): fewer scales, a little more error.
+A layer whose input width the group size does not divide keeps the file's group of 32.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,8 @@ from llmlab.formats.gguf_quants import dequantize
 from llmlab.nn.quantized_linear import Int4Linear
 
 Q4_1_BLOCK_BYTES = 20
+Q4_1_GROUP = 32
+log = logging.getLogger("llmlab.formats")
 
 
 def q4_1_parts(raw: np.ndarray, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -45,7 +52,18 @@ def q4_1_parts(raw: np.ndarray, rows: int, cols: int) -> tuple[torch.Tensor, tor
     return codes, d, m
 
 
-def read_gguf_int4(path: str | Path, dtype=None):
+def _regroup(layer: Int4Linear, group_size: int) -> Int4Linear:
+    """The same weights requantized to another group size (or as they are when it does not fit)."""
+    if group_size == layer.group_size:
+        return layer
+    if layer.in_features % group_size:
+        log.warning("int4 group size %d does not divide %d inputs: keeping the file's group of %d",
+                    group_size, layer.in_features, layer.group_size)
+        return layer
+    return Int4Linear.from_weight(layer.dequantized_weight(), group_size)
+
+
+def read_gguf_int4(path: str | Path, dtype=None, group_size: int = Q4_1_GROUP):
     from llmlab.device import pick_dtype
     from llmlab.models.llama import LlamaConfig, LlamaForCausalLM
     from llmlab.nn.rotary import RotaryEmbedding
@@ -69,7 +87,7 @@ def read_gguf_int4(path: str | Path, dtype=None):
             parts = q4_1_parts(tensor.data, *shape)
             if permuted and projection in heads:
                 parts = tuple(undo_rope_permutation(p, heads[projection]) for p in parts)
-            layers[name.removesuffix(".weight")] = Int4Linear(*parts, group_size=32)
+            layers[name.removesuffix(".weight")] = _regroup(Int4Linear(*parts, group_size=Q4_1_GROUP), group_size)
             continue
         values = dequantize(tensor.data, tensor.tensor_type.name, shape, tensor.name)
         if name is None:
@@ -92,7 +110,8 @@ def read_gguf_int4(path: str | Path, dtype=None):
         setattr(model.get_submodule(parent), child, layer)
     if "lm_head" not in layers:
         head = floats.pop("lm_head.weight", floats["model.embed_tokens.weight"])
-        model.lm_head = Int4Linear.from_weight(head, 32)
+        fits = head.shape[1] % group_size == 0
+        model.lm_head = Int4Linear.from_weight(head, group_size if fits else Q4_1_GROUP)
     target = pick_dtype(dtype, torch.device("cpu"))
     missing, unexpected = model.load_state_dict({k: v.to(target) for k, v in floats.items()}, strict=False, assign=True)
     missing = [k for k in missing if not any(k.startswith(prefix) for prefix in [*layers, "lm_head"])]

@@ -176,4 +176,6 @@ def load_quantized(name_or_path, quant: str, group_size: int, device=None, dtype
         return None
     from llmlab.formats.gguf_int4 import read_gguf_int4
 
-    return read_gguf_int4(path, dtype=dtype)
+    if group_size not in (32, 64, 128, 256):
+        raise LlmlabError(f"int4 group size must be 32, 64, 128 or 256, got {group_size}")
+    return read_gguf_int4(path, dtype=dtype, group_size=group_size)
