@@ -10,13 +10,7 @@ from llmlab.models.seq2seq import (DecoderLayer, EncoderLayer, Seq2SeqTransforme
 D, HEADS, FF = 16, 4, 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models run far faster on one thread than two on a shared CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def copy_attention(ours, theirs):

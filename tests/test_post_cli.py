@@ -13,12 +13,7 @@ COMMON = ["--set", "train.device=cpu", "--set", "train.progress=false", "--set",
           "--set", "checkpoint.resume=false", "--set", "train.batch_size=2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

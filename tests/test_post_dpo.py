@@ -20,12 +20,7 @@ from llmlab.train.sft_data import ShuffledBatches
 from llmlab.train.trainer import Trainer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_pair(seed=0):

@@ -22,13 +22,7 @@ from llmlab.train.trainer import Trainer
 GOOD, BAD = (4, 34), (34, 64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: thread hand-offs cost more than the math (16x slower on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed=0):

@@ -11,12 +11,7 @@ from llmlab.posttrain.engine_rollout import EngineSampler, engine_supports
 from llmlab.posttrain.rollout import RolloutSource, collect, sample_group
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_policy(lora: bool):
