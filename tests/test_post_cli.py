@@ -4,7 +4,6 @@ import json
 import math
 
 import pytest
-import torch
 from tiny import save_tiny_llama
 
 from llmlab.cli import main
