@@ -50,10 +50,14 @@ def test_same_seed_same_numbers(fast_results, tmp_path, name):
     assert [c["text"] for c in again["checks"]] == [c["text"] for c in first["checks"]]
 
 
-def test_timings_are_kept_apart_from_numbers(fast_results):
+def test_timings_are_kept_apart_from_numbers(fast_results, tmp_path):
     result = json.loads((fast_results / "rnn-vs-transformer-parallel" / "result.json").read_text(encoding="utf-8"))
-    assert "seconds" in result["timings"] and "seconds" not in result["numbers"]
+    for timing in ("seconds", "parallel_seconds", "two_thread_speedup"):
+        assert timing in result["timings"] and timing not in result["numbers"]
     assert result["numbers"]["parameters"]["torch.nn.LSTM"] == 4 * (64 * 64 * 2 + 2 * 64)
+    # everything outside "timings" (graph depths, parameter counts, kernels used) is exact: reruns match
+    again = run_experiment("rnn-vs-transformer-parallel", tmp_path, fast=True)
+    assert again["numbers"] == result["numbers"]
 
 
 def test_unknown_experiment_is_a_clear_error(capsys):
