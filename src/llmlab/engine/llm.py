@@ -8,7 +8,8 @@
 Options: device, dtype ("float32" | "bfloat16"), quant ("int8" | "int4"), group_size (int4, default
 32), max_num_seqs, max_num_batched_tokens, block_size, kv_memory ("512MiB"), num_kv_blocks,
 enable_prefix_caching, compile, pack_weights (default True: the engine's fused copy of the
-projection weights; False runs the model's own modules). A model object can be passed instead of a name, with `tokenizer=`.
+projection weights; False runs the model's own modules). A model object can be passed instead of a
+name, with `tokenizer=`.
 """
 
 from __future__ import annotations

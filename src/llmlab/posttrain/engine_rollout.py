@@ -14,7 +14,6 @@ path, which `collect` falls back to for models the engine cannot run).
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 
@@ -35,12 +34,10 @@ class EngineSampler:
 
         self.model = model
         blocks = max_seqs * (math.ceil(max_tokens_per_seq / block_size) + 1)  # room for every sequence at once
-        options = dict(max_num_seqs=max_seqs, block_size=block_size, num_kv_blocks=blocks, enable_prefix_caching=False)
-        if "pack_weights" in inspect.signature(LLMEngine.__init__).parameters:
-            # The packed fast path keeps its own copy of the weights and re-copies it whenever they
-            # change, i.e. after every optimizer step here: call the policy's modules instead.
-            options["pack_weights"] = False
-        self.engine = LLMEngine(model, tokenizer, **options)
+        # pack_weights=False: the packed fast path keeps its own copy of the weights and re-copies it
+        # whenever they change, i.e. after every optimizer step here; call the policy's modules instead.
+        self.engine = LLMEngine(model, tokenizer, max_num_seqs=max_seqs, block_size=block_size, num_kv_blocks=blocks,
+                                enable_prefix_caching=False, pack_weights=False)
         self._ids = itertools.count()
 
     @torch.no_grad()

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from llmlab.models.llama import LlamaForCausalLM
 from llmlab.nn.rotary import apply_rotary
+from llmlab.train.losses import summed_logps
 
 
 def supports_shared_prefix(model, batch: dict) -> bool:
@@ -85,6 +86,4 @@ def shared_prefix_logps(model: LlamaForCausalLM, batch: dict) -> torch.Tensor:
     rows, cols = c_slots // c, c_slots % c
     last_prompt = p_row[owner * p + owner_lengths - 1]
     predictors = torch.where(cols == 0, last_prompt[rows], c_row[(c_slots - 1).clamp(min=0)])
-    logits = model.lm_head(decoder.norm(x[predictors])).float()
-    picked = logits.gather(-1, completions[rows, cols][:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
-    return torch.zeros(n, dtype=picked.dtype, device=device).index_add(0, rows, picked)
+    return summed_logps(model.lm_head(decoder.norm(x[predictors])), completions[rows, cols], rows, n)

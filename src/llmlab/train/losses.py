@@ -37,6 +37,13 @@ def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+def summed_logps(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """Σ log p(target) per row from the logits of selected positions only: logits [N, V], targets and
+    rows (which row each position belongs to) [N] → [num_rows] (float32)."""
+    picked = token_logps(logits, targets)
+    return picked.new_zeros(num_rows).index_add(0, rows, picked)
+
+
 # ---- preference losses --------------------------------------------------------------------------
 
 def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta: float = 0.1,

@@ -19,7 +19,7 @@ import torch
 from llmlab.models.llama import LlamaForCausalLM
 from llmlab.nn.lora import adapters_disabled, lora_layers
 from llmlab.posttrain.shared_prefix import shared_prefix_logps, supports_shared_prefix
-from llmlab.train.losses import token_logps
+from llmlab.train.losses import summed_logps, token_logps
 from llmlab.train.objectives.clm import logits_of
 
 
@@ -37,9 +37,7 @@ def completion_logps(model, input_ids: torch.Tensor, completion_mask: torch.Tens
         return (per_token * mask).sum(-1)
     rows, cols = mask.nonzero(as_tuple=True)
     hidden = model.model(inputs)[rows, cols]  # [N completion tokens, H]
-    logits = model.lm_head(hidden).float()
-    picked = logits.gather(-1, targets[rows, cols][:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
-    return torch.zeros(len(input_ids), dtype=picked.dtype, device=picked.device).index_add(0, rows, picked)
+    return summed_logps(model.lm_head(hidden), targets[rows, cols], rows, len(input_ids))
 
 
 def pair_logps(model, batch: dict) -> torch.Tensor:
