@@ -8,7 +8,7 @@ Greedy decoding, fp32, the same chat prompts for everyone, EOS ignored so every 
 reset), and each row alternates ours and the peer --repeats times and keeps the best of each.
 Rows: single-stream tokens/s (one request), aggregate tokens/s with --batch concurrent requests
 (HF: one padded batch), the same two with our engine in bfloat16 (a speed lever, beside HF fp32),
-and our int8/int4 single stream beside llama.cpp on the Q4_1 GGUF via
+and our int8/int4 single stream (int4 also with the engine's --compile) beside llama.cpp on the Q4_1 GGUF via
 `llama-cpp-python` with the same thread count (reported as missing when it is not installed).
 Ratios are given by wall clock and by process CPU time (the latter is what to read on a shared
 machine with --threads 1). --profile adds a torch profiler table of one engine decode run.
@@ -33,6 +33,9 @@ import torch
 QUESTIONS = ["What is dropout?", "Explain residual connections in two sentences.", "Name three sorting algorithms.",
              "Why do transformers use layer normalization?", "What is the capital of France?",
              "Write a haiku about GPUs.", "How does attention work?", "What is overfitting?"]
+
+
+QUANT_ROWS = ("int4", "int4+compile", "int8")  # "+compile": the engine's --compile (torch.compile of single-stream decode)
 
 
 def chat_prompts(tokenizer, n: int) -> list[list[int]]:
@@ -226,8 +229,9 @@ def main():
     del bllm
     path = resolve(args.model)
     cpp = llama_cpp_runner(path) if path.suffix == ".gguf" else None
-    for quant in ("int4", "int8"):
-        qllm = LLM(args.model, quant=quant, kv_memory="256MiB", enable_prefix_caching=False)
+    for quant in QUANT_ROWS:
+        qllm = LLM(args.model, quant=quant.split("+")[0], kv_memory="256MiB", enable_prefix_caching=False,
+                   compile=quant.endswith("+compile"))  # compiling takes a minute or two, before the timed runs
         runs = {"engine": lambda n, q=qllm: engine_run(q, prompts[:1], n)}
         if cpp is not None:
             runs["llama_cpp"] = lambda n: cpp(prompts[0], n)
@@ -282,13 +286,13 @@ def report(r: dict):
         table.add_row(label, fmt(r[f"engine_bf16_{row}"]), peer, fmt(r.get(f"hf_{row}")),
                       ratio(r[f"engine_bf16_{row}"], r.get(f"hf_{row}")),
                       ratio(r[f"engine_bf16_{row}_cpu"], r.get(f"hf_{row}_cpu")), "(lever, not the fp32 target)")
-    for quant in ("int4", "int8"):
+    for quant in QUANT_ROWS:
         cpp = r.get(f"llama_cpp_single_vs_{quant}")
         peer = "llama.cpp Q4_1" if r["llama_cpp_installed"] else "llama.cpp: llama-cpp-python not installed"
         table.add_row(f"single stream {quant}", fmt(r[f"engine_{quant}_single"]), peer, fmt(cpp),
                       ratio(r[f"engine_{quant}_single"], cpp),
                       ratio(r[f"engine_{quant}_single_cpu"], r.get(f"llama_cpp_single_vs_{quant}_cpu")),
-                      "≥ 1×" if quant == "int4" else "")
+                      "≥ 1×" if quant.startswith("int4") else "")
     Console().print(table)
     if r["load_average_at_start"] > r["cpus"] / 2:
         print(f"note: load average {r['load_average_at_start']:.1f} on {r['cpus']} CPUs at the start — other jobs "

@@ -60,8 +60,12 @@ def test_paired_rotary_equals_rotate_half():
     order = pair_rotary_order(heads, head_dim)
     paired = x.reshape(3, -1)[:, order].reshape(3, heads, head_dim).clone()
     angles = positions.float()[:, None] * rotary.inv_freq
-    rotate_pairs_(paired, torch.complex(angles.cos(), angles.sin())[:, None, :])
+    cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]
+    real_form = paired.clone()
+    rotate_pairs_(paired, cos, sin, torch.complex(cos, sin))  # eager: one complex multiply
+    rotate_pairs_(real_form, cos, sin)  # the form torch.compile gets
     assert torch.allclose(paired.reshape(3, -1), expected.reshape(3, -1)[:, order], atol=1e-6)
+    assert torch.allclose(real_form, paired, atol=1e-6)
 
 
 @pytest.mark.parametrize("setup", ["int4", "int8", "bf16", "lora"])
@@ -111,11 +115,16 @@ def test_compiled_decode_equals_eager_without_graph_breaks():
     from torch._dynamo.utils import counters
 
     model, tokenizer = tiny_model(), tiny_tokenizer()
-    prompts = random_prompts((5, 19))
-    eager = LLM(model, tokenizer, num_kv_blocks=64).generate(prompts, SamplingParams(max_tokens=6))
+    prompts = random_prompts((5, 19, 11))
+    params = SamplingParams(max_tokens=12)
+    eager = LLM(model, tokenizer, num_kv_blocks=64)
     torch._dynamo.reset()
     counters.clear()
-    compiled = LLM(model, tokenizer, num_kv_blocks=64, compile=True).generate(prompts, SamplingParams(max_tokens=6))
-    assert [o.token_ids for o in compiled] == [o.token_ids for o in eager]
-    assert not counters["graph_break"]  # one graph for the whole decode step
-    assert counters["stats"]["unique_graphs"] >= 1
+    compiled = LLM(model, tokenizer, num_kv_blocks=64, compile=True)  # compiles (and warms up) here
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs == 1 and not counters["graph_break"]  # one graph for the whole decode step
+    for prompt in prompts:  # one sequence at a time: the compiled path
+        assert compiled.generate([prompt], params)[0].token_ids == eager.generate([prompt], params)[0].token_ids
+    # A batch of sequences decodes eagerly and gives the same tokens too.
+    assert [o.token_ids for o in compiled.generate(prompts, params)] == [o.token_ids for o in eager.generate(prompts, params)]
+    assert counters["stats"]["unique_graphs"] == graphs  # the growing context did not recompile

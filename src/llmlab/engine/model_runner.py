@@ -89,9 +89,18 @@ class ModelRunner:
         self.compiled_decode_fn = None
 
     def enable_compile(self):
-        """torch.compile the forward of decode-only steps (dynamic shapes: the batch changes every
-        step); steps with prefill chunks stay eager (their Python-level loop over chunks)."""
+        """torch.compile the forward of single-sequence decode steps, and compile it now (a minute or
+        two on a small CPU) rather than on the first request. Inductor fuses the small ops between the
+        matmuls (norms, dtype casts, rotary, attention's softmax) into a few C++ loops: measured on
+        SmolLM2-135M, one thread, a decode step takes ~15 % less time in int4 and ~4 % less in float32.
+        Batched decode is matmul-bound (at 16 sequences the compiled step was slower) and each new
+        batch size would cost another compile, so batches and prefill chunks stay eager."""
         self.compiled_decode_fn = torch.compile(self.step_fn, dynamic=True)
+        # Warm up on two slots of the (still empty) cache: a context of 2 keeps its length symbolic.
+        with torch.inference_mode():  # made like run()'s inputs, or the guards would not match them
+            ids, position, slot, row = (torch.full((1,), v, device=self.device) for v in (0, 1, 1, 0))  # no aliases
+            slots = torch.arange(2, device=self.device)[None]
+            self.compiled_decode_fn(StepInputs(ids, position, slot, None, row, slots, None, [], only_decodes=True))
 
     def sync_weights(self) -> bool:
         """Repack if the model's weights were changed or swapped since the last check. Returns True
@@ -116,7 +125,9 @@ class ModelRunner:
         width = -(-longest // bs)
         padded = torch.tensor([t[:width] + [0] * (width - len(t[:width])) for t in tables])
         slots = (padded[:, :, None] * bs + torch.arange(bs)).view(len(tables), -1)
-        return slots[:, :longest].contiguous()
+        # flatten → view gives plain row-major strides even for one row (which .contiguous() leaves as
+        # they are): torch.compile guards on strides.
+        return slots[:, :longest].flatten().view(len(tables), longest)
 
     def prepare(self, seqs, num_new_tokens) -> StepInputs:
         bs = self.block_size
@@ -181,8 +192,16 @@ class ModelRunner:
             qd = qd.view(batch, kv_heads, -1, head_dim)
             # One gather for keys and values; index_select is much cheaper than fancy indexing.
             kv = cache.index_select(0, inputs.decode_slots.view(-1)).view(batch, longest, *cache.shape[1:])
-            kv = kv.transpose(1, 2)
-            od = F.scaled_dot_product_attention(qd, kv[:, :kv_heads], kv[:, kv_heads:], attn_mask=inputs.decode_mask)
+            if torch.compiler.is_compiling():
+                # Inductor fuses this (gather, scale, mask, softmax) around two batched matmuls; its SDPA is a
+                # fallback call that costs more than the whole product at one query.
+                scores = torch.matmul(qd, kv[:, :, :kv_heads].permute(0, 2, 3, 1)) * head_dim ** -0.5
+                if inputs.decode_mask is not None:
+                    scores = scores.masked_fill(~inputs.decode_mask, float("-inf"))
+                od = torch.matmul(torch.softmax(scores, -1), kv[:, :, kv_heads:].transpose(1, 2))
+            else:
+                kv = kv.transpose(1, 2)
+                od = F.scaled_dot_product_attention(qd, kv[:, :kv_heads], kv[:, kv_heads:], attn_mask=inputs.decode_mask)
             if inputs.only_decodes:
                 return od.view(total, heads * head_dim)
             out[inputs.decode_token_index] = od.view(batch, heads, head_dim)
@@ -200,12 +219,13 @@ class ModelRunner:
         heads, kv_heads, head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         total, hidden, inter = inputs.input_ids.shape[0], c.hidden_size, c.intermediate_size
         angles = inputs.positions.float()[:, None] * model.rotary.inv_freq
-        rotation = torch.complex(angles.cos(), angles.sin())[:, None, :]  # [T, 1, head_dim / 2]
+        cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]  # [T, 1, head_dim / 2]
+        rotation = None if torch.compiler.is_compiling() else torch.complex(cos, sin)
         x = model.embed_tokens(inputs.input_ids)  # a fresh tensor: the residual adds go in place
         for i, (layer, module) in enumerate(zip(packed.layers, model.layers)):
             norm = module.input_layernorm
             qkv = layer.qkv(F.rms_norm(x, (hidden,), norm.weight, norm.eps)).view(total, -1, head_dim)
-            rotate_pairs_(qkv[:, :heads + kv_heads], rotation)
+            rotate_pairs_(qkv[:, :heads + kv_heads], cos, sin, rotation)
             self.kv_cache[i].index_copy_(0, inputs.slot_mapping, qkv[:, heads:])
             x.add_(layer.o.native(self._attention(qkv[:, :heads], i, inputs)))  # add_ promotes bf16
             norm = module.post_attention_layernorm
@@ -242,6 +262,6 @@ class ModelRunner:
         """Compute one step; return next-token logits for the sequences whose chunk ends at their
         last token (in batch order)."""
         inputs = self.prepare(seqs, num_new_tokens)
-        if self.compiled_decode_fn is not None and inputs.only_decodes:
+        if self.compiled_decode_fn is not None and inputs.only_decodes and len(seqs) == 1:
             return self.compiled_decode_fn(inputs)
         return self.step_fn(inputs)

@@ -145,10 +145,15 @@ class PackedWeights:
         self.head = FusedProjection([model.lm_head])
 
 
-def rotate_pairs_(x: torch.Tensor, rotation: torch.Tensor):
-    """In place: rotate adjacent pairs of x [T, heads, head_dim] by rotation [T, 1, head_dim / 2] (complex)."""
+def rotate_pairs_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotation: torch.Tensor | None = None):
+    """In place: rotate adjacent pairs of x [T, heads, head_dim] by angles given as cos, sin [T, 1, head_dim / 2]
+    or, faster in eager mode, as the complex `rotation` = cos + i·sin (one multiply). Under torch.compile
+    pass no `rotation`: Inductor has no complex kernels on CPU, and fuses the real form into one loop."""
     pairs = x.unflatten(-1, (-1, 2))
-    if x.dtype in (torch.float32, torch.float64):
+    if rotation is None:
+        a, b = pairs[..., 0].float(), pairs[..., 1].float()
+        pairs.copy_(torch.stack([a * cos - b * sin, a * sin + b * cos], -1))
+    elif x.dtype in (torch.float32, torch.float64):
         torch.view_as_complex(pairs).mul_(rotation)
     else:  # no complex bfloat16/float16 on CPU: rotate in float32, round once (as the reference does)
         pairs.copy_(torch.view_as_real(torch.view_as_complex(pairs.float().contiguous()) * rotation))
