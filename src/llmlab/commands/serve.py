@@ -36,7 +36,7 @@ def register(subparsers):
     p.add_argument("--no-prefix-caching", action="store_true", help="do not reuse KV blocks across requests")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile single-stream decode steps (compiled at start-up, a minute or two on a small "
-                        "CPU; measured 7–15%% faster int4 decode, ~4%% fp32)")
+                        "CPU; int4 single stream measured 1.37x eager, fp32 ~4%%)")
     p.add_argument("--no-pack-weights", action="store_true",
                    help="run the model's own modules instead of the engine's fused copy of the projection weights "
                         "(less memory, slower decode)")
