@@ -35,7 +35,8 @@ QUESTIONS = ["What is dropout?", "Explain residual connections in two sentences.
              "Write a haiku about GPUs.", "How does attention work?", "What is overfitting?"]
 
 
-QUANT_ROWS = ("int4", "int4+compile", "int8")  # "+compile": the engine's --compile (torch.compile of single-stream decode)
+# (row name, quantization, the engine's --compile: torch.compile of single-stream decode)
+QUANT_ROWS = (("int4", "int4", False), ("int4+compile", "int4", True), ("int8", "int8", False))
 
 
 def chat_prompts(tokenizer, n: int) -> list[list[int]]:
@@ -229,9 +230,8 @@ def main():
     del bllm
     path = resolve(args.model)
     cpp = llama_cpp_runner(path) if path.suffix == ".gguf" else None
-    for quant in QUANT_ROWS:
-        qllm = LLM(args.model, quant=quant.split("+")[0], kv_memory="256MiB", enable_prefix_caching=False,
-                   compile=quant.endswith("+compile"))  # compiling takes a minute or two, before the timed runs
+    for quant, kind, compiled in QUANT_ROWS:  # compiling takes about a minute, before the timed runs
+        qllm = LLM(args.model, quant=kind, kv_memory="256MiB", enable_prefix_caching=False, compile=compiled)
         runs = {"engine": lambda n, q=qllm: engine_run(q, prompts[:1], n)}
         if cpp is not None:
             runs["llama_cpp"] = lambda n: cpp(prompts[0], n)
@@ -286,13 +286,13 @@ def report(r: dict):
         table.add_row(label, fmt(r[f"engine_bf16_{row}"]), peer, fmt(r.get(f"hf_{row}")),
                       ratio(r[f"engine_bf16_{row}"], r.get(f"hf_{row}")),
                       ratio(r[f"engine_bf16_{row}_cpu"], r.get(f"hf_{row}_cpu")), "(lever, not the fp32 target)")
-    for quant in QUANT_ROWS:
+    for quant, kind, _ in QUANT_ROWS:
         cpp = r.get(f"llama_cpp_single_vs_{quant}")
         peer = "llama.cpp Q4_1" if r["llama_cpp_installed"] else "llama.cpp: llama-cpp-python not installed"
         table.add_row(f"single stream {quant}", fmt(r[f"engine_{quant}_single"]), peer, fmt(cpp),
                       ratio(r[f"engine_{quant}_single"], cpp),
                       ratio(r[f"engine_{quant}_single_cpu"], r.get(f"llama_cpp_single_vs_{quant}_cpu")),
-                      "≥ 1×" if quant.startswith("int4") else "")
+                      "≥ 1×" if kind == "int4" else "")
     Console().print(table)
     if r["load_average_at_start"] > r["cpus"] / 2:
         print(f"note: load average {r['load_average_at_start']:.1f} on {r['cpus']} CPUs at the start — other jobs "

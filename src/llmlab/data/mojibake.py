@@ -231,7 +231,6 @@ class _Decoder:
         from llmlab.data.charlm import extend, lookup
 
         lo, hi = group[0], group[-1] + self.n + 1  # score up to n characters past the last one
-        self.group_start = lo
         history = _line_start(np.array([[self._code_at(i) for i in range(lo - self.n, lo)]], dtype=np.int64))
         scores = np.zeros(1)
         opened = np.zeros(1, dtype=np.int64)  # per hypothesis: bit set = opener chosen in this group, not yet closed
@@ -254,7 +253,7 @@ class _Decoder:
             opened = np.repeat(opened, k)
             chosen = np.repeat(chosen, k, axis=0)
             if i in self.damaged:
-                total += self._brackets(i, options, opened, cand, k)
+                total += self._brackets(i, lo, options, opened, k)
                 for c in set(options) & (_PAIRS.keys() | _OPENERS.keys()):
                     bit = _BRACKET_BIT[c] if c in _PAIRS else _BRACKET_BIT[_OPENERS[c]]
                     opened = np.where(cand == ord(c), opened & ~bit if c in _PAIRS else opened | bit, opened)
@@ -272,11 +271,11 @@ class _Decoder:
         for i, code in zip(group, best):
             self.chars[i] = chr(int(code))
 
-    def _brackets(self, i: int, options: list[str], opened: np.ndarray, cand: np.ndarray, k: int) -> np.ndarray:
+    def _brackets(self, i: int, group_start: int, options: list[str], opened: np.ndarray, k: int) -> np.ndarray:
         """Bracket bonus of each (hypothesis, option) pair, hypotheses major (`opened` likewise)."""
-        bonus = np.zeros(len(cand))
+        bonus = np.zeros(len(opened))  # opened is already repeated per option: one entry per pair
         for j, c in enumerate(options):
-            b = _bracket_bonus(self.chars, i, c, self.damaged, self.group_start)
+            b = _bracket_bonus(self.chars, i, c, self.damaged, group_start)
             if b is None:  # the opener is one of this group's damaged characters
                 b = np.where(opened[j::k] & _BRACKET_BIT[c], 3.0, -3.0)
             bonus[j::k] = b
