@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib import resources
 
 import numpy as np
+import pytest
 
 from llmlab.data import charlm
 from llmlab.data.mojibake import DROPPED, corrupt, repair
@@ -111,3 +112,32 @@ def test_char_ngram_model_is_a_normalized_kneser_ney_distribution():
     p_short = lm.logp(np.array([[ord("学")]]), np.array([ord("习")]))[0]
     assert p_long > p_short > np.log(0.3)
     assert lm.score("深度学习需要数据") > lm.score("数据需要学习深度")
+
+
+def test_extra_corpus_teaches_the_model_the_names_of_its_domain(tmp_path):
+    """More clean text of the domain is the lever (docs/data.md: the learning curve): two other lines
+    naming the ambassador are enough to repair the name where the bundled news alone cannot."""
+    from llmlab.data.ops.base import build_op
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "names.txt").write_text("赵宝珍大使会见了代表团。\n大使赵宝珍说，两国关系发展顺利。\n", encoding="utf-8")
+    (folder / "ignored.bin").write_bytes(b"\xff\xfe not text")  # only .txt/.md files are read
+    sentence = "中国驻马大使赵宝珍和马来西亚卫生部长"
+    assert repair(corrupt(sentence)) != sentence  # 赵宏班: the name is not in the bundled text
+    op = build_op("repair_mojibake", {"extra_corpus": str(folder)})
+    assert op.map(corrupt(sentence)) == sentence
+
+
+def test_extra_corpus_errors_are_one_line(tmp_path):
+    from llmlab.data.ops.base import RecipeError, build_op
+
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    (tmp_path / "empty").mkdir()
+    for path, message in [
+        (tmp_path / "missing.txt", "does not exist"),
+        (tmp_path / "latin1.txt", "is not UTF-8 text"),
+        (tmp_path / "empty", "has no .txt or .md files"),
+    ]:
+        with pytest.raises(RecipeError, match=message):
+            build_op("repair_mojibake", {"extra_corpus": [str(path)]})
