@@ -98,6 +98,8 @@ def test_ratio_and_repetition_filters():
     assert texts("alnum_ratio_filter", ["abc123", "!!!???"], min=0.5) == ["abc123"]
     assert texts("special_char_ratio_filter", ["normal text", "$$$ ### @@@"], max=0.2) == ["normal text"]
     assert texts("char_repetition_filter", ["abcdefghijklmnopqrstuvwxyz0123", "ha" * 30], n=4, max=0.5) == ["abcdefghijklmnopqrstuvwxyz0123"]
+    # A lone surrogate (JSON's "\ud800" decodes to one) is a character like any other, not a crash.
+    assert texts("char_repetition_filter", ["\ud800" * 30, "ok \ud800 fine text"], n=4, max=0.5) == ["ok \ud800 fine text"]
     spam = "buy now " * 20
     assert texts("word_repetition_filter", ["the cat sat on the mat by the door today", spam], n=2, max=0.5)[0].startswith("the cat")
 

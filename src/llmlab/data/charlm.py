@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llmlab.data.textstats import code_points
+
 _TAG = re.compile(r"/[a-zA-Z]+[ \t]*|[\[\]]|[ \t]+")
 ORDER = 5
 
@@ -59,7 +61,7 @@ def heldout_text(max_chars: int | None = None, skip_chars: int = 0) -> str:
 
 
 def codes(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+    return code_points(text).astype(np.int64)
 
 
 _K1, _K2, _K3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)

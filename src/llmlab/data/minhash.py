@@ -27,10 +27,6 @@ _BASE = np.uint64(1_000_003)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
 
 
-def _codes(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
-
-
 def _rolling_hash32(codes: np.ndarray, n: int) -> np.ndarray:
     """32-bit hash of every n-gram of `codes` (uint64 array), as uint64 values < 2^32."""
     count = len(codes) - n + 1
@@ -49,7 +45,7 @@ def shingle_hashes(text: str, ngram: int, tokenization: str = "char") -> np.ndar
     if tokenization == "word":
         codes = np.array([_stable_hash32(w) for w in textstats.words(text)], dtype=np.uint64)
     else:
-        codes = _codes(text)
+        codes = textstats.code_points(text).astype(np.uint64)
     if len(codes) == 0:
         return np.zeros(1, dtype=np.uint64)
     return np.unique(_rolling_hash32(codes, min(ngram, len(codes))))
@@ -67,7 +63,7 @@ def char_shingles_flat(texts: list[str], ngram: int) -> tuple[np.ndarray, np.nda
         parts = [shingle_hashes(t, ngram).astype(np.uint32) for t in texts]
         counts = np.array([len(p) for p in parts], dtype=np.int64)
         return np.concatenate(parts), np.concatenate([[0], np.cumsum(counts)[:-1]])
-    hashes = _rolling_hash32(_codes("".join(texts)), ngram).astype(np.uint32)
+    hashes = _rolling_hash32(textstats.code_points("".join(texts)).astype(np.uint64), ngram).astype(np.uint32)
     counts = lengths - ngram + 1
     text_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])

@@ -6,9 +6,9 @@ Chinese has no spaces, so "words" come from jieba; everything else is plain Pyth
 from __future__ import annotations
 
 import functools
-from collections import Counter
 import re
 import unicodedata
+from collections import Counter
 from importlib import resources
 
 import numpy as np
@@ -18,6 +18,12 @@ _LATIN_WORD = re.compile(r"[A-Za-z0-9_']+")
 # Python's \w is exactly str.isalnum() plus "_": removing these runs in C leaves only the characters
 # that special_char_ratio has to look up one by one.
 _WORD_OR_SPACE = re.compile(r"[\w\s]+")
+
+
+def code_points(text: str) -> np.ndarray:
+    """uint32 code point of every character, in one C call (lone surrogates, which JSON can carry,
+    pass through as their own values)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,7 +84,7 @@ def char_repetition_ratio(text: str, n: int = 10) -> float:
     # Slicing out every n-gram as a Python string is the slow part, so each n-gram becomes a 64-bit
     # polynomial hash of its code points, computed for all positions at once; two different n-grams
     # of one document agreeing on 64 bits does not happen at these sizes.
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    codes = code_points(text).astype(np.uint64)
     keys = np.zeros(len(codes) - n + 1, dtype=np.uint64)
     for i in range(n):
         keys = keys * np.uint64(0x100000001B3) + codes[i : i + len(keys)]

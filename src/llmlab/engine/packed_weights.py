@@ -127,7 +127,6 @@ class PackedLayer:
         self.o = FusedProjection([attn.o_proj])
         self.gate_up = FusedProjection([mlp.gate_proj, mlp.up_proj])
         self.down = FusedProjection([mlp.down_proj])
-        self.input_norm, self.post_norm = layer.input_layernorm, layer.post_attention_layernorm
 
 
 class PackedWeights:

@@ -26,9 +26,9 @@ def best_of_n(model_name: str, prompts_file: str, out: str, n: int = 4, keep: in
     from llmlab.errors import LlmlabError
     from llmlab.nn.lora import load_adapter
     from llmlab.posttrain.data import read_prompts
-    from llmlab.posttrain.engine_rollout import EngineSampler, engine_supports
+    from llmlab.posttrain.engine_rollout import engine_sampler_for
     from llmlab.posttrain.rewards import make_reward, reward_model_scorer
-    from llmlab.posttrain.rollout import sample_group
+    from llmlab.posttrain.rollout import sample_groups
 
     if keep < 1 or n < keep:
         raise LlmlabError(f"need 1 <= keep <= n, got keep={keep}, n={n}")
@@ -44,21 +44,15 @@ def best_of_n(model_name: str, prompts_file: str, out: str, n: int = 4, keep: in
     prompts = read_prompts(tokenizer, prompts_file, system)
     generator = torch.Generator().manual_seed(seed)
     pad = tokenizer.pad_token_id or 0
-    engine = None
-    if engine_supports(model, tokenizer):  # all prompts of a chunk decode in one engine batch
-        longest = max(len(p["prompt_ids"]) for p in prompts) + max_new_tokens
-        engine = EngineSampler(model, tokenizer, ENGINE_CHUNK * n, longest)
+    engine = engine_sampler_for(model, tokenizer, prompts, max_new_tokens, ENGINE_CHUNK * n)  # a chunk per batch
     kept, scores_all = [], []
     with Progress(transient=True) as progress:
         task = progress.add_task("best-of-n", total=len(prompts))
-        for start in range(0, len(prompts), ENGINE_CHUNK if engine else 1):
-            chunk = prompts[start:start + (ENGINE_CHUNK if engine else 1)]
-            if engine:
-                groups = engine.sample_groups([p["prompt_ids"] for p in chunk], n, max_new_tokens, temperature,
-                                              tokenizer.eos_token_id, pad, generator)
-            else:
-                groups = [sample_group(model, chunk[0]["prompt_ids"], n, max_new_tokens, temperature,
-                                       tokenizer.eos_token_id, pad, generator)]
+        step = ENGINE_CHUNK if engine else 1
+        for start in range(0, len(prompts), step):
+            chunk = prompts[start:start + step]
+            groups = sample_groups(model, chunk, n, max_new_tokens, temperature, tokenizer.eos_token_id, pad,
+                                   generator, engine)
             for example, group in zip(chunk, groups):
                 _keep_best(example, group, tokenizer, score, keep, min_reward, system, kept, scores_all)
                 progress.advance(task)

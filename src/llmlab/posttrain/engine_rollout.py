@@ -28,6 +28,15 @@ def engine_supports(model, tokenizer) -> bool:
     return isinstance(model, LlamaForCausalLM) and tokenizer is not None
 
 
+def engine_sampler_for(model, tokenizer, prompts: list[dict], max_new_tokens: int, max_seqs: int):
+    """An EngineSampler sized for these prompts ({"prompt_ids": …} dicts) and `max_seqs` sequences at
+    once, or None when the engine cannot run the model (callers then take the reference path)."""
+    if not engine_supports(model, tokenizer):
+        return None
+    longest = max(len(p["prompt_ids"]) for p in prompts) + max_new_tokens
+    return EngineSampler(model, tokenizer, max_seqs, longest)
+
+
 class EngineSampler:
     def __init__(self, model, tokenizer, max_seqs: int, max_tokens_per_seq: int, block_size: int = 16):
         from llmlab.engine import LLMEngine

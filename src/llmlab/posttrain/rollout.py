@@ -72,6 +72,17 @@ def pad_rows(rows: list[torch.Tensor], pad: int) -> torch.Tensor:
     return torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=pad) for r in rows])
 
 
+def sample_groups(model, prompts: list[dict], n: int, max_new_tokens: int, temperature: float, eos_id: int | None,
+                  pad_id: int, generator=None, engine=None) -> list[Group]:
+    """n samples of each prompt dict ("prompt_ids"), one Group per prompt: all in one batch on
+    `engine` (an EngineSampler), or one prompt at a time on the reference path when it is None."""
+    if engine is not None:
+        return engine.sample_groups([p["prompt_ids"] for p in prompts], n, max_new_tokens, temperature, eos_id, pad_id,
+                                    generator)
+    return [sample_group(model, p["prompt_ids"], n, max_new_tokens, temperature, eos_id, pad_id, generator)
+            for p in prompts]
+
+
 @torch.no_grad()
 def collect(model, prompts: list[dict], reward_fn, group_size: int, max_new_tokens: int, temperature: float,
             eos_id: int | None, pad_id: int, tokenizer=None, generator=None, engine=None) -> dict:
@@ -81,12 +92,7 @@ def collect(model, prompts: list[dict], reward_fn, group_size: int, max_new_toke
     reward_fn(text, completion_ids, prompt) -> float. `engine`: an EngineSampler (all prompts decode
     in one engine batch); None: the reference path, one prompt's group at a time. Returns
     input_ids / completion_mask [N·G, T] (right-padded) and scores [N·G]."""
-    if engine is not None:
-        groups = engine.sample_groups([p["prompt_ids"] for p in prompts], group_size, max_new_tokens, temperature,
-                                      eos_id, pad_id, generator)
-    else:
-        groups = [sample_group(model, p["prompt_ids"], group_size, max_new_tokens, temperature, eos_id, pad_id,
-                               generator) for p in prompts]
+    groups = sample_groups(model, prompts, group_size, max_new_tokens, temperature, eos_id, pad_id, generator, engine)
     ids, masks, scores = [], [], []
     for prompt, group in zip(prompts, groups):
         texts = group.texts(tokenizer) if tokenizer is not None else [""] * group_size
@@ -113,12 +119,11 @@ class RolloutSource:
         self.tokenizer = tokenizer
         self.generator = torch.Generator().manual_seed(seed)
         self.cursor, self.used, self.batch = 0, reuse, None
-        self.engine = None  # the serving engine over the sampler's own weights, when it can run them
-        from llmlab.posttrain.engine_rollout import EngineSampler, engine_supports
+        from llmlab.posttrain.engine_rollout import engine_sampler_for
 
-        if use_engine and engine_supports(self.sampler_model, tokenizer):
-            longest = max(len(p["prompt_ids"]) for p in prompts) + max_new_tokens
-            self.engine = EngineSampler(self.sampler_model, tokenizer, prompts_per_step * group_size, longest)
+        # The serving engine over the sampler's own weights, when it can run them.
+        self.engine = engine_sampler_for(self.sampler_model, tokenizer, prompts, max_new_tokens,
+                                         prompts_per_step * group_size) if use_engine else None
 
     def next_batch(self) -> dict:
         if self.used >= self.reuse:
