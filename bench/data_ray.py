@@ -26,7 +26,12 @@ import time
 
 def make_corpus(path: str, docs: int, seed: int = 0) -> int:
     rng = random.Random(seed)
-    vocab = ["".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(rng.randint(2, 4))) for _ in range(3000)]
+    vocab = [
+        "".join(
+            rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(rng.randint(2, 4))
+        )
+        for _ in range(3000)
+    ]
     texts, planted = [], 0
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(docs):
@@ -57,7 +62,9 @@ def recipe(folder: str, name: str, batch: int, np_: int, executor: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--docs", type=int, default=40_000)
     parser.add_argument("--cpus", type=int, default=2, help="worker processes (local) and Ray CPUs")
     parser.add_argument("--batch", type=int, default=5_000, help="records per batch")
@@ -69,25 +76,43 @@ def main() -> None:
 
     folder = tempfile.mkdtemp(prefix="llmlab-bench-ray-")
     planted = make_corpus(os.path.join(folder, "corpus.jsonl"), args.docs)
-    print(f"{args.docs:,} documents ({planted:,} planted near copies), batch {args.batch:,}, {args.cpus} CPUs; files in {folder}")
+    print(
+        f"{args.docs:,} documents ({planted:,} planted near copies), batch {args.batch:,}, {args.cpus} CPUs; files in {folder}"
+    )
     start = time.perf_counter()
-    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        address="local",
+        num_cpus=args.cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     ray_start = time.perf_counter() - start
     rows = []
-    for name, np_, executor in (("local-np1", 1, "local"), (f"local-np{args.cpus}", args.cpus, "local"), ("ray", args.cpus, "ray")):
+    for name, np_, executor in (
+        ("local-np1", 1, "local"),
+        (f"local-np{args.cpus}", args.cpus, "local"),
+        ("ray", args.cpus, "ray"),
+    ):
         start = time.perf_counter()
         report = run_recipe(recipe(folder, name, args.batch, np_, executor), progress=False)
         seconds = time.perf_counter() - start
-        digest = hashlib.sha256(open(os.path.join(folder, f"{name}.jsonl"), "rb").read()).hexdigest()
+        digest = hashlib.sha256(
+            open(os.path.join(folder, f"{name}.jsonl"), "rb").read()
+        ).hexdigest()
         removed = {o["name"]: o["removed"] for o in report["operators"]}["minhash_dedup"]
         rows.append((name, seconds, report["records_written"], removed, digest))
     ray.shutdown()
     base = rows[0][1]
-    print(f"\n| executor | seconds | docs/s | vs local-np1 | written | minhash removed | output = local-np1 |")
+    print(
+        "\n| executor | seconds | docs/s | vs local-np1 | written | minhash removed | output = local-np1 |"
+    )
     print("|---|---:|---:|---:|---:|---:|---|")
     for name, seconds, written, removed, digest in rows:
         same = "yes" if digest == rows[0][4] else "NO"
-        print(f"| {name} | {seconds:.1f} | {args.docs / seconds:,.0f} | {base / seconds:.2f}× | {written:,} | {removed:,} | {same} |")
+        print(
+            f"| {name} | {seconds:.1f} | {args.docs / seconds:,.0f} | {base / seconds:.2f}× | {written:,} | {removed:,} | {same} |"
+        )
     print(f"\nRay start-up (not in the rows): {ray_start:.1f} s")
 
 

@@ -30,9 +30,16 @@ import time
 
 import torch
 
-QUESTIONS = ["What is dropout?", "Explain residual connections in two sentences.", "Name three sorting algorithms.",
-             "Why do transformers use layer normalization?", "What is the capital of France?",
-             "Write a haiku about GPUs.", "How does attention work?", "What is overfitting?"]
+QUESTIONS = [
+    "What is dropout?",
+    "Explain residual connections in two sentences.",
+    "Name three sorting algorithms.",
+    "Why do transformers use layer normalization?",
+    "What is the capital of France?",
+    "Write a haiku about GPUs.",
+    "How does attention work?",
+    "What is overfitting?",
+]
 
 
 # (row name, quantization, the engine's --compile: torch.compile of single-stream decode)
@@ -42,7 +49,10 @@ QUANT_ROWS = (("int4", "int4", False), ("int4+compile", "int4", True), ("int8", 
 def chat_prompts(tokenizer, n: int) -> list[list[int]]:
     from llmlab.tokenize.tokenizer import apply_chat
 
-    return [apply_chat(tokenizer, [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]) for i in range(n)]
+    return [
+        apply_chat(tokenizer, [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}])
+        for i in range(n)
+    ]
 
 
 def timed(fn) -> tuple[float, object]:
@@ -85,8 +95,14 @@ def hf_run(hf, tokenizer, prompts, tokens: int):
     ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts])  # left padding
     mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
     with torch.inference_mode():
-        out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=tokens, min_new_tokens=tokens,
-                          do_sample=False, pad_token_id=pad)
+        out = hf.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=False,
+            pad_token_id=pad,
+        )
     return (out.shape[1] - longest) * len(prompts), out[0, longest:].tolist()
 
 
@@ -106,12 +122,18 @@ def llama_cpp_runner(path):
     except ImportError:
         return None
     threads = torch.get_num_threads()
-    llm = Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
+    llm = Llama(
+        model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False
+    )
 
-    def run(prompt_ids: list[int], tokens: int):  # the low-level generator never stops at EOS, like ignore_eos
+    def run(
+        prompt_ids: list[int], tokens: int
+    ):  # the low-level generator never stops at EOS, like ignore_eos
         llm.reset()  # no reuse of the previous run's prompt K/V (our engine runs without prefix caching too)
         made = []
-        for token in llm.generate(prompt_ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
+        for token in llm.generate(
+            prompt_ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0
+        ):
             made.append(token)
             if len(made) == tokens:
                 break
@@ -128,7 +150,7 @@ def alternate(runs: dict, tokens: int, repeats: int) -> dict:
         fn(2)
     for _ in range(repeats):
         for name, fn in runs.items():
-            rates[name].measure(lambda: fn(tokens))
+            rates[name].measure(lambda fn=fn: fn(tokens))
     return rates
 
 
@@ -151,11 +173,33 @@ def ceiling(threads_list=(1, 2)):
     hidden, inter, kv, layers, vocab = 576, 1536, 192, 30, 49152  # SmolLM2-135M
     big = torch.randn(125_000_000)  # 500 MB
     copy = torch.empty_like(big)
-    separate = [[torch.randn(n, k) for n, k in ((hidden, hidden), (kv, hidden), (kv, hidden), (hidden, hidden),
-                                                (inter, hidden), (inter, hidden), (hidden, inter))]
-                for _ in range(layers)]
-    packed = [[torch.randn(k, n) for k, n in ((hidden, hidden + 2 * kv), (hidden, hidden), (hidden, 2 * inter),
-                                              (inter, hidden))] for _ in range(layers)]
+    separate = [
+        [
+            torch.randn(n, k)
+            for n, k in (
+                (hidden, hidden),
+                (kv, hidden),
+                (kv, hidden),
+                (hidden, hidden),
+                (inter, hidden),
+                (inter, hidden),
+                (hidden, inter),
+            )
+        ]
+        for _ in range(layers)
+    ]
+    packed = [
+        [
+            torch.randn(k, n)
+            for k, n in (
+                (hidden, hidden + 2 * kv),
+                (hidden, hidden),
+                (hidden, 2 * inter),
+                (inter, hidden),
+            )
+        ]
+        for _ in range(layers)
+    ]
     head = torch.randn(vocab, hidden)
     head_t = head.t().contiguous()
     weight_bytes = 4 * (sum(w.numel() for layer in separate for w in layer) + head.numel())
@@ -180,23 +224,37 @@ def ceiling(threads_list=(1, 2)):
         copied = _best_seconds(lambda: copy.copy_(big), 5)
         hf = _best_seconds(hf_layout, 8)
         ours = _best_seconds(packed_layout, 8)
-        print(f"{threads} thread(s): read {big.numel() * 4 / read / 1e9:.1f} GB/s, copy (read+write) "
-              f"{2 * big.numel() * 4 / copied / 1e9:.1f} GB/s → at most {big.numel() * 4 / read / weight_bytes:.1f} tok/s; "
-              f"weight matmuls alone: HF layout {hf * 1e3:.1f} ms ({1 / hf:.1f} tok/s), packed "
-              f"{ours * 1e3:.1f} ms ({1 / ours:.1f} tok/s, {weight_bytes / ours / 1e9:.1f} GB/s)")
+        print(
+            f"{threads} thread(s): read {big.numel() * 4 / read / 1e9:.1f} GB/s, copy (read+write) "
+            f"{2 * big.numel() * 4 / copied / 1e9:.1f} GB/s → at most {big.numel() * 4 / read / weight_bytes:.1f} tok/s; "
+            f"weight matmuls alone: HF layout {hf * 1e3:.1f} ms ({1 / hf:.1f} tok/s), packed "
+            f"{ours * 1e3:.1f} ms ({1 / ours:.1f} tok/s, {weight_bytes / ours / 1e9:.1f} GB/s)"
+        )
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
-    parser.add_argument("--batch", type=int, default=16, help="concurrent requests for the aggregate row")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for every row (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per row; the best counts")
+    parser.add_argument(
+        "--batch", type=int, default=16, help="concurrent requests for the aggregate row"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads for every row (default: torch's)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="alternating runs per row; the best counts"
+    )
     parser.add_argument("--skip-hf", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="print where an engine decode step spends its time")
+    parser.add_argument(
+        "--profile", action="store_true", help="print where an engine decode step spends its time"
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
-    parser.add_argument("--ceiling", action="store_true", help="only measure the memory-bandwidth ceiling")
+    parser.add_argument(
+        "--ceiling", action="store_true", help="only measure the memory-bandwidth ceiling"
+    )
     args = parser.parse_args()
     if args.ceiling:
         return ceiling((args.threads,) if args.threads else (1, 2))
@@ -209,14 +267,21 @@ def main():
 
     model, tokenizer = llmlab.load(args.model)
     prompts = chat_prompts(tokenizer, args.batch)
-    results = {"model": args.model, "tokens": args.tokens, "batch": args.batch, "threads": torch.get_num_threads(),
-               "load_average_at_start": os.getloadavg()[0], "cpus": os.cpu_count(), "repeats": args.repeats}
+    results = {
+        "model": args.model,
+        "tokens": args.tokens,
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "load_average_at_start": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
+        "repeats": args.repeats,
+    }
     llm = LLM(model, tokenizer, kv_memory="256MiB", enable_prefix_caching=False)
     hf = None if args.skip_hf else hf_model_from(model)
     for row, group in (("single", prompts[:1]), ("batch", prompts)):
-        runs = {"engine": lambda n, g=group: engine_run(llm, g, n)}
+        runs = {"engine": lambda n, g=group, e=llm: engine_run(e, g, n)}
         if hf is not None:
-            runs["hf"] = lambda n, g=group: hf_run(hf, tokenizer, g, n)
+            runs["hf"] = lambda n, g=group, h=hf: hf_run(h, tokenizer, g, n)
         for name, rate in alternate(runs, args.tokens, args.repeats).items():
             results[f"{name}_{row}"], results[f"{name}_{row}_cpu"] = rate.wall, rate.cpu
     if args.profile:
@@ -225,23 +290,43 @@ def main():
     # The bfloat16 speed lever (not the fp32 comparison the targets name): ours only, beside HF fp32.
     bllm = LLM(args.model, dtype="bfloat16", kv_memory="256MiB", enable_prefix_caching=False)
     for row, group in (("single", prompts[:1]), ("batch", prompts)):
-        rate = alternate({"engine": lambda n, g=group: engine_run(bllm, g, n)}, args.tokens, args.repeats)["engine"]
+        rate = alternate(
+            {"engine": lambda n, g=group, e=bllm: engine_run(e, g, n)}, args.tokens, args.repeats
+        )["engine"]
         results[f"engine_bf16_{row}"], results[f"engine_bf16_{row}_cpu"] = rate.wall, rate.cpu
     del bllm
     path = resolve(args.model)
     cpp = llama_cpp_runner(path) if path.suffix == ".gguf" else None
-    for quant, kind, compiled in QUANT_ROWS:  # compiling takes about a minute, before the timed runs
-        qllm = LLM(args.model, quant=kind, kv_memory="256MiB", enable_prefix_caching=False, compile=compiled)
+    for (
+        quant,
+        kind,
+        compiled,
+    ) in QUANT_ROWS:  # compiling takes about a minute, before the timed runs
+        qllm = LLM(
+            args.model,
+            quant=kind,
+            kv_memory="256MiB",
+            enable_prefix_caching=False,
+            compile=compiled,
+        )
         runs = {"engine": lambda n, q=qllm: engine_run(q, prompts[:1], n)}
         if cpp is not None:
             runs["llama_cpp"] = lambda n: cpp(prompts[0], n)
         rates = alternate(runs, args.tokens, args.repeats)
-        results[f"engine_{quant}_single"], results[f"engine_{quant}_single_cpu"] = rates["engine"].wall, rates["engine"].cpu
+        results[f"engine_{quant}_single"], results[f"engine_{quant}_single_cpu"] = (
+            rates["engine"].wall,
+            rates["engine"].cpu,
+        )
         if cpp is not None:
             cpp_rate = rates["llama_cpp"]
-            results[f"llama_cpp_single_vs_{quant}"], results[f"llama_cpp_single_vs_{quant}_cpu"] = cpp_rate.wall, cpp_rate.cpu
+            results[f"llama_cpp_single_vs_{quant}"], results[f"llama_cpp_single_vs_{quant}_cpu"] = (
+                cpp_rate.wall,
+                cpp_rate.cpu,
+            )
             if quant == "int4":  # same Q4_1 weights: how long do the greedy continuations agree?
-                results["llama_cpp_same_leading_tokens"] = _common_prefix(cpp_rate.tokens, rates["engine"].tokens)
+                results["llama_cpp_same_leading_tokens"] = _common_prefix(
+                    cpp_rate.tokens, rates["engine"].tokens
+                )
         del qllm
     results["llama_cpp_installed"] = cpp is not None
     if cpp is not None:
@@ -272,34 +357,75 @@ def report(r: dict):
     def ratio(a, b):
         return "—" if a is None or b is None else f"{a / b:.2f}×"
 
-    table = Table(title=f"{r['model']}: {r['tokens']} new tokens, greedy, {r['threads']} threads, "
-                        f"best of {r['repeats']} alternating runs")
-    for column in ("row", "ours tok/s", "peer", "peer tok/s", "ratio", "ratio by CPU time", "target"):
+    table = Table(
+        title=f"{r['model']}: {r['tokens']} new tokens, greedy, {r['threads']} threads, "
+        f"best of {r['repeats']} alternating runs"
+    )
+    for column in (
+        "row",
+        "ours tok/s",
+        "peer",
+        "peer tok/s",
+        "ratio",
+        "ratio by CPU time",
+        "target",
+    ):
         table.add_column(column)
-    for row, peer, target in (("single", "HF generate", "≥ 2×"), ("batch", f"HF generate batch {r['batch']}", "≥ 3×")):
+    for row, peer, target in (
+        ("single", "HF generate", "≥ 2×"),
+        ("batch", f"HF generate batch {r['batch']}", "≥ 3×"),
+    ):
         label = "single stream fp32" if row == "single" else f"{r['batch']} concurrent fp32"
-        table.add_row(label, fmt(r[f"engine_{row}"]), peer, fmt(r.get(f"hf_{row}")),
-                      ratio(r[f"engine_{row}"], r.get(f"hf_{row}")),
-                      ratio(r[f"engine_{row}_cpu"], r.get(f"hf_{row}_cpu")), target)
-    for row, peer in (("single", "HF generate fp32"), ("batch", f"HF generate fp32 batch {r['batch']}")):
+        table.add_row(
+            label,
+            fmt(r[f"engine_{row}"]),
+            peer,
+            fmt(r.get(f"hf_{row}")),
+            ratio(r[f"engine_{row}"], r.get(f"hf_{row}")),
+            ratio(r[f"engine_{row}_cpu"], r.get(f"hf_{row}_cpu")),
+            target,
+        )
+    for row, peer in (
+        ("single", "HF generate fp32"),
+        ("batch", f"HF generate fp32 batch {r['batch']}"),
+    ):
         label = "single stream bf16" if row == "single" else f"{r['batch']} concurrent bf16"
-        table.add_row(label, fmt(r[f"engine_bf16_{row}"]), peer, fmt(r.get(f"hf_{row}")),
-                      ratio(r[f"engine_bf16_{row}"], r.get(f"hf_{row}")),
-                      ratio(r[f"engine_bf16_{row}_cpu"], r.get(f"hf_{row}_cpu")), "(lever, not the fp32 target)")
+        table.add_row(
+            label,
+            fmt(r[f"engine_bf16_{row}"]),
+            peer,
+            fmt(r.get(f"hf_{row}")),
+            ratio(r[f"engine_bf16_{row}"], r.get(f"hf_{row}")),
+            ratio(r[f"engine_bf16_{row}_cpu"], r.get(f"hf_{row}_cpu")),
+            "(lever, not the fp32 target)",
+        )
     for quant, kind, _ in QUANT_ROWS:
         cpp = r.get(f"llama_cpp_single_vs_{quant}")
-        peer = "llama.cpp Q4_1" if r["llama_cpp_installed"] else "llama.cpp: llama-cpp-python not installed"
-        table.add_row(f"single stream {quant}", fmt(r[f"engine_{quant}_single"]), peer, fmt(cpp),
-                      ratio(r[f"engine_{quant}_single"], cpp),
-                      ratio(r[f"engine_{quant}_single_cpu"], r.get(f"llama_cpp_single_vs_{quant}_cpu")),
-                      "≥ 1×" if kind == "int4" else "")
+        peer = (
+            "llama.cpp Q4_1"
+            if r["llama_cpp_installed"]
+            else "llama.cpp: llama-cpp-python not installed"
+        )
+        table.add_row(
+            f"single stream {quant}",
+            fmt(r[f"engine_{quant}_single"]),
+            peer,
+            fmt(cpp),
+            ratio(r[f"engine_{quant}_single"], cpp),
+            ratio(r[f"engine_{quant}_single_cpu"], r.get(f"llama_cpp_single_vs_{quant}_cpu")),
+            "≥ 1×" if kind == "int4" else "",
+        )
     Console().print(table)
     if r["load_average_at_start"] > r["cpus"] / 2:
-        print(f"note: load average {r['load_average_at_start']:.1f} on {r['cpus']} CPUs at the start — other jobs "
-              "share the cores; with more threads than free cores every row slows down unevenly")
+        print(
+            f"note: load average {r['load_average_at_start']:.1f} on {r['cpus']} CPUs at the start — other jobs "
+            "share the cores; with more threads than free cores every row slows down unevenly"
+        )
     if "llama_cpp_same_leading_tokens" in r:
-        print(f"llama.cpp and our int4 engine agree on the first {r['llama_cpp_same_leading_tokens']} greedy tokens "
-              "(same Q4_1 weights; llama.cpp also rounds activations to 8 bits and the KV cache to fp16)")
+        print(
+            f"llama.cpp and our int4 engine agree on the first {r['llama_cpp_same_leading_tokens']} greedy tokens "
+            "(same Q4_1 weights; llama.cpp also rounds activations to 8 bits and the KV cache to fp16)"
+        )
     print(json.dumps(r))
 
 

@@ -31,7 +31,9 @@ def timed(fn, repeats: int = 2):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", action="store_true")
@@ -44,7 +46,9 @@ def main():
     gguf = resolve("smollm2-135m-instruct")
     model, tokenizer = llmlab.load(gguf)
     hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()
-    prompt = tokenizer.encode("Explain in detail why residual connections help deep networks train:")
+    prompt = tokenizer.encode(
+        "Explain in detail why residual connections help deep networks train:"
+    )
     config = GenerationConfig(max_tokens=args.tokens)
 
     def ours():
@@ -52,16 +56,23 @@ def main():
 
     def theirs():
         with torch.inference_mode():
-            out = hf.generate(torch.tensor([prompt]), max_new_tokens=args.tokens, min_new_tokens=args.tokens,
-                              do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        return out[0, len(prompt):].tolist()
+            out = hf.generate(
+                torch.tensor([prompt]),
+                max_new_tokens=args.tokens,
+                min_new_tokens=args.tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        return out[0, len(prompt) :].tolist()
 
     ours(), theirs()  # warm-up
     t_ours, ids_ours = timed(ours)
     t_hf, ids_hf = timed(theirs)
     row = {
-        "tokens": args.tokens, "threads": torch.get_num_threads(),
-        "llmlab_tok_s": round(len(ids_ours) / t_ours, 1), "hf_tok_s": round(len(ids_hf) / t_hf, 1),
+        "tokens": args.tokens,
+        "threads": torch.get_num_threads(),
+        "llmlab_tok_s": round(len(ids_ours) / t_ours, 1),
+        "hf_tok_s": round(len(ids_hf) / t_hf, 1),
         "ratio": round((len(ids_ours) / t_ours) / (len(ids_hf) / t_hf), 2),
         "same_tokens": ids_ours == ids_hf[: len(ids_ours)],
     }
@@ -71,7 +82,9 @@ def main():
         print(f"SmolLM2-135M fp32 greedy, {args.tokens} new tokens, {row['threads']} threads")
         print(f"  llmlab reference generate : {row['llmlab_tok_s']:7.1f} tok/s")
         print(f"  HF transformers generate  : {row['hf_tok_s']:7.1f} tok/s")
-        print(f"  ratio llmlab / HF         : {row['ratio']:.2f}x   identical tokens: {row['same_tokens']}")
+        print(
+            f"  ratio llmlab / HF         : {row['ratio']:.2f}x   identical tokens: {row['same_tokens']}"
+        )
 
 
 if __name__ == "__main__":

@@ -40,12 +40,15 @@ def main() -> None:
 
     os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF progress bar
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     path = resolve("smollm2-135m-instruct")
     folder, name = str(path.parent), path.name
     rows = {
         "weights → fp32 (1)": (
             best_time(lambda: read_gguf(path), args.repeats),
-            best_time(lambda: AutoModelForCausalLM.from_pretrained(folder, gguf_file=name), args.repeats),
+            best_time(
+                lambda: AutoModelForCausalLM.from_pretrained(folder, gguf_file=name), args.repeats
+            ),
         ),
         "tokenizer": (
             best_time(lambda: load_tokenizer(path), args.repeats),
@@ -53,9 +56,18 @@ def main() -> None:
         ),
     }
     if args.json:
-        print(json.dumps({k: {"llmlab_s": a, "transformers_s": b, "speedup": b / a} for k, (a, b) in rows.items()}))
+        print(
+            json.dumps(
+                {
+                    k: {"llmlab_s": a, "transformers_s": b, "speedup": b / a}
+                    for k, (a, b) in rows.items()
+                }
+            )
+        )
         return
-    print("(1) llmlab: read_gguf; transformers: AutoModelForCausalLM.from_pretrained(gguf_file=...)")
+    print(
+        "(1) llmlab: read_gguf; transformers: AutoModelForCausalLM.from_pretrained(gguf_file=...)"
+    )
     print(f"{'what':<28}{'llmlab s':>10}{'transformers s':>16}{'speed-up':>10}")
     for what, (ours, theirs) in rows.items():
         print(f"{what:<28}{ours:>10.2f}{theirs:>16.2f}{theirs / ours:>9.1f}x")

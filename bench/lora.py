@@ -50,8 +50,15 @@ def child(side: str, folder: str, steps: int, threads: int, base_dtype: str):
         import transformers
 
         base = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-        model = peft.get_peft_model(base, peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                                                          task_type="CAUSAL_LM"))
+        model = peft.get_peft_model(
+            base,
+            peft.LoraConfig(
+                r=8,
+                lora_alpha=16,
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                task_type="CAUSAL_LM",
+            ),
+        )
         params = [p for p in model.parameters() if p.requires_grad]
         forward = lambda x: model(input_ids=x, use_cache=False).logits  # noqa: E731
         autocast = side == "peft-bf16"
@@ -62,7 +69,9 @@ def child(side: str, folder: str, steps: int, threads: int, base_dtype: str):
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             logits = forward(ids[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        loss = torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -71,17 +80,33 @@ def child(side: str, folder: str, steps: int, threads: int, base_dtype: str):
         else:
             first_loss = float(loss.detach())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"side": side, "tokens_per_s": BATCH * SEQ / (sum(times) / len(times)), "peak_rss_mb": peak_mb,
-                      "first_loss": first_loss}))
+    print(
+        json.dumps(
+            {
+                "side": side,
+                "tokens_per_s": BATCH * SEQ / (sum(times) / len(times)),
+                "peak_rss_mb": peak_mb,
+                "first_loss": first_loss,
+            }
+        )
+    )
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--ours-base-dtype", default="bf16", choices=["bf16", "int8", ""],
-                        help="how llmlab holds the frozen base ('' = fp32 as loaded)")
-    parser.add_argument("--peer-bf16", action="store_true", help="also run peft under bf16 autocast")
+    parser.add_argument(
+        "--ours-base-dtype",
+        default="bf16",
+        choices=["bf16", "int8", ""],
+        help="how llmlab holds the frozen base ('' = fp32 as loaded)",
+    )
+    parser.add_argument(
+        "--peer-bf16", action="store_true", help="also run peft under bf16 autocast"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,33 +121,66 @@ def main():
     del model
     results = {}
     for side in ("llmlab", "peft") + (("peft-bf16",) if args.peer_bf16 else ()):
-        out = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--threads", str(args.threads),
-                              "--ours-base-dtype", args.ours_base_dtype, "--child", side, folder],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--steps",
+                str(args.steps),
+                "--threads",
+                str(args.threads),
+                "--ours-base-dtype",
+                args.ours_base_dtype,
+                "--child",
+                side,
+                folder,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode:
             sys.exit(f"{side} side failed:\n{out.stderr[-2000:]}")
         results[side] = json.loads(out.stdout.strip().splitlines()[-1])
     shutil.rmtree(folder, ignore_errors=True)
     ours, peer = results["llmlab"], results["peft"]
-    options = (f"base held in {args.ours_base_dtype or 'fp32'}, fused LoRA path (x·Aᵀ, addmm with B·scaling), "
-               f"dropout 0 fast path, {args.threads} threads")
-    summary = {"batch": f"{BATCH}x{SEQ}", "r": 8, "llmlab_options": options,
-               **{f"{k}_{m}": v[m] for k, v in results.items() for m in ("tokens_per_s", "peak_rss_mb", "first_loss")},
-               "speed_ratio": ours["tokens_per_s"] / peer["tokens_per_s"], "memory_ratio": ours["peak_rss_mb"] / peer["peak_rss_mb"],
-               "first_loss_diff": abs(ours["first_loss"] - peer["first_loss"])}
+    options = (
+        f"base held in {args.ours_base_dtype or 'fp32'}, fused LoRA path (x·Aᵀ, addmm with B·scaling), "
+        f"dropout 0 fast path, {args.threads} threads"
+    )
+    summary = {
+        "batch": f"{BATCH}x{SEQ}",
+        "r": 8,
+        "llmlab_options": options,
+        **{
+            f"{k}_{m}": v[m]
+            for k, v in results.items()
+            for m in ("tokens_per_s", "peak_rss_mb", "first_loss")
+        },
+        "speed_ratio": ours["tokens_per_s"] / peer["tokens_per_s"],
+        "memory_ratio": ours["peak_rss_mb"] / peer["peak_rss_mb"],
+        "first_loss_diff": abs(ours["first_loss"] - peer["first_loss"]),
+    }
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"SmolLM2-135M LoRA step, batch {BATCH}x{SEQ}, r=8 q/k/v/o; llmlab: {options}")
         print(f"{'side':10} {'tokens/s':>10} {'peak RSS MB':>12} {'first loss':>11}")
         for side, r in results.items():
-            print(f"{side:10} {r['tokens_per_s']:10.1f} {r['peak_rss_mb']:12.0f} {r['first_loss']:11.4f}")
-        print(f"speed ours/peft {summary['speed_ratio']:.2f}x   memory ours/peft {summary['memory_ratio']:.2f}x   "
-              f"first-loss |diff| {summary['first_loss_diff']:.4f}")
+            print(
+                f"{side:10} {r['tokens_per_s']:10.1f} {r['peak_rss_mb']:12.0f} {r['first_loss']:11.4f}"
+            )
+        print(
+            f"speed ours/peft {summary['speed_ratio']:.2f}x   memory ours/peft {summary['memory_ratio']:.2f}x   "
+            f"first-loss |diff| {summary['first_loss_diff']:.4f}"
+        )
         if "peft-bf16" in results:
-            print(f"speed ours/peft-bf16 {ours['tokens_per_s'] / results['peft-bf16']['tokens_per_s']:.2f}x")
+            print(
+                f"speed ours/peft-bf16 {ours['tokens_per_s'] / results['peft-bf16']['tokens_per_s']:.2f}x"
+            )
     if summary["first_loss_diff"] > 0.05:
-        sys.exit(f"loss parity failed: first-step losses differ by {summary['first_loss_diff']:.4f} (> 0.05)")
+        sys.exit(
+            f"loss parity failed: first-step losses differ by {summary['first_loss_diff']:.4f} (> 0.05)"
+        )
 
 
 if __name__ == "__main__":

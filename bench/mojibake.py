@@ -24,9 +24,13 @@ import numpy as np
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chars", type=int, default=40000, help="held-out characters to repair")
-    parser.add_argument("--skip", type=int, default=0, help="skip this many held-out characters first")
+    parser.add_argument(
+        "--skip", type=int, default=0, help="skip this many held-out characters first"
+    )
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
-    parser.add_argument("--extra", nargs="*", default=[], help="clean text files/folders added to every row")
+    parser.add_argument(
+        "--extra", nargs="*", default=[], help="clean text files/folders added to every row"
+    )
     parser.add_argument("--oracle", action="store_true", help="add a row that also counts the held-out lines "
                         "themselves: an upper bound showing what the decoder does when the model knows the text")  # fmt: skip
     args = parser.parse_args()
@@ -42,14 +46,25 @@ def main() -> None:
     broken = corrupt(truth)
     lines = charlm.training_text().split("\n")
     extra = [charlm.read_corpus(p) for p in args.extra]
-    table = Table(title=f"repair_mojibake on {len(truth):,} held-out characters ({len(damaged):,} damaged)")
-    for col in ("training text", "training chars", "errors", "damaged chars", "all chars", "seconds"):
+    table = Table(
+        title=f"repair_mojibake on {len(truth):,} held-out characters ({len(damaged):,} damaged)"
+    )
+    for col in (
+        "training text",
+        "training chars",
+        "errors",
+        "damaged chars",
+        "all chars",
+        "seconds",
+    ):
         table.add_column(col, justify="right")
     points = []
     rows = [(f"1/{round(1 / f)} of bundled" if f < 1 else "all bundled", lines[:: round(1 / f)])
             for f in sorted(args.fractions)]  # fmt: skip
     if args.oracle:
-        rows.append(("all + the held-out lines (oracle)", lines + charlm.heldout_text().split("\n")))
+        rows.append(
+            ("all + the held-out lines (oracle)", lines + charlm.heldout_text().split("\n"))
+        )
     for label, chosen in rows:
         text = "\n".join(["\n".join(chosen), *extra])
         start = time.perf_counter()
@@ -64,7 +79,9 @@ def main() -> None:
                       f"{1 - errors / len(damaged):.2%}", f"{all_right:.2%}", seconds)  # fmt: skip
     Console(width=120).print(table)
     if len(points) >= 2 and all(e > 0 for _, e in points):  # fit through the non-oracle rows
-        slope, intercept = np.polyfit(np.log([n for n, _ in points]), np.log([e for _, e in points]), 1)
+        slope, intercept = np.polyfit(
+            np.log([n for n, _ in points]), np.log([e for _, e in points]), 1
+        )
         target = 0.01 * len(damaged)
         needed = math.exp((math.log(target) - intercept) / slope)
         print(f"fit: errors ∝ N^{slope:.2f}; 99 % of damaged characters would need ≈{needed / 1e6:,.0f}M "

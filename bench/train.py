@@ -28,8 +28,15 @@ from llmlab.train.objectives.clm import CausalLMObjective
 from llmlab.train.tokenizer_training import train_tokenizer
 from llmlab.train.trainer import Trainer
 
-SHAPE = dict(vocab_size=8192, hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1024,
-             max_position_embeddings=256, tie_word_embeddings=False)
+SHAPE = dict(
+    vocab_size=8192,
+    hidden_size=384,
+    num_hidden_layers=6,
+    num_attention_heads=6,
+    intermediate_size=1024,
+    max_position_embeddings=256,
+    tie_word_embeddings=False,
+)
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5, trials: int = 3) -> float:
@@ -63,7 +70,9 @@ def hf_plain_loop(state: dict, batches: list, lr: float) -> tuple[list[float], f
     for batch in batches:
         ids = batch["input_ids"]
         logits = hf(ids[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
         optimizer.step()
@@ -92,26 +101,44 @@ class ListBatches:
 def ours(state: dict, batches: list, lr: float, precision: str, compile_model: bool, run_dir: str):
     model = LlamaForCausalLM(LlamaConfig.from_hf(SHAPE))
     model.load_state_dict(state)
-    config = from_dict(TrainerConfig, {
-        "run_dir": run_dir, "optim": {"lr": lr, "schedule": "constant", "fused": precision != "fp32"},
-        "train": {"steps": len(batches), "batch_size": len(batches[0]["input_ids"]), "precision": precision,
-                  "compile": compile_model, "progress": False, "clip_grad_norm": 1.0},
-        "diagnostics": {"every": 0}, "checkpoint": {"resume": False}})
+    config = from_dict(
+        TrainerConfig,
+        {
+            "run_dir": run_dir,
+            "optim": {"lr": lr, "schedule": "constant", "fused": precision != "fp32"},
+            "train": {
+                "steps": len(batches),
+                "batch_size": len(batches[0]["input_ids"]),
+                "precision": precision,
+                "compile": compile_model,
+                "progress": False,
+                "clip_grad_norm": 1.0,
+            },
+            "diagnostics": {"every": 0},
+            "checkpoint": {"resume": False},
+        },
+    )
     trainer = Trainer(model, CausalLMObjective(), ListBatches(batches), config)
     trainer.fit()
     times = [r["step_time"] for r in trainer.history]
-    steady = sum(times[1:]) if compile_model and len(times) > 1 else sum(times)  # compile: skip step 1
+    steady = (
+        sum(times[1:]) if compile_model and len(times) > 1 else sum(times)
+    )  # compile: skip step 1
     count = len(times) - 1 if compile_model and len(times) > 1 else len(times)
     return [r["loss"] for r in trainer.history], steady * len(times) / count
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--compile", action="store_true", help="also run llmlab bf16 + torch.compile")
+    parser.add_argument(
+        "--compile", action="store_true", help="also run llmlab bf16 + torch.compile"
+    )
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args()
 
@@ -132,26 +159,41 @@ def main():
     rows = {}
     losses, seconds = hf_plain_loop(state, batches, args.lr)
     rows["HF LlamaForCausalLM, plain loop, fp32"] = (losses, seconds, "fp32")
-    for label, precision, compiled in [("llmlab Trainer, fp32", "fp32", False),
-                                       ("llmlab Trainer, bf16 autocast + fused AdamW", "bf16", False)] + \
-                                      ([("llmlab Trainer, bf16 + torch.compile", "bf16", True)] if args.compile else []):
-        losses, seconds = ours(state, batches, args.lr, precision, compiled, str(work / label.replace(" ", "_")))
+    for label, precision, compiled in [
+        ("llmlab Trainer, fp32", "fp32", False),
+        ("llmlab Trainer, bf16 autocast + fused AdamW", "bf16", False),
+    ] + ([("llmlab Trainer, bf16 + torch.compile", "bf16", True)] if args.compile else []):
+        losses, seconds = ours(
+            state, batches, args.lr, precision, compiled, str(work / label.replace(" ", "_"))
+        )
         rows[label] = (losses, seconds, precision)
 
     hf_speed = tokens_per_run / rows["HF LlamaForCausalLM, plain loop, fp32"][1]
-    print(f"\nmatmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s; "
-          f"model {per_token / 1e6:.1f} MFLOP/token; {args.steps} steps × {args.batch_size}×{args.seq_len} tokens")
+    print(
+        f"\nmatmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s; "
+        f"model {per_token / 1e6:.1f} MFLOP/token; {args.steps} steps × {args.batch_size}×{args.seq_len} tokens"
+    )
     print(f"{'run':48s} {'tokens/s':>9s} {'vs HF':>6s} {'MFU':>6s}")
     results = {}
     for label, (losses, seconds, precision) in rows.items():
         speed = tokens_per_run / seconds
         mfu = speed * per_token / peaks[precision]
-        results[label] = {"tokens_per_s": speed, "vs_hf": speed / hf_speed, "mfu": mfu, "losses": losses}
+        results[label] = {
+            "tokens_per_s": speed,
+            "vs_hf": speed / hf_speed,
+            "mfu": mfu,
+            "losses": losses,
+        }
         print(f"{label:48s} {speed:9.0f} {speed / hf_speed:5.2f}× {mfu:6.1%}")
     print("\nloss per step (same weights, same batches):")
     labels = list(rows)
-    print("step " + " ".join(f"{i:>10d}" for i in range(len(labels))) + "   (columns: " +
-          "; ".join(f"{i}={label}" for i, label in enumerate(labels)) + ")")
+    print(
+        "step "
+        + " ".join(f"{i:>10d}" for i in range(len(labels)))
+        + "   (columns: "
+        + "; ".join(f"{i}={label}" for i, label in enumerate(labels))
+        + ")"
+    )
     for step in range(args.steps):
         print(f"{step + 1:4d} " + " ".join(f"{rows[label][0][step]:10.4f}" for label in labels))
     if args.json:

@@ -11,9 +11,18 @@ from llmlab.models.llama import LlamaConfig, LlamaForCausalLM
 def tiny_model(seed: int = 0, **overrides) -> LlamaForCausalLM:
     """A 2-layer GQA Llama whose weights are large enough that greedy picks are never near-ties."""
     torch.manual_seed(seed)
-    values = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                  initializer_range=0.3, bos_token_id=1, eos_token_id=2)
+    values = dict(
+        vocab_size=320,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.3,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     values.update(overrides)
     return LlamaForCausalLM(LlamaConfig(**values)).eval()
 

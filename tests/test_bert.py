@@ -27,9 +27,17 @@ TOL = 1e-4
 
 
 def tiny_hf_config(**overrides) -> transformers.BertConfig:
-    values = dict(vocab_size=101, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-                  max_position_embeddings=40, type_vocab_size=2, attn_implementation="eager",
-                  initializer_range=0.3)  # large weights, so e.g. gelu vs gelu_new differ visibly
+    values = dict(
+        vocab_size=101,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=40,
+        type_vocab_size=2,
+        attn_implementation="eager",
+        initializer_range=0.3,
+    )  # large weights, so e.g. gelu vs gelu_new differ visibly
     values.update(overrides)
     return transformers.BertConfig(**values)
 
@@ -65,7 +73,9 @@ def test_bert_model_matches_transformers(act):
     assert type(ours) is BertModel and not ours.training
     ids, mask, types = padded_batch()
     with torch.no_grad():
-        want = reference(input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
+        want = reference(
+            input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True
+        )
         got = ours.encode(ids, mask, types, output_hidden_states=True)
         plain = ours(ids, attention_mask=mask, token_type_ids=types)
     assert max_diff(got.last_hidden_state, want.last_hidden_state) <= TOL
@@ -79,7 +89,9 @@ def test_bert_model_matches_transformers(act):
 def test_pretraining_heads_match_transformers_and_decoder_is_tied():
     torch.manual_seed(1)
     reference = transformers.BertForPreTraining(tiny_hf_config()).eval()
-    ours = model_from_hf(config_dict(reference.config, "BertForPreTraining"), reference.state_dict())
+    ours = model_from_hf(
+        config_dict(reference.config, "BertForPreTraining"), reference.state_dict()
+    )
     assert type(ours) is BertForPreTraining
     ids, mask, types = padded_batch()
     with torch.no_grad():
@@ -115,7 +127,8 @@ def test_saved_state_dict_loads_in_transformers(tmp_path, model_class):
     save_file(hf_state_dict(ours), tmp_path / "model.safetensors")
     (tmp_path / "config.json").write_text(json.dumps(ours.config.to_hf()))
     reference, info = getattr(transformers, model_class).from_pretrained(
-        tmp_path, attn_implementation="eager", output_loading_info=True)
+        tmp_path, attn_implementation="eager", output_loading_info=True
+    )
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     ids, mask, types = padded_batch()
     with torch.no_grad():
@@ -138,7 +151,9 @@ def test_save_hf_folder_writes_a_pretraining_folder_transformers_loads(tmp_path)
     torch.manual_seed(6)
     ours = model_from_hf(config_dict(tiny_hf_config(), "BertForPreTraining"), None)
     save_hf_folder(ours, tmp_path)
-    reference = transformers.BertForPreTraining.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    reference = transformers.BertForPreTraining.from_pretrained(
+        tmp_path, attn_implementation="eager"
+    ).eval()
     again = model_from_hf(*read_hf_folder(tmp_path))
     ids, mask, types = padded_batch()
     with torch.no_grad():
@@ -155,19 +170,35 @@ def test_training_mode_uses_dropout_and_every_parameter_gets_a_gradient():
     ids, mask, types = padded_batch()
     first, second = model(ids, mask, types), model(ids, mask, types)
     assert not torch.allclose(first.mlm_logits, second.mlm_logits)  # dropout is on
-    loss = torch.nn.functional.cross_entropy(first.mlm_logits.flatten(0, 1), ids.flatten()) + \
-        torch.nn.functional.cross_entropy(first.nsp_logits, torch.tensor([0, 1, 0]))
+    loss = torch.nn.functional.cross_entropy(
+        first.mlm_logits.flatten(0, 1), ids.flatten()
+    ) + torch.nn.functional.cross_entropy(first.nsp_logits, torch.tensor([0, 1, 0]))
     loss.backward()
-    no_grad = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    no_grad = [
+        name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
     assert no_grad == []
 
 
 def test_config_round_trip_through_transformers():
-    cfg = BertConfig(vocab_size=77, hidden_size=24, num_hidden_layers=3, num_attention_heads=6,
-                     intermediate_size=50, hidden_act="gelu_new", layer_norm_eps=1e-7, num_labels=4)
+    cfg = BertConfig(
+        vocab_size=77,
+        hidden_size=24,
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        intermediate_size=50,
+        hidden_act="gelu_new",
+        layer_norm_eps=1e-7,
+        num_labels=4,
+    )
     assert BertConfig.from_hf(cfg.to_hf()) == cfg
     hf = transformers.BertConfig.from_dict(cfg.to_hf())
-    assert (hf.hidden_size, hf.num_attention_heads, hf.hidden_act, hf.num_labels) == (24, 6, "gelu_new", 4)
+    assert (hf.hidden_size, hf.num_attention_heads, hf.hidden_act, hf.num_labels) == (
+        24,
+        6,
+        "gelu_new",
+        4,
+    )
     assert BertConfig.from_hf(hf.to_dict()) == cfg
 
 
@@ -182,13 +213,23 @@ def test_checkpoint_without_heads_or_prefix_loads_with_a_warning():
     assert any(k.startswith("cls.") for k in ours.missing_weights)
     ids, mask, types = padded_batch()
     with torch.no_grad():
-        assert max_diff(ours.bert(ids, mask, types), reference(input_ids=ids, attention_mask=mask,
-                                                                token_type_ids=types).last_hidden_state) <= TOL
+        assert (
+            max_diff(
+                ours.bert(ids, mask, types),
+                reference(
+                    input_ids=ids, attention_mask=mask, token_type_ids=types
+                ).last_hidden_state,
+            )
+            <= TOL
+        )
     # the reverse: a prefixed pre-training checkpoint into a plain BertModel drops the heads
     pretrain = transformers.BertForPreTraining(tiny_hf_config()).state_dict()
     with pytest.warns(UserWarning, match="ignored"):
         encoder = model_from_hf(config_dict(reference.config, "BertModel"), pretrain)
-    assert torch.equal(encoder.embeddings.word_embeddings.weight, pretrain["bert.embeddings.word_embeddings.weight"])
+    assert torch.equal(
+        encoder.embeddings.word_embeddings.weight,
+        pretrain["bert.embeddings.word_embeddings.weight"],
+    )
 
 
 def test_bad_inputs_raise_one_clear_error():
@@ -203,8 +244,12 @@ def test_bad_inputs_raise_one_clear_error():
         model_from_hf(good | {"hidden_act": "xielu2"}, None)
     with pytest.raises(LlmlabError, match="divisible"):
         model_from_hf(good | {"num_attention_heads": 5}, None)
-    with pytest.raises(LlmlabError, match="missing 1 encoder weights.*encoder.layer.1.output.dense.weight"):
-        model_from_hf(good, {k: v for k, v in state.items() if k != "encoder.layer.1.output.dense.weight"})
+    with pytest.raises(
+        LlmlabError, match="missing 1 encoder weights.*encoder.layer.1.output.dense.weight"
+    ):
+        model_from_hf(
+            good, {k: v for k, v in state.items() if k != "encoder.layer.1.output.dense.weight"}
+        )
     with pytest.raises(LlmlabError, match="does not use"):
         model_from_hf(good, state | {"encoder.layer.7.output.dense.weight": torch.zeros(1)})
     with pytest.raises(LlmlabError, match=r"shape \(101, 16\)"):
@@ -234,7 +279,9 @@ def test_minilm_sentence_embeddings_match_transformers():
     from llmlab.registry import resolve
 
     folder = resolve("minilm-l6-v2")
-    ours = model_from_hf(json.loads((folder / "config.json").read_text()), load_file(folder / "model.safetensors"))
+    ours = model_from_hf(
+        json.loads((folder / "config.json").read_text()), load_file(folder / "model.safetensors")
+    )
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     reference = transformers.BertModel.from_pretrained(folder, attn_implementation="eager").eval()
     sentences = [
@@ -266,6 +313,8 @@ def test_llmlab_load_returns_our_minilm_and_a_hf_tokenizer():
     assert type(model) is BertModel and not model.training
     assert isinstance(tokenizer, transformers.PreTrainedTokenizerBase)
     folder = resolve("minilm-l6-v2")
-    direct = model_from_hf(json.loads((folder / "config.json").read_text()), load_file(folder / "model.safetensors"))
+    direct = model_from_hf(
+        json.loads((folder / "config.json").read_text()), load_file(folder / "model.safetensors")
+    )
     texts = ["What is dropout?", "Sentence embeddings with mean pooling."]
     assert max_diff(embed(texts, tokenizer, model), embed(texts, tokenizer, direct)) <= 1e-6

@@ -73,7 +73,9 @@ def test_debug_shows_traceback(capsys):
 
 
 def test_generate_on_tiny_model(capsys, tiny_folder):
-    code, out, err = run_cli(capsys, "generate", "--model", str(tiny_folder), "--max-tokens", "5", "The quick")
+    code, out, err = run_cli(
+        capsys, "generate", "--model", str(tiny_folder), "--max-tokens", "5", "The quick"
+    )
     assert code == 0 and out.endswith("\n")
 
 
@@ -90,11 +92,27 @@ def test_models_lists_packaged_models(capsys):
 def test_chat_with_smollm2_answers_coherently():
     """The demo command, as a user runs it (a subprocess with the real packaged model)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "llmlab", "chat", "--model", "smollm2-135m-instruct",
-                           "--max-tokens", "60", "What is dropout?"],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmlab",
+            "chat",
+            "--model",
+            "smollm2-135m-instruct",
+            "--max-tokens",
+            "60",
+            "What is dropout?",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     answer = proc.stdout.lower()
     assert len(answer.split()) >= 15
     # a coherent answer about dropout talks about the network / training / neurons / overfitting
-    assert any(word in answer for word in ("neural", "network", "training", "neuron", "overfit", "model"))
+    assert any(
+        word in answer for word in ("neural", "network", "training", "neuron", "overfit", "model")
+    )

@@ -24,7 +24,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def recipe_yaml(tmp_path, name="api", n=40, **extra):
     path = tmp_path / "in.jsonl"
     if not path.exists():
-        rows = [{"id": i, "text": f"document {i % 30} about data pipelines and records"} for i in range(n)]
+        rows = [
+            {"id": i, "text": f"document {i % 30} about data pipelines and records"}
+            for i in range(n)
+        ]
         path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken\n", encoding="utf-8")
     recipe = {"project": name, "batch_size": 10, "sources": [{"type": "jsonl", "path": str(path)}],
               "process": [{"whitespace_normalization": {}}, {"exact_dedup": {}}],
@@ -52,24 +55,40 @@ def client(tmp_path):
 
 def test_submit_poll_and_fetch_reports(client, tmp_path):
     created = client.post("/runs", json={"recipe": recipe_yaml(tmp_path)})
-    assert created.status_code == 202 and created.json()["status"] in ("queued", "running", "succeeded")
+    assert created.status_code == 202 and created.json()["status"] in (
+        "queued",
+        "running",
+        "succeeded",
+    )
     run = wait_for(client, created.json()["id"])
     assert run["status"] == "succeeded" and run["error"] is None
-    assert run["progress"] == {"records_read": 41, "records_written": 30, "quarantined": 1, "batches": 5}
+    assert run["progress"] == {
+        "records_read": 41,
+        "records_written": 30,
+        "quarantined": 1,
+        "batches": 5,
+    }
     report = client.get(run["links"]["report"]).json()
     assert report["records_written"] == 30 == len(open(tmp_path / "api.jsonl").readlines())
     assert [o["name"] for o in report["operators"]] == ["whitespace_normalization", "exact_dedup"]
     markdown = client.get(run["links"]["report_md"])
-    assert markdown.headers["content-type"].startswith("text/markdown") and "| `exact_dedup` |" in markdown.text
+    assert (
+        markdown.headers["content-type"].startswith("text/markdown")
+        and "| `exact_dedup` |" in markdown.text
+    )
     assert os.path.exists(tmp_path / "state" / "runs" / run["id"] / "recipe.yaml")
-    raw = client.post("/runs", content=recipe_yaml(tmp_path, "raw"), headers={"content-type": "application/yaml"})
+    raw = client.post(
+        "/runs", content=recipe_yaml(tmp_path, "raw"), headers={"content-type": "application/yaml"}
+    )
     (tmp_path / "r.yaml").write_text(recipe_yaml(tmp_path, "by-path"), encoding="utf-8")
     by_path = client.post("/runs", json={"path": str(tmp_path / "r.yaml")})
     assert raw.status_code == by_path.status_code == 202
     for r in (raw, by_path):
         assert wait_for(client, r.json()["id"])["status"] == "succeeded"
     listed = client.get("/runs").json()["runs"]
-    assert [r["id"] for r in listed] == sorted((run["id"], raw.json()["id"], by_path.json()["id"]), reverse=True)
+    assert [r["id"] for r in listed] == sorted(
+        (run["id"], raw.json()["id"], by_path.json()["id"]), reverse=True
+    )
     assert {r["project"] for r in listed} == {"api", "raw", "by-path"}
     assert client.get("/health").json()["succeeded"] == 3
 
@@ -77,7 +96,11 @@ def test_submit_poll_and_fetch_reports(client, tmp_path):
 def test_bad_requests_get_one_line_errors(client, tmp_path):
     cases = [
         ({"recipe": "sources: [unclosed"}, 400, "recipe is not valid YAML"),
-        ({"recipe": recipe_yaml(tmp_path).replace("exact_dedup", "exact_dedupe")}, 400, "unknown operator 'exact_dedupe'"),
+        (
+            {"recipe": recipe_yaml(tmp_path).replace("exact_dedup", "exact_dedupe")},
+            400,
+            "unknown operator 'exact_dedupe'",
+        ),
         ({"recipe": "project: x\nsinks: []\n"}, 400, "`sources` must be a non-empty list"),
         ({"path": str(tmp_path / "nope.yaml")}, 400, "does not exist"),
         ({}, 422, "exactly one of"),
@@ -90,7 +113,12 @@ def test_bad_requests_get_one_line_errors(client, tmp_path):
         assert response.status_code == status, (body, response.text)
         detail = response.json()["detail"]
         assert message in detail and "\n" not in detail
-    assert client.post("/runs", content=b"{nope", headers={"content-type": "application/json"}).status_code == 422
+    assert (
+        client.post(
+            "/runs", content=b"{nope", headers={"content-type": "application/json"}
+        ).status_code
+        == 422
+    )
     for path in ("/runs/nope", "/runs/nope/report", "/runs/nope/report.md"):
         response = client.get(path)
         assert response.status_code == 404 and response.json()["detail"] == "no run 'nope'"
@@ -118,9 +146,17 @@ def test_concurrency_is_bounded_and_failures_are_reported(client, tmp_path, monk
     missing = recipe_yaml(tmp_path, "three").replace("in.jsonl", "gone.jsonl")
     third = client.post("/runs", json={"recipe": missing}).json()
     release.set()
-    assert wait_for(client, first["id"])["status"] == wait_for(client, second["id"])["status"] == "succeeded"
+    assert (
+        wait_for(client, first["id"])["status"]
+        == wait_for(client, second["id"])["status"]
+        == "succeeded"
+    )
     failed = wait_for(client, third["id"])
-    assert failed["status"] == "failed" and "gone.jsonl" in failed["error"] and "\n" not in failed["error"]
+    assert (
+        failed["status"] == "failed"
+        and "gone.jsonl" in failed["error"]
+        and "\n" not in failed["error"]
+    )
     assert client.get(f"/runs/{third['id']}/report.md").status_code == 409
 
 
@@ -130,14 +166,21 @@ def test_runs_survive_a_restart_and_interrupted_runs_are_marked(tmp_path):
     with TestClient(app) as c:
         done = wait_for(c, c.post("/runs", json={"recipe": recipe_yaml(tmp_path)}).json()["id"])
     app.state.manager.close()
-    stuck = dict(done, id="20000101-000000-abcdef", status="running")  # as a killed server leaves it
+    stuck = dict(
+        done, id="20000101-000000-abcdef", status="running"
+    )  # as a killed server leaves it
     os.makedirs(os.path.join(state, "runs", stuck["id"]))
     json.dump(stuck, open(os.path.join(state, "runs", stuck["id"], "status.json"), "w"))
     again = create_app(state)
     with TestClient(again) as c:
         runs = {r["id"]: r for r in c.get("/runs").json()["runs"]}
-        assert runs[done["id"]]["status"] == "succeeded" and c.get(f"/runs/{done['id']}/report").status_code == 200
-        assert runs[stuck["id"]]["status"] == "failed" and runs[stuck["id"]]["error"].startswith("interrupted")
+        assert (
+            runs[done["id"]]["status"] == "succeeded"
+            and c.get(f"/runs/{done['id']}/report").status_code == 200
+        )
+        assert runs[stuck["id"]]["status"] == "failed" and runs[stuck["id"]]["error"].startswith(
+            "interrupted"
+        )
     again.state.manager.close()
 
 

@@ -23,7 +23,10 @@ def jaccard(a: str, b: str, n: int) -> float:
 
 
 def test_exact_dedup_normalizes_case_and_space():
-    assert kept("exact_dedup", ["Hello  World", "hello world", "other"]) == ["Hello  World", "other"]
+    assert kept("exact_dedup", ["Hello  World", "hello world", "other"]) == [
+        "Hello  World",
+        "other",
+    ]
 
 
 def test_bands_rows_follow_threshold():
@@ -68,7 +71,13 @@ def test_minhash_dedup_matches_brute_force_on_planted_duplicates():
 def test_minhash_word_ngrams_are_chinese_aware():
     a = "机器学习是人工智能的一个分支，它研究计算机如何从数据中学习规律并做出预测。"
     b = "机器学习是人工智能的一个分支，它研究计算机如何从数据中学习规律并作出预测。"
-    out = kept("minhash_dedup", [a, b, "完全不同的一句话，讲的是今天的天气非常晴朗。"], threshold=0.6, ngram=2, tokenization="word")
+    out = kept(
+        "minhash_dedup",
+        [a, b, "完全不同的一句话，讲的是今天的天气非常晴朗。"],
+        threshold=0.6,
+        ngram=2,
+        tokenization="word",
+    )
     assert out[0] == a and b not in out and len(out) == 2
 
 
@@ -77,14 +86,20 @@ def test_minhash_state_round_trips():
     op.process([{"text": "hello world this is a document about dedup"}], TraceHook())
     clone = build_op("minhash_dedup", {"threshold": 0.7})
     clone.load_state(op.state())
-    assert clone.process([{"text": "hello world this is a document about dedup!"}], TraceHook()) == []
+    assert (
+        clone.process([{"text": "hello world this is a document about dedup!"}], TraceHook()) == []
+    )
 
 
 def test_simhash_dedup_uses_hamming_distance():
     base = "SimHash finds near duplicate documents by comparing fingerprints bit by bit. " * 3
     near = base.replace("bit by bit", "bit-by-bit")
     assert bin(minhash.simhash(base) ^ minhash.simhash(near)).count("1") <= 8
-    out = kept("simhash_dedup", [base, near, "A totally unrelated sentence about cooking pasta at home."], max_distance=8)
+    out = kept(
+        "simhash_dedup",
+        [base, near, "A totally unrelated sentence about cooking pasta at home."],
+        max_distance=8,
+    )
     assert out == [base, "A totally unrelated sentence about cooking pasta at home."]
 
 
@@ -100,7 +115,10 @@ def test_batched_char_shingles_sign_like_per_document_shingles():
         assert np.array_equal(hasher.signatures_flat(flat, offsets, max_rows=max_rows), per_doc)
     # Texts shorter than the n-gram (and empty ones) keep the per-document definition.
     short = ["abc", "", "abcdefgh"]
-    assert np.array_equal(hasher.sign_texts(short, 5), hasher.signatures([minhash.shingle_hashes(t, 5) for t in short]))
+    assert np.array_equal(
+        hasher.sign_texts(short, 5),
+        hasher.signatures([minhash.shingle_hashes(t, 5) for t in short]),
+    )
 
 
 def test_uint32_permutations_give_unbiased_jaccard_estimates():
@@ -113,4 +131,6 @@ def test_uint32_permutations_give_unbiased_jaccard_estimates():
         a, b = universe[:n], np.concatenate([universe[:common], universe[n:]])
         sigs = hasher.signatures([a, b])
         errors.append(float(np.mean(sigs[0] == sigs[1])) - common / (2 * n - common))
-    assert abs(np.mean(errors)) < 0.015 and np.std(errors) < 0.06  # sd of a 128-perm estimate ≈ 0.04
+    assert (
+        abs(np.mean(errors)) < 0.015 and np.std(errors) < 0.06
+    )  # sd of a 128-perm estimate ≈ 0.04

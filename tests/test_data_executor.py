@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import json
-import random
 import os
+import random
 import subprocess
 import sys
 
@@ -62,18 +62,25 @@ def test_run_quarantines_traces_and_reports(tmp_path):
     report = run_recipe(parse_recipe(recipe_dict(tmp_path)), progress=False)
     out = [json.loads(x) for x in open(tmp_path / "out.jsonl", encoding="utf-8")]
     assert report["records_read"] == 300 and report["quarantined"] == 12
-    assert report["records_written"] == len(out) == 300 - 12 - 30  # every tenth record repeats the one before it
+    assert (
+        report["records_written"] == len(out) == 300 - 12 - 30
+    )  # every tenth record repeats the one before it
     assert all("https://" not in r["text"] for r in out)
     q = [json.loads(x) for x in open(tmp_path / "work" / "quarantine.jsonl", encoding="utf-8")]
     assert {r["reason"].split(":")[0] for r in q} == {"invalid JSON", "missing text field"}
     ops = {o["name"]: o for o in report["operators"]}
     assert ops["exact_dedup"]["removed"] == 30 and ops["clean_links"]["records_in"] == 288
-    trace = [json.loads(x) for x in open(tmp_path / "work" / "trace" / "exact_dedup.jsonl", encoding="utf-8")]
+    trace = [
+        json.loads(x)
+        for x in open(tmp_path / "work" / "trace" / "exact_dedup.jsonl", encoding="utf-8")
+    ]
     assert len(trace) == 3 and trace[0]["event"] == "removed"
     assert "| `minhash_dedup` |" in open(tmp_path / "work" / "report.md", encoding="utf-8").read()
     import pyarrow.parquet as pq
 
-    assert pq.read_table(tmp_path / "out.parquet").column("id").to_pylist() == [r["id"] for r in out]
+    assert pq.read_table(tmp_path / "out.parquet").column("id").to_pylist() == [
+        r["id"] for r in out
+    ]
 
 
 def test_workers_give_the_same_output(tmp_path):
@@ -91,13 +98,18 @@ def _cli(*args, env=None):
 
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     corpus(tmp_path / "in.jsonl", 400)
-    data = recipe_dict(tmp_path, process=recipe_dict(tmp_path)["process"] + [{"random_selector": {"n": 150, "seed": 1}}])
+    data = recipe_dict(
+        tmp_path,
+        process=recipe_dict(tmp_path)["process"] + [{"random_selector": {"n": 150, "seed": 1}}],
+    )
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(data), encoding="utf-8")
     run_recipe(str(recipe), progress=False)
     expected = open(tmp_path / "out.jsonl", "rb").read()
     expected_q = open(tmp_path / "work" / "quarantine.jsonl", "rb").read()
-    killed = _cli("data", "run", str(recipe), "--no-progress", env={"LLMLAB_DATA_KILL_AT_BATCH": "6"})
+    killed = _cli(
+        "data", "run", str(recipe), "--no-progress", env={"LLMLAB_DATA_KILL_AT_BATCH": "6"}
+    )
     assert killed.returncode == -9  # SIGKILL after writing batch 6, before its checkpoint
     resumed = _cli("data", "run", str(recipe), "--resume", "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
@@ -110,7 +122,10 @@ def test_cli_ops_and_error_line(tmp_path):
     ops = _cli("data", "ops")
     assert ops.returncode == 0 and "minhash_dedup" in ops.stdout and "markdown_to_qa" in ops.stdout
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(recipe_dict(tmp_path, process=[{"text_length_filter": {"maxx": 1}}])), encoding="utf-8")
+    bad.write_text(
+        yaml.safe_dump(recipe_dict(tmp_path, process=[{"text_length_filter": {"maxx": 1}}])),
+        encoding="utf-8",
+    )
     result = _cli("data", "run", str(bad))
     assert result.returncode == 1 and result.stderr.strip().splitlines() == [
         "error: operator 'text_length_filter' has no argument 'maxx'; it takes: min, max"
@@ -120,11 +135,18 @@ def test_cli_ops_and_error_line(tmp_path):
 def test_analyze_writes_stats_histograms_markdown(tmp_path):
     from llmlab.data.analyze import analyze
 
-    rows = [{"text": "机器学习" * (i + 1), "score": i / 10} for i in range(20)] + [{"text": "short english text"}]
-    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    rows = [{"text": "机器学习" * (i + 1), "score": i / 10} for i in range(20)] + [
+        {"text": "short english text"}
+    ]
+    (tmp_path / "d.jsonl").write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8"
+    )
     report = analyze(str(tmp_path / "d.jsonl"), str(tmp_path / "an"))
     assert report["records"] == 21 and report["fields"]["text.text_length"]["max"] == 80
-    assert report["fields"]["score"]["count"] == 20 and abs(report["fields"]["score"]["mean"] - 0.95) < 1e-9
+    assert (
+        report["fields"]["score"]["count"] == 20
+        and abs(report["fields"]["score"]["mean"] - 0.95) < 1e-9
+    )
     assert report["languages"]["zh"] == 20
     assert os.path.getsize(tmp_path / "an" / report["histograms"]["score"]) > 1000
     assert "| score | 20 |" in open(tmp_path / "an" / "analysis.md", encoding="utf-8").read()
@@ -137,16 +159,23 @@ def test_notes_recipe_produces_clean_qa(tmp_path):
                      {"type": "sql", "url": f"sqlite:///{tmp_path / 'qa.sqlite'}", "table": "qa", "id_field": "id"}]  # fmt: skip
     report = run_recipe(parse_recipe(data), progress=False)
     qa = [json.loads(x) for x in open(tmp_path / "qa.jsonl", encoding="utf-8")]
-    assert len(qa) == report["records_written"] >= 20  # 23 entries have content; the LLM headings are empty
+    assert (
+        len(qa) == report["records_written"] >= 20
+    )  # 23 entries have content; the LLM headings are empty
     questions = {r["question"] for r in qa}
     assert "*args, **kwargs 的用法" in questions
-    assert "梯度消失和梯度爆炸的原因是什么" in questions and "BatchNorm和LayerNorm有什么区别" in questions
+    assert (
+        "梯度消失和梯度爆炸的原因是什么" in questions
+        and "BatchNorm和LayerNorm有什么区别" in questions
+    )
     first = next(r for r in qa if r["question"] == "梯度消失和梯度爆炸的原因是什么")
     assert first["answer"].startswith("梯度消失和梯度爆炸都是因为反向传播过程中")
     assert "问题分析" not in first["analysis"] and "面试回答" not in first["answer"]
     assert all("å" not in r["text"] and "ç" not in r["text"] for r in qa)  # no mojibake left
     dropout = next(r for r in qa if r["question"].startswith("dropout"))
-    assert dropout["follow_ups"] and dropout["follow_ups"][0]["question"].startswith("为什么 Dropout")
+    assert dropout["follow_ups"] and dropout["follow_ups"][0]["question"].startswith(
+        "为什么 Dropout"
+    )
     import sqlalchemy as sa
 
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'qa.sqlite'}")

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -32,18 +31,33 @@ def test_jsonl_source_quarantines_bad_lines(tmp_path):
     items = list(open_source({"type": "jsonl", "path": str(path)}))
     assert [i["text"] for i in items if not isinstance(i, BadRecord)] == ["ok", "fine"]
     reasons = [i.reason for i in items if isinstance(i, BadRecord)]
-    assert reasons[0].startswith("invalid JSON") and reasons[1].startswith("undecodable") and "not an object" in reasons[2]
+    assert (
+        reasons[0].startswith("invalid JSON")
+        and reasons[1].startswith("undecodable")
+        and "not an object" in reasons[2]
+    )
 
 
 def test_json_csv_tsv_parquet_text_sources(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"rows": ROWS}), encoding="utf-8")
-    assert list(open_source({"type": "json", "path": str(tmp_path / "a.json"), "records_key": "rows"})) == ROWS
-    (tmp_path / "a.csv").write_text("id,text\n1,hello\n2,\"a, b\"\n", encoding="utf-8")
-    assert [r["text"] for r in open_source({"type": "csv", "path": str(tmp_path / "a.csv")})] == ["hello", "a, b"]
+    assert (
+        list(open_source({"type": "json", "path": str(tmp_path / "a.json"), "records_key": "rows"}))
+        == ROWS
+    )
+    (tmp_path / "a.csv").write_text('id,text\n1,hello\n2,"a, b"\n', encoding="utf-8")
+    assert [r["text"] for r in open_source({"type": "csv", "path": str(tmp_path / "a.csv")})] == [
+        "hello",
+        "a, b",
+    ]
     (tmp_path / "a.tsv").write_text("id\ttext\n1\thi there\n", encoding="utf-8")
-    assert list(open_source({"type": "tsv", "path": str(tmp_path / "a.tsv")})) == [{"id": "1", "text": "hi there"}]
+    assert list(open_source({"type": "tsv", "path": str(tmp_path / "a.tsv")})) == [
+        {"id": "1", "text": "hi there"}
+    ]
     pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "a.parquet")
-    assert list(open_source({"type": "parquet", "path": str(tmp_path / "a.parquet"), "batch_size": 2})) == ROWS
+    assert (
+        list(open_source({"type": "parquet", "path": str(tmp_path / "a.parquet"), "batch_size": 2}))
+        == ROWS
+    )
     folder = tmp_path / "docs"
     (folder / "sub").mkdir(parents=True)
     (folder / "one.md").write_text("# one", encoding="utf-8")
@@ -74,7 +88,11 @@ def test_jsonl_and_parquet_sinks_truncate_to_checkpoint(tmp_path):
     psink.write([{"id": "9", "text": "new field", "extra": 1.5}])
     psink.close()
     table = pq.read_table(tmp_path / "o.parquet").to_pylist()
-    assert [r["id"] for r in table] == ["0", "1", "9"] and table[2]["extra"] == 1.5 and table[0]["extra"] is None
+    assert (
+        [r["id"] for r in table] == ["0", "1", "9"]
+        and table[2]["extra"] == 1.5
+        and table[0]["extra"] is None
+    )
 
 
 def _sql_round_trip(url: str, table: str):
@@ -85,8 +103,20 @@ def _sql_round_trip(url: str, table: str):
     rows = list(open_source({"type": "sql", "url": url, "table": table}))
     assert len(rows) == 5
     by_id = {r["id"]: r for r in rows}
-    assert by_id["1"]["text"] == "updated" and by_id["1"]["n"] == 100 and json.loads(by_id["0"]["tags"]) == ["a", "b"]
-    queried = list(open_source({"type": "sql", "url": url, "query": f"SELECT id, n FROM {table} WHERE n >= 3 ORDER BY n"}))
+    assert (
+        by_id["1"]["text"] == "updated"
+        and by_id["1"]["n"] == 100
+        and json.loads(by_id["0"]["tags"]) == ["a", "b"]
+    )
+    queried = list(
+        open_source(
+            {
+                "type": "sql",
+                "url": url,
+                "query": f"SELECT id, n FROM {table} WHERE n >= 3 ORDER BY n",
+            }
+        )
+    )
     assert [r["n"] for r in queried] == [3, 4, 100]
 
 
@@ -103,7 +133,9 @@ def postgres_url():
         return
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not bins:
-        pytest.fail("PostgreSQL is not installed: install postgresql (apt-get install postgresql) — .ci/run does this")
+        pytest.fail(
+            "PostgreSQL is not installed: install postgresql (apt-get install postgresql) — .ci/run does this"
+        )
     bindir = os.path.dirname(bins[-1])
     data = tempfile.mkdtemp(prefix="llmlab-pg-")
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -112,13 +144,20 @@ def postgres_url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    subprocess.run(as_user + [f"{bindir}/initdb", "-D", data, "-U", "llmlab", "--auth=trust"], check=True, capture_output=True)
+    subprocess.run(
+        as_user + [f"{bindir}/initdb", "-D", data, "-U", "llmlab", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
     subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", data, "-o", f"-p {port} -k {data} -h 127.0.0.1", "-w", "start", "-l", f"{data}/log"],
                    check=True, capture_output=True)  # fmt: skip
     try:
         yield f"postgresql+psycopg2://llmlab@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run(
+            as_user + [f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(data, ignore_errors=True)
 
 

@@ -49,7 +49,9 @@ def test_corruption_round_trip_is_exact_without_damage():
 
 
 def test_heldout_chinese_english_recovery_rate():
-    clean = charlm.heldout_text(4000) + "\nThe English parts pass through untouched, 100% of them.\n"
+    clean = (
+        charlm.heldout_text(4000) + "\nThe English parts pass through untouched, 100% of them.\n"
+    )
     out = repair(corrupt(clean))
     rate = recovered(clean, out)
     print(f"held-out damaged characters: {len(damaged_positions(clean))}, recovered: {rate:.4f}")
@@ -64,7 +66,11 @@ def test_heldout_chinese_english_recovery_rate():
 
 
 def test_beats_rough_repair_on_hand_checked_notes_sample():
-    raw_text = resources.files("llmlab.data").joinpath("assets", "ml-interview-notes.raw.md").read_text(encoding="utf-8")
+    raw_text = (
+        resources.files("llmlab.data")
+        .joinpath("assets", "ml-interview-notes.raw.md")
+        .read_text(encoding="utf-8")
+    )
     raw = raw_text.split("\n")
     rough = open_rough().split("\n")
     ours_total = rough_total = n = 0
@@ -75,7 +81,9 @@ def test_beats_rough_repair_on_hand_checked_notes_sample():
         ours_total += sum(ours[i] == truth[i] for i in positions)
         rough_total += sum(rough[line].rstrip()[i] == truth[i] for i in positions)
         n += len(positions)
-    print(f"notes sample: {n} damaged characters; ours {ours_total / n:.3f}, rough repair {rough_total / n:.3f}")
+    print(
+        f"notes sample: {n} damaged characters; ours {ours_total / n:.3f}, rough repair {rough_total / n:.3f}"
+    )
     assert ours_total > rough_total
     assert ours_total / n >= 0.93  # measured 0.957 (rough repair: 0.612)
 
@@ -83,11 +91,17 @@ def test_beats_rough_repair_on_hand_checked_notes_sample():
 def open_rough() -> str:
     import os
 
-    for base in ("../shared/notes", "/work/shared/notes", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "notes")):
+    for base in (
+        "../shared/notes",
+        "/work/shared/notes",
+        os.path.join(os.path.dirname(__file__), "..", "..", "shared", "notes"),
+    ):
         path = os.path.join(base, "ml-interview-notes.rough-repair.md")
         if os.path.exists(path):
             return open(path, encoding="utf-8").read()
-    raise AssertionError("ml-interview-notes.rough-repair.md not found beside the repository (../shared/notes)")
+    raise AssertionError(
+        "ml-interview-notes.rough-repair.md not found beside the repository (../shared/notes)"
+    )
 
 
 def test_brackets_pair_up_inside_one_group_of_damaged_characters():
@@ -121,7 +135,9 @@ def test_extra_corpus_teaches_the_model_the_names_of_its_domain(tmp_path):
 
     folder = tmp_path / "corpus"
     folder.mkdir()
-    (folder / "names.txt").write_text("赵宝珍大使会见了代表团。\n大使赵宝珍说，两国关系发展顺利。\n", encoding="utf-8")
+    (folder / "names.txt").write_text(
+        "赵宝珍大使会见了代表团。\n大使赵宝珍说，两国关系发展顺利。\n", encoding="utf-8"
+    )
     (folder / "ignored.bin").write_bytes(b"\xff\xfe not text")  # only .txt/.md files are read
     sentence = "中国驻马大使赵宝珍和马来西亚卫生部长"
     assert repair(corrupt(sentence)) != sentence  # 赵宏班: the name is not in the bundled text

@@ -15,10 +15,17 @@ def tiny_llama_folder(path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate("the cat sat on a mat dog ran far away".split())}}
+    vocab = {
+        "<unk>": 0,
+        "<s>": 1,
+        "</s>": 2,
+        **{w: i + 3 for i, w in enumerate("the cat sat on a mat dog ran far away".split())},
+    }
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
     fast.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -34,7 +41,9 @@ def test_perplexity_matches_transformers_and_filters(tmp_path):
     texts = ["the cat sat on a mat", "dog ran far away the cat"]
     op = build_op("perplexity_filter", {"model": str(tmp_path), "max": None})
     for text in texts:
-        ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"]])
+        ids = torch.tensor(
+            [[tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"]]
+        )
         with torch.no_grad():
             loss = reference(ids, labels=ids).loss.item()
         assert abs(op.statistic(text) - math.exp(loss)) / math.exp(loss) < 1e-3

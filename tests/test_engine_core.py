@@ -26,11 +26,14 @@ def all_blocks_free(engine: LLMEngine) -> bool:
     return bm.num_free_blocks == bm.num_blocks and all(b.ref_count == 0 for b in bm.blocks)
 
 
-@pytest.mark.parametrize("options", [
-    dict(num_kv_blocks=256),  # everything fits: whole prompts prefilled in one step
-    dict(num_kv_blocks=256, max_num_batched_tokens=16),  # chunked prefill mixed with decodes
-    dict(num_kv_blocks=256, max_num_seqs=3),  # admission limited by max_num_seqs
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(num_kv_blocks=256),  # everything fits: whole prompts prefilled in one step
+        dict(num_kv_blocks=256, max_num_batched_tokens=16),  # chunked prefill mixed with decodes
+        dict(num_kv_blocks=256, max_num_seqs=3),  # admission limited by max_num_seqs
+    ],
+)
 def test_greedy_batch_equals_reference(setup, options):
     model, tokenizer, prompts, results = setup
     llm = LLM(model, tokenizer, **options)
@@ -43,7 +46,9 @@ def test_greedy_batch_equals_reference(setup, options):
 def test_greedy_equals_reference_under_preemption(setup):
     model, tokenizer, prompts, results = setup
     reference = [r.token_ids for r in results]
-    llm = LLM(model, tokenizer, num_kv_blocks=10, max_num_batched_tokens=32)  # 160 tokens for 8 prompts
+    llm = LLM(
+        model, tokenizer, num_kv_blocks=10, max_num_batched_tokens=32
+    )  # 160 tokens for 8 prompts
     outputs = llm.generate(prompts, SamplingParams(max_tokens=24))
     assert llm.engine.scheduler.num_preemptions > 0
     assert [o.token_ids for o in outputs] == reference
@@ -59,7 +64,10 @@ def test_shared_prefix_hits_cache_with_identical_output(setup):
     before = llm.engine.block_manager.prefix_hit_tokens
     out = llm.generate([second], SamplingParams(max_tokens=12))[0]
     assert llm.engine.block_manager.prefix_hit_tokens - before == 32
-    assert out.token_ids == generate(model, tokenizer, second, GenerationConfig(max_tokens=12)).token_ids
+    assert (
+        out.token_ids
+        == generate(model, tokenizer, second, GenerationConfig(max_tokens=12)).token_ids
+    )
     assert all_blocks_free(llm.engine)
 
 
@@ -94,7 +102,9 @@ def test_n_completions_share_prompt_blocks(setup):
     llm = LLM(model, tokenizer, num_kv_blocks=64)
     out = llm.generate([prompt], SamplingParams(n=3, max_tokens=10, temperature=1.0, seed=3))[0]
     assert len(out.outputs) == 3 and len({tuple(o.token_ids) for o in out.outputs}) > 1
-    assert llm.engine.block_manager.prefix_hit_tokens == 2 * 32  # two siblings reuse 2 full blocks each
+    assert (
+        llm.engine.block_manager.prefix_hit_tokens == 2 * 32
+    )  # two siblings reuse 2 full blocks each
     again = llm.generate([prompt], SamplingParams(n=3, max_tokens=10, temperature=1.0, seed=3))[0]
     assert [o.token_ids for o in again.outputs] == [o.token_ids for o in out.outputs]  # seeded
     assert all_blocks_free(llm.engine)
@@ -105,15 +115,24 @@ def test_string_prompts_stop_strings_and_stop_ids(setup):
     llm = LLM(model, tokenizer, num_kv_blocks=64)
     text = "The quick brown fox"
     full = llm.generate(text, SamplingParams(max_tokens=20))[0]
-    assert full.token_ids == generate(model, tokenizer, text, GenerationConfig(max_tokens=20)).token_ids
+    assert (
+        full.token_ids
+        == generate(model, tokenizer, text, GenerationConfig(max_tokens=20)).token_ids
+    )
     assert full.outputs[0].finish_reason == "length" and len(full.token_ids) == 20
     stop_id = full.token_ids[5]
     cut = llm.generate(text, SamplingParams(max_tokens=20, stop_token_ids=[stop_id]))[0]
-    assert cut.token_ids == full.token_ids[:full.token_ids.index(stop_id)] and cut.outputs[0].finish_reason == "stop"
-    stop = full.text[len(full.text) // 2:][:3]
+    assert (
+        cut.token_ids == full.token_ids[: full.token_ids.index(stop_id)]
+        and cut.outputs[0].finish_reason == "stop"
+    )
+    stop = full.text[len(full.text) // 2 :][:3]
     if stop.strip():
         cut = llm.generate(text, SamplingParams(max_tokens=20, stop=[stop]))[0]
-        assert cut.text == full.text[:full.text.index(stop)] and cut.outputs[0].finish_reason == "stop"
+        assert (
+            cut.text == full.text[: full.text.index(stop)]
+            and cut.outputs[0].finish_reason == "stop"
+        )
 
 
 def test_logprobs_are_the_models(setup):
@@ -122,7 +141,9 @@ def test_logprobs_are_the_models(setup):
     llm = LLM(model, tokenizer, num_kv_blocks=64)
     out = llm.generate([prompt], SamplingParams(max_tokens=3, logprobs=4))[0].outputs[0]
     with torch.no_grad():
-        logits = model(torch.tensor([prompt + out.token_ids]))[0, len(prompt) - 1:-1].log_softmax(-1)
+        logits = model(torch.tensor([prompt + out.token_ids]))[0, len(prompt) - 1 : -1].log_softmax(
+            -1
+        )
     for step, entry in enumerate(out.logprobs):
         assert entry["token_id"] == out.token_ids[step]
         assert abs(entry["logprob"] - float(logits[step, entry["token_id"]])) < 1e-4
@@ -150,4 +171,7 @@ def test_llm_loads_a_model_folder_by_path(tmp_path):
     model, tokenizer = llmlab.load(tmp_path / "m")
     llm = LLM(str(tmp_path / "m"), num_kv_blocks=32)
     out = llm.generate(["Dropout randomly"], SamplingParams(max_tokens=8))[0]
-    assert out.token_ids == generate(model, tokenizer, "Dropout randomly", GenerationConfig(max_tokens=8)).token_ids
+    assert (
+        out.token_ids
+        == generate(model, tokenizer, "Dropout randomly", GenerationConfig(max_tokens=8)).token_ids
+    )

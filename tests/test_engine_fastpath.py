@@ -35,14 +35,25 @@ def _two_steps(runner: ModelRunner, prompts):
     return first, runner.run(seqs, [1] * len(seqs))
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(qkv_bias=True, model_type="qwen2"), dict(sliding_window=6),
-                                       dict(tie_word_embeddings=True)])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(),
+        dict(qkv_bias=True, model_type="qwen2"),
+        dict(sliding_window=6),
+        dict(tie_word_embeddings=True),
+    ],
+)
 def test_packed_logits_equal_plain(overrides):
     model = tiny_model(**overrides)
     if overrides.get("qkv_bias"):
         with torch.no_grad():
             for layer in model.model.layers:
-                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                for proj in (
+                    layer.self_attn.q_proj,
+                    layer.self_attn.k_proj,
+                    layer.self_attn.v_proj,
+                ):
                     proj.bias.normal_()
     prompts = random_prompts((9, 20, 3))
     packed = _two_steps(ModelRunner(model, num_blocks=32), prompts)
@@ -124,7 +135,12 @@ def test_compiled_decode_equals_eager_without_graph_breaks():
     graphs = counters["stats"]["unique_graphs"]
     assert graphs == 1 and not counters["graph_break"]  # one graph for the whole decode step
     for prompt in prompts:  # one sequence at a time: the compiled path
-        assert compiled.generate([prompt], params)[0].token_ids == eager.generate([prompt], params)[0].token_ids
+        assert (
+            compiled.generate([prompt], params)[0].token_ids
+            == eager.generate([prompt], params)[0].token_ids
+        )
     # A batch of sequences decodes eagerly and gives the same tokens too.
-    assert [o.token_ids for o in compiled.generate(prompts, params)] == [o.token_ids for o in eager.generate(prompts, params)]
+    assert [o.token_ids for o in compiled.generate(prompts, params)] == [
+        o.token_ids for o in eager.generate(prompts, params)
+    ]
     assert counters["stats"]["unique_graphs"] == graphs  # the growing context did not recompile

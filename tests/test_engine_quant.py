@@ -29,7 +29,9 @@ def test_int8_matches_dequantized_matmul(use_kernel):
     linear = _linear()
     q = Int8Linear.from_linear(linear, use_kernel=use_kernel)
     w = q.dequantized_weight()
-    assert (w - linear.weight).abs().max() <= q.scales.max() / 2 + 1e-6  # rounding error at most half a step
+    assert (
+        w - linear.weight
+    ).abs().max() <= q.scales.max() / 2 + 1e-6  # rounding error at most half a step
     x = torch.randn(2, 5, 128)
     assert _close(q(x), torch.nn.functional.linear(x, w, linear.bias))
 
@@ -48,7 +50,10 @@ def test_int4_matches_dequantized_matmul(group_size, use_kernel):
 
 def test_int4_kernel_and_fallback_agree():
     linear = _linear(bias=False)
-    fast, plain = Int4Linear.from_linear(linear, 32, use_kernel=True), Int4Linear.from_linear(linear, 32, use_kernel=False)
+    fast, plain = (
+        Int4Linear.from_linear(linear, 32, use_kernel=True),
+        Int4Linear.from_linear(linear, 32, use_kernel=False),
+    )
     assert torch.equal(fast.dequantized_weight(), plain.dequantized_weight())
     x = torch.randn(3, 128)
     assert _close(fast(x), plain(x))
@@ -65,8 +70,12 @@ def test_q4_1_blocks_load_as_int4_codes():
     rng = np.random.default_rng(0)
     rows, cols = 6, 64
     blocks = np.zeros((rows * cols // 32, 20), dtype=np.uint8)
-    blocks[:, 0:2] = np.frombuffer(rng.uniform(0.01, 0.1, len(blocks)).astype(np.float16).tobytes(), np.uint8).reshape(-1, 2)
-    blocks[:, 2:4] = np.frombuffer(rng.uniform(-1, 0, len(blocks)).astype(np.float16).tobytes(), np.uint8).reshape(-1, 2)
+    blocks[:, 0:2] = np.frombuffer(
+        rng.uniform(0.01, 0.1, len(blocks)).astype(np.float16).tobytes(), np.uint8
+    ).reshape(-1, 2)
+    blocks[:, 2:4] = np.frombuffer(
+        rng.uniform(-1, 0, len(blocks)).astype(np.float16).tobytes(), np.uint8
+    ).reshape(-1, 2)
     blocks[:, 4:] = rng.integers(0, 256, (len(blocks), 16), dtype=np.uint8)
     codes, d, m = q4_1_parts(blocks, rows, cols)
     layer = Int4Linear(codes, d, m, group_size=32)

@@ -16,7 +16,9 @@ def _reference(row: torch.Tensor, seq: Sequence, generator) -> int:
     p = seq.params
     if p.repetition_penalty != 1:
         row = apply_repetition_penalty(row, torch.tensor(seq.token_ids), p.repetition_penalty)
-    row = apply_presence_frequency(row, seq.output_token_ids, p.presence_penalty, p.frequency_penalty)
+    row = apply_presence_frequency(
+        row, seq.output_token_ids, p.presence_penalty, p.frequency_penalty
+    )
     if p.greedy:
         return int(row.argmax())
     row = min_p_filter(top_p_filter(top_k_filter(row / p.temperature, p.top_k), p.top_p), p.min_p)
@@ -33,10 +35,14 @@ def _seq(params: SamplingParams, history=(3, 4, 4, 9)) -> Sequence:
 def test_batched_sampler_equals_row_by_row():
     torch.manual_seed(0)
     logits = torch.randn(8, VOCAB) * 3
-    params = [SamplingParams(), SamplingParams(repetition_penalty=1.5, presence_penalty=1.0),
-              SamplingParams(temperature=0.8, top_k=5, seed=1), SamplingParams(temperature=1.2, top_p=0.7, seed=2),
-              SamplingParams(temperature=1.0, min_p=0.2, seed=3, frequency_penalty=0.5),
-              SamplingParams(temperature=1.0, top_k=3, seed=4, logprobs=2)]
+    params = [
+        SamplingParams(),
+        SamplingParams(repetition_penalty=1.5, presence_penalty=1.0),
+        SamplingParams(temperature=0.8, top_k=5, seed=1),
+        SamplingParams(temperature=1.2, top_p=0.7, seed=2),
+        SamplingParams(temperature=1.0, min_p=0.2, seed=3, frequency_penalty=0.5),
+        SamplingParams(temperature=1.0, top_k=3, seed=4, logprobs=2),
+    ]
     shared = SamplingParams(temperature=0.7, top_k=4)  # two unseeded rows with the same settings
     seqs = [_seq(p) for p in params] + [_seq(shared), _seq(shared)]
     results = sample(logits, seqs)

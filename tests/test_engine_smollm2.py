@@ -20,11 +20,17 @@ def float_model():
 
 def test_engine_matches_reference_on_smollm2(float_model):
     model, tokenizer = float_model
-    prompts = [apply_chat(tokenizer, [{"role": "user", "content": q}]) for q in ("What is dropout?", "Name a color.")]
+    prompts = [
+        apply_chat(tokenizer, [{"role": "user", "content": q}])
+        for q in ("What is dropout?", "Name a color.")
+    ]
     llm = LLM(model, tokenizer, kv_memory="64MiB")
     outputs = llm.generate(prompts, SamplingParams(max_tokens=16))
     for prompt, out in zip(prompts, outputs):
-        assert out.token_ids == generate(model, tokenizer, prompt, GenerationConfig(max_tokens=16)).token_ids
+        assert (
+            out.token_ids
+            == generate(model, tokenizer, prompt, GenerationConfig(max_tokens=16)).token_ids
+        )
 
 
 def test_int4_from_gguf_agrees_with_float(float_model):

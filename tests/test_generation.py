@@ -21,7 +21,11 @@ from llmlab.sampling import apply_repetition_penalty, top_k_filter, top_p_filter
 def models():
     torch.manual_seed(0)
     reference = transformers.LlamaForCausalLM(tiny_llama_config(max_position_embeddings=64)).eval()
-    return reference, model_from_hf(reference.config.to_dict(), reference.state_dict()), tiny_tokenizer()
+    return (
+        reference,
+        model_from_hf(reference.config.to_dict(), reference.state_dict()),
+        tiny_tokenizer(),
+    )
 
 
 def test_processors_match_transformers():
@@ -32,15 +36,22 @@ def test_processors_match_transformers():
     for p in (0.3, 0.9):
         ours, theirs = top_p_filter(logits, p), TopPLogitsWarper(p)(previous, logits.clone())
         assert torch.equal(torch.isinf(ours), torch.isinf(theirs))
-    assert torch.allclose(apply_repetition_penalty(logits, previous, 1.3),
-                          RepetitionPenaltyLogitsProcessor(1.3)(previous, logits.clone()))
+    assert torch.allclose(
+        apply_repetition_penalty(logits, previous, 1.3),
+        RepetitionPenaltyLogitsProcessor(1.3)(previous, logits.clone()),
+    )
 
 
 def test_greedy_matches_hf_generate(models):
     reference, ours, tokenizer = models
     for prompt in ([5, 9, 100, 3], [42] * 7, list(range(10, 30))):
-        expected = reference.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False,
-                                      eos_token_id=None, pad_token_id=0)[0, len(prompt):].tolist()
+        expected = reference.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=20,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )[0, len(prompt) :].tolist()
         tokens = list(_token_ids(ours, prompt, GenerationConfig(max_tokens=20)))
         assert tokens == expected
 
@@ -54,8 +65,14 @@ def _token_ids(model, prompt, config):
 def test_generate_result_and_repetition_penalty_match_hf(models):
     reference, ours, tokenizer = models
     prompt = tokenizer.encode("The quick brown fox")
-    expected = reference.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
-                                  repetition_penalty=1.5, eos_token_id=None, pad_token_id=0)[0, len(prompt):]
+    expected = reference.generate(
+        torch.tensor([prompt]),
+        max_new_tokens=12,
+        do_sample=False,
+        repetition_penalty=1.5,
+        eos_token_id=None,
+        pad_token_id=0,
+    )[0, len(prompt) :]
     config = GenerationConfig(max_tokens=12, repetition_penalty=1.5)
     assert list(_token_ids(ours, prompt, config)) == expected.tolist()
     result = generate(ours, tokenizer, "The quick brown fox", config)
@@ -69,9 +86,15 @@ def test_generate_result_and_repetition_penalty_match_hf(models):
 
 def test_seeded_sampling_is_reproducible_and_varies_with_seed(models):
     _, ours, tokenizer = models
-    runs = [generate(ours, tokenizer, "Dropout", GenerationConfig(max_tokens=16, temperature=1.5, top_k=50,
-                                                                  top_p=0.95, seed=s)).token_ids
-            for s in (1, 1, 2, 3)]
+    runs = [
+        generate(
+            ours,
+            tokenizer,
+            "Dropout",
+            GenerationConfig(max_tokens=16, temperature=1.5, top_k=50, top_p=0.95, seed=s),
+        ).token_ids
+        for s in (1, 1, 2, 3)
+    ]
     assert runs[0] == runs[1]
     assert runs[0] != runs[2] or runs[0] != runs[3]
 
@@ -79,7 +102,12 @@ def test_seeded_sampling_is_reproducible_and_varies_with_seed(models):
 def test_top_k_one_equals_greedy(models):
     _, ours, tokenizer = models
     greedy = generate(ours, tokenizer, "Attention", GenerationConfig(max_tokens=10)).token_ids
-    sampled = generate(ours, tokenizer, "Attention", GenerationConfig(max_tokens=10, temperature=1.0, top_k=1, seed=5))
+    sampled = generate(
+        ours,
+        tokenizer,
+        "Attention",
+        GenerationConfig(max_tokens=10, temperature=1.0, top_k=1, seed=5),
+    )
     assert sampled.token_ids == greedy
 
 
@@ -89,8 +117,15 @@ def test_stop_string_cuts_text_and_stream_never_takes_back(models):
     assert len(full.text) > 6, "the tiny model should produce some text"
     stop = full.text[3:6]
     result: dict = {}
-    pieces = list(stream(ours, tokenizer, tokenizer.encode("Residual"), GenerationConfig(max_tokens=30, stop=[stop]),
-                         result))
+    pieces = list(
+        stream(
+            ours,
+            tokenizer,
+            tokenizer.encode("Residual"),
+            GenerationConfig(max_tokens=30, stop=[stop]),
+            result,
+        )
+    )
     assert "".join(pieces) == result["text"] == full.text[: full.text.find(stop)]
     assert result["finish_reason"] == "stop"
 

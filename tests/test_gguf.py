@@ -7,7 +7,6 @@ transformers' own GGUF loader, and clear errors for broken files.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import gguf
@@ -33,7 +32,9 @@ def random_blocks(type_name: str, n_blocks: int, rng: np.random.Generator) -> np
     if type_name in ("F32", "F16", "BF16"):
         values = rng.standard_normal(n_blocks).astype(np.float32)
         if type_name == "BF16":
-            return (values.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)  # top half of f32
+            return (
+                (values.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+            )  # top half of f32
         return values.astype(np.float16 if type_name == "F16" else np.float32).view(np.uint8)
     raw = rng.integers(0, 256, size=(n_blocks, block_bytes), dtype=np.uint8)
     for offset in FP16_FIELDS[type_name]:
@@ -44,10 +45,14 @@ def random_blocks(type_name: str, n_blocks: int, rng: np.random.Generator) -> np
 
 def reference(raw: np.ndarray, type_name: str, shape) -> torch.Tensor:
     rows = raw.reshape(shape[0], -1)
-    return torch.from_numpy(np.asarray(gguf.quants.dequantize(rows, QT[type_name]), dtype=np.float32))
+    return torch.from_numpy(
+        np.asarray(gguf.quants.dequantize(rows, QT[type_name]), dtype=np.float32)
+    )
 
 
-@pytest.mark.parametrize("type_name", ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"])
+@pytest.mark.parametrize(
+    "type_name", ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"]
+)
 def test_dequantize_matches_gguf_reference_on_random_blocks(type_name):
     rng = np.random.default_rng(len(type_name) * 7 + ord(type_name[-1]))
     block_weights, _ = gguf.GGML_QUANT_SIZES[QT[type_name]]
@@ -95,7 +100,14 @@ LAYER_HF_TO_GGUF = {
     "mlp.down_proj": "ffn_down",
 }
 # Which GGML type each weight is stored as: a mix, so every path (and Q/K under each) is exercised.
-STORAGE = {"attn_q": "Q8_0", "attn_k": "F16", "attn_v": "Q8_0", "ffn_gate": "F16", "ffn_up": "Q8_0", "token_embd": "Q8_0"}
+STORAGE = {
+    "attn_q": "Q8_0",
+    "attn_k": "F16",
+    "attn_v": "Q8_0",
+    "ffn_gate": "F16",
+    "ffn_up": "Q8_0",
+    "token_embd": "Q8_0",
+}
 
 
 def gguf_name(hf_name: str) -> str:
@@ -108,15 +120,26 @@ def gguf_name(hf_name: str) -> str:
 
 def llama_cpp_permute(weight: np.ndarray, n_head: int) -> np.ndarray:
     """What llama.cpp's convert_hf_to_gguf.py does to Llama q_proj/k_proj rows."""
-    return weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    return (
+        weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
 
 
 def tiny_hf_model(arch: str, tied: bool):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     common = dict(
-        vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=tied,
+        vocab_size=96,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=tied,
     )
     torch.manual_seed(0)
     if arch == "qwen2":
@@ -129,7 +152,9 @@ def tiny_hf_model(arch: str, tied: bool):
     return model
 
 
-def write_tiny_gguf(path: Path, model, arch: str, extra=None, extra_tensors=(), storage=STORAGE) -> dict[str, torch.Tensor]:
+def write_tiny_gguf(
+    path: Path, model, arch: str, extra=None, extra_tensors=(), storage=STORAGE
+) -> dict[str, torch.Tensor]:
     """Write `model` the way llama.cpp would; return the float32 values each tensor should read back as."""
     config = model.config
     writer = gguf.GGUFWriter(str(path), arch)
@@ -151,7 +176,9 @@ def write_tiny_gguf(path: Path, model, arch: str, extra=None, extra_tensors=(), 
             continue
         name = gguf_name(hf_name)
         values = tensor.detach().float().numpy()
-        kind = storage.get(name.split(".")[-2] if name.startswith("blk.") else name.split(".")[0], "F32")
+        kind = storage.get(
+            name.split(".")[-2] if name.startswith("blk.") else name.split(".")[0], "F32"
+        )
         if values.ndim == 1:
             kind = "F32"
         if kind == "F32":
@@ -159,7 +186,9 @@ def write_tiny_gguf(path: Path, model, arch: str, extra=None, extra_tensors=(), 
         elif kind == "F16":
             expected[hf_name] = torch.from_numpy(values.astype(np.float16).astype(np.float32))
         else:  # quantization is per row, so quantizing before or after the row permutation is the same
-            expected[hf_name] = reference(gguf.quants.quantize(values, QT[kind]), kind, values.shape)
+            expected[hf_name] = reference(
+                gguf.quants.quantize(values, QT[kind]), kind, values.shape
+            )
         if arch == "llama" and (".attn_q." in name or ".attn_k." in name):
             heads = config.num_attention_heads if ".attn_q." in name else config.num_key_value_heads
             values = llama_cpp_permute(values, heads)
@@ -194,8 +223,15 @@ def test_tiny_gguf_reads_back_the_original_weights(tmp_path, arch, tied):
     assert config["model_type"] == arch
     assert config["tie_word_embeddings"] == tied
     assert config["attention_bias"] == (arch == "qwen2")
-    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "max_position_embeddings"):
+    for key in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "max_position_embeddings",
+    ):
         assert config[key] == getattr(hf, key), key
     assert config["head_dim"] == hf.hidden_size // hf.num_attention_heads
     assert config["rms_norm_eps"] == pytest.approx(hf.rms_norm_eps)
@@ -206,7 +242,9 @@ def test_tiny_gguf_reads_back_the_original_weights(tmp_path, arch, tied):
     reference_model = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name)
     reference_state = reference_model.state_dict()
     for name, tensor in state_dict.items():
-        torch.testing.assert_close(tensor, reference_state[name].float(), rtol=0, atol=1e-6, msg=name)
+        torch.testing.assert_close(
+            tensor, reference_state[name].float(), rtol=0, atol=1e-6, msg=name
+        )
 
 
 def test_rope_scaling_from_metadata_and_from_rope_freqs(tmp_path):
@@ -214,24 +252,41 @@ def test_rope_scaling_from_metadata_and_from_rope_freqs(tmp_path):
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     model = tiny_hf_model("llama", True)
-    linear = {"llama.rope.scaling.type": ("linear", gguf.GGUFValueType.STRING),
-              "llama.rope.scaling.factor": (4.0, gguf.GGUFValueType.FLOAT32)}
+    linear = {
+        "llama.rope.scaling.type": ("linear", gguf.GGUFValueType.STRING),
+        "llama.rope.scaling.factor": (4.0, gguf.GGUFValueType.FLOAT32),
+    }
     write_tiny_gguf(tmp_path / "linear.gguf", model, "llama", extra=linear)
-    assert read_gguf(tmp_path / "linear.gguf")[0]["rope_scaling"] == {"rope_type": "linear", "factor": 4.0}
+    assert read_gguf(tmp_path / "linear.gguf")[0]["rope_scaling"] == {
+        "rope_type": "linear",
+        "factor": 4.0,
+    }
 
     # Llama 3.1 style: llama.cpp stores per-frequency divisors in a rope_freqs tensor
-    scaling = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    scaling = {
+        "rope_type": "llama3",
+        "rope_theta": 10000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    }
     hf_config = LlamaConfig(hidden_size=64, num_attention_heads=4, rope_parameters=scaling)
     scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](hf_config, "cpu")
     base = 1.0 / 10000.0 ** (torch.arange(0, 16, 2, dtype=torch.float32) / 16)
     factors = (base / scaled).float().numpy()
     extra = {"llama.rope.scaling.original_context_length": (64, gguf.GGUFValueType.UINT32)}
-    write_tiny_gguf(tmp_path / "llama3.gguf", model, "llama", extra=extra,
-                    extra_tensors=[("rope_freqs.weight", factors, None)])
+    write_tiny_gguf(
+        tmp_path / "llama3.gguf",
+        model,
+        "llama",
+        extra=extra,
+        extra_tensors=[("rope_freqs.weight", factors, None)],
+    )
     config, state_dict = read_gguf(tmp_path / "llama3.gguf")
     assert {k: config["rope_scaling"][k] for k in scaling if k != "rope_theta"} == {
-        k: v for k, v in scaling.items() if k != "rope_theta"}
+        k: v for k, v in scaling.items() if k != "rope_theta"
+    }
     assert not any("rope" in name for name in state_dict)
 
 
@@ -242,8 +297,15 @@ def test_unsupported_tensor_type_and_architecture(tmp_path):
         read_gguf(tmp_path / "q5.gguf")
 
     moe = np.zeros((2, 4, 8), np.float32)
-    write_tiny_gguf(tmp_path / "moe.gguf", model, "llama", extra_tensors=[("blk.0.ffn_up_exps.weight", moe, None)])
-    with pytest.raises(UnsupportedArchitectureError, match=r"unexpected GGUF tensor 'blk\.0\.ffn_up_exps\.weight'"):
+    write_tiny_gguf(
+        tmp_path / "moe.gguf",
+        model,
+        "llama",
+        extra_tensors=[("blk.0.ffn_up_exps.weight", moe, None)],
+    )
+    with pytest.raises(
+        UnsupportedArchitectureError, match=r"unexpected GGUF tensor 'blk\.0\.ffn_up_exps\.weight'"
+    ):
         read_gguf(tmp_path / "moe.gguf")
 
     path = tmp_path / "gpt2.gguf"
@@ -264,9 +326,14 @@ def test_eos_prefers_the_chat_templates_end_of_turn_token():
     assert end_of_turn_token_id(tokens, template, 1) == 2  # a file that says eos = <|im_start|>
     assert end_of_turn_token_id(tokens, None, 0) == 0  # no template: keep the file's choice
     metadata = {
-        "general.architecture": "llama", "llama.embedding_length": 64, "llama.attention.head_count": 4,
-        "llama.feed_forward_length": 128, "llama.block_count": 1, "tokenizer.ggml.tokens": tokens,
-        "tokenizer.ggml.eos_token_id": 1, "tokenizer.chat_template": template,
+        "general.architecture": "llama",
+        "llama.embedding_length": 64,
+        "llama.attention.head_count": 4,
+        "llama.feed_forward_length": 128,
+        "llama.block_count": 1,
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.eos_token_id": 1,
+        "tokenizer.chat_template": template,
     }
     assert build_hf_config(metadata, {"token_embd.weight"}, "x.gguf")["eos_token_id"] == 2
 
@@ -281,7 +348,10 @@ SMOLLM2 = "smollm2-135m-instruct"
     [
         (100, "truncated or malformed GGUF header"),
         (1_000_000, "truncated or malformed GGUF header"),
-        (5_000_000, r"truncated GGUF: tensor token_embd\.weight needs bytes up to [\d,]+ but the file has 5,000,000"),
+        (
+            5_000_000,
+            r"truncated GGUF: tensor token_embd\.weight needs bytes up to [\d,]+ but the file has 5,000,000",
+        ),
         (60_000_000, r"truncated GGUF: tensor blk\.\d+\.\w+\.weight needs bytes up to"),
     ],
 )
@@ -313,7 +383,9 @@ def smollm2_pair():
 
     path = resolve(SMOLLM2)
     config, state_dict = read_gguf(path)
-    reference_model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name).eval()
+    reference_model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name
+    ).eval()
     return config, state_dict, reference_model
 
 
@@ -334,8 +406,11 @@ def smollm2_prompt():
     from llmlab.tokenize.tokenizer import apply_chat, load_tokenizer
 
     tokenizer = load_tokenizer(resolve(SMOLLM2))
-    ids = apply_chat(tokenizer, [{"role": "user", "content": "Write a long story about a robot who learns to paint."}],
-                     system="You are a storyteller.")
+    ids = apply_chat(
+        tokenizer,
+        [{"role": "user", "content": "Write a long story about a robot who learns to paint."}],
+        system="You are a storyteller.",
+    )
     assert len(ids) >= 32
     return ids[-32:], tokenizer.eos_token_id
 
@@ -355,9 +430,12 @@ def test_smollm2_logits_and_greedy_generation_match_transformers(smollm2_pair, s
     assert ours.shape == expected.shape == (1, 32, 49152)
     assert (ours - expected).abs().max() <= 1e-3
 
-    generated = list(generate_token_ids(model, prompt, GenerationConfig(max_tokens=32), stop_ids={eos_id}))
+    generated = list(
+        generate_token_ids(model, prompt, GenerationConfig(max_tokens=32), stop_ids={eos_id})
+    )
     with torch.no_grad():
-        reference = reference_model.generate(input_ids, max_new_tokens=32, do_sample=False, eos_token_id=eos_id,
-                                             pad_token_id=eos_id)
+        reference = reference_model.generate(
+            input_ids, max_new_tokens=32, do_sample=False, eos_token_id=eos_id, pad_token_id=eos_id
+        )
     assert generated == reference[0, 32:].tolist()
     assert len(generated) == 32  # a long story: no early stop, so all 32 tokens were compared

@@ -13,12 +13,22 @@ from llmlab.nn.dropout import InvertedDropout, ScaleAtInferenceDropout
 X = torch.linspace(-8, 8, 401)
 
 
-@pytest.mark.parametrize("name, reference", [
-    ("sigmoid", torch.sigmoid), ("tanh", torch.tanh), ("relu", F.relu),
-    ("leaky_relu", F.leaky_relu), ("elu", F.elu), ("gelu", F.gelu), ("silu", F.silu),
-])
+@pytest.mark.parametrize(
+    "name, reference",
+    [
+        ("sigmoid", torch.sigmoid),
+        ("tanh", torch.tanh),
+        ("relu", F.relu),
+        ("leaky_relu", F.leaky_relu),
+        ("elu", F.elu),
+        ("gelu", F.gelu),
+        ("silu", F.silu),
+    ],
+)
 def test_activation_matches_torch(name, reference):
-    torch.testing.assert_close(act.ACTIVATION_FUNCTIONS[name](X), reference(X), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        act.ACTIVATION_FUNCTIONS[name](X), reference(X), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_derivatives_match_autograd():
@@ -30,12 +40,15 @@ def test_derivatives_match_autograd():
     assert act.sigmoid_derivative(torch.tensor(0.0)).item() == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("ours, theirs", [
-    (init.xavier_uniform_, torch.nn.init.xavier_uniform_),
-    (init.xavier_normal_, torch.nn.init.xavier_normal_),
-    (init.he_uniform_, lambda w: torch.nn.init.kaiming_uniform_(w, nonlinearity="relu")),
-    (init.he_normal_, lambda w: torch.nn.init.kaiming_normal_(w, nonlinearity="relu")),
-])
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (init.xavier_uniform_, torch.nn.init.xavier_uniform_),
+        (init.xavier_normal_, torch.nn.init.xavier_normal_),
+        (init.he_uniform_, lambda w: torch.nn.init.kaiming_uniform_(w, nonlinearity="relu")),
+        (init.he_normal_, lambda w: torch.nn.init.kaiming_normal_(w, nonlinearity="relu")),
+    ],
+)
 def test_init_matches_torch_same_seed(ours, theirs):
     for shape in [(64, 32), (8, 4, 3, 3)]:
         torch.manual_seed(5)

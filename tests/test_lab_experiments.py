@@ -28,7 +28,9 @@ def test_every_available_experiment_writes_its_folder(fast_results):
         assert result["claim"]["zh"] in report and result["claim"]["en"] in report
         assert result["checks"], name
         # the verdict is the conjunction of the measured checks, never set on its own
-        assert result["verdict"] == ("held" if all(c["held"] for c in result["checks"]) else "did not hold")
+        assert result["verdict"] == (
+            "held" if all(c["held"] for c in result["checks"]) else "did not hold"
+        )
         assert result["verdict"] in report
     assert "| experiment |" in (fast_results / "summary.md").read_text(encoding="utf-8")
 
@@ -42,7 +44,9 @@ def test_docs_are_generated_from_results(fast_results, tmp_path):
         assert (tmp_path / "lab" / f"{name}.png").exists()
 
 
-@pytest.mark.parametrize("name", ["exploding-gradients", "pooling-invariance", "embeddings", "bert-mlm-nsp"])
+@pytest.mark.parametrize(
+    "name", ["exploding-gradients", "pooling-invariance", "embeddings", "bert-mlm-nsp"]
+)
 def test_same_seed_same_numbers(fast_results, tmp_path, name):
     first = json.loads((fast_results / name / "result.json").read_text(encoding="utf-8"))
     again = run_experiment(name, tmp_path, fast=True)
@@ -51,7 +55,9 @@ def test_same_seed_same_numbers(fast_results, tmp_path, name):
 
 
 def test_timings_are_kept_apart_from_numbers(fast_results, tmp_path):
-    result = json.loads((fast_results / "rnn-vs-transformer-parallel" / "result.json").read_text(encoding="utf-8"))
+    result = json.loads(
+        (fast_results / "rnn-vs-transformer-parallel" / "result.json").read_text(encoding="utf-8")
+    )
     for timing in ("seconds", "parallel_seconds", "two_thread_speedup"):
         assert timing in result["timings"] and timing not in result["numbers"]
     assert result["numbers"]["parameters"]["torch.nn.LSTM"] == 4 * (64 * 64 * 2 + 2 * 64)

@@ -6,8 +6,14 @@ import torch
 from llmlab.nn.norms import BatchNorm, LayerNorm, RMSNorm
 
 
-@pytest.mark.parametrize("shape, torch_cls", [((8, 6), torch.nn.BatchNorm1d), ((8, 6, 5), torch.nn.BatchNorm1d),
-                                               ((4, 6, 3, 3), torch.nn.BatchNorm2d)])
+@pytest.mark.parametrize(
+    "shape, torch_cls",
+    [
+        ((8, 6), torch.nn.BatchNorm1d),
+        ((8, 6, 5), torch.nn.BatchNorm1d),
+        ((4, 6, 3, 3), torch.nn.BatchNorm2d),
+    ],
+)
 def test_batchnorm_train_and_eval_match_torch(shape, torch_cls):
     torch.manual_seed(0)
     ours, theirs = BatchNorm(6, momentum=0.2), torch_cls(6, momentum=0.2)
@@ -29,7 +35,9 @@ def test_batchnorm_output_depends_on_batch_only_in_training():
     torch.manual_seed(0)
     bn, x = BatchNorm(4), torch.randn(8, 4)
     alone_first = bn(x[:4])[0]
-    assert not torch.allclose(alone_first, bn(x)[0])  # same sample, different batch → different output
+    assert not torch.allclose(
+        alone_first, bn(x)[0]
+    )  # same sample, different batch → different output
     bn.eval()
     torch.testing.assert_close(bn(x[:4])[0], bn(x)[0])
 

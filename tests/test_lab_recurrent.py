@@ -25,7 +25,11 @@ def test_matches_torch_with_copied_weights(ours_cls, theirs_cls, kwargs, num_lay
     out_theirs, state_theirs = theirs(x)
     out_ours, state_ours = ours(x)
     torch.testing.assert_close(out_ours, out_theirs, rtol=1e-5, atol=1e-6)
-    states = zip(state_ours, state_theirs) if isinstance(state_ours, tuple) else [(state_ours, state_theirs)]
+    states = (
+        zip(state_ours, state_theirs)
+        if isinstance(state_ours, tuple)
+        else [(state_ours, state_theirs)]
+    )
     for a, b in states:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     # gradients through time agree too

@@ -4,8 +4,15 @@ weights), and the seq2seq objective learning a toy task."""
 import pytest
 import torch
 
-from llmlab.models.seq2seq import (DecoderLayer, EncoderLayer, Seq2SeqTransformer, causal_mask,
-                                   greedy_decode, seq2seq_loss, sinusoidal_positions)
+from llmlab.models.seq2seq import (
+    DecoderLayer,
+    EncoderLayer,
+    Seq2SeqTransformer,
+    causal_mask,
+    greedy_decode,
+    seq2seq_loss,
+    sinusoidal_positions,
+)
 
 D, HEADS, FF = 16, 4, 32
 
@@ -46,7 +53,9 @@ def test_encoder_layer_matches_torch():
     pad = torch.tensor([[False] * 5, [False, False, False, True, True]])
     torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-5)
     pad_mask = torch.zeros(2, 5).masked_fill(pad, float("-inf"))[:, None, None, :]
-    torch.testing.assert_close(ours(x, pad_mask), theirs(x, src_key_padding_mask=pad), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        ours(x, pad_mask), theirs(x, src_key_padding_mask=pad), rtol=1e-4, atol=1e-5
+    )
 
 
 @torch.no_grad()
@@ -64,8 +73,12 @@ def test_decoder_layer_matches_torch():
 
 def test_sinusoidal_table_formula():
     table = sinusoidal_positions(10, 8)
-    assert table[3, 2].item() == pytest.approx(torch.sin(torch.tensor(3 / 10000 ** (2 / 8))).item(), rel=1e-5)
-    assert table[3, 3].item() == pytest.approx(torch.cos(torch.tensor(3 / 10000 ** (2 / 8))).item(), rel=1e-5)
+    assert table[3, 2].item() == pytest.approx(
+        torch.sin(torch.tensor(3 / 10000 ** (2 / 8))).item(), rel=1e-5
+    )
+    assert table[3, 3].item() == pytest.approx(
+        torch.cos(torch.tensor(3 / 10000 ** (2 / 8))).item(), rel=1e-5
+    )
 
 
 def test_decoder_is_causal():
@@ -83,7 +96,9 @@ def test_decoder_is_causal():
 def test_learns_to_reverse_sequences(positions, steps):
     torch.manual_seed(0)
     vocab, length, bos = 8, 5, 1
-    model = Seq2SeqTransformer(vocab, vocab, d_model=32, n_heads=2, n_layers=1, d_ff=64, positions=positions)
+    model = Seq2SeqTransformer(
+        vocab, vocab, d_model=32, n_heads=2, n_layers=1, d_ff=64, positions=positions
+    )
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     for _ in range(steps):
         src = torch.randint(2, vocab, (32, length))
@@ -98,11 +113,15 @@ def test_learns_to_reverse_sequences(positions, steps):
 @torch.no_grad()
 def test_rotary_attention_depends_only_on_relative_position():
     torch.manual_seed(0)
-    model = Seq2SeqTransformer(4, 4, d_model=16, n_heads=2, n_layers=1, d_ff=32, positions="rotary").eval()
+    model = Seq2SeqTransformer(
+        4, 4, d_model=16, n_heads=2, n_layers=1, d_ff=32, positions="rotary"
+    ).eval()
     model.encode(torch.full((1, 7), 2))  # the same token everywhere: only positions differ
     weights = model.encoder[0].self_attn.last_weights[0, 0]
     scores = weights.log()  # log-softmax differs from q·k by a per-row constant
     rows = scores - scores[:, :1]
     # Toeplitz: score(i, j) − score(i, 0) depends on (i − j, i) only through the offset,
     # so consecutive rows are shifts of each other.
-    torch.testing.assert_close(rows[3, 1:4] - rows[3, 0:3], rows[4, 2:5] - rows[4, 1:4], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        rows[3, 1:4] - rows[3, 0:3], rows[4, 2:5] - rows[4, 1:4], rtol=1e-4, atol=1e-4
+    )

@@ -38,7 +38,9 @@ def test_word_tokenizer_fits_the_bert_pair_encoder():
     text = bert_corpus.CORPUS.read_text(encoding="utf-8")
     tokenizer = bert_corpus.word_tokenizer(text)
     encoder = PairEncoder(tokenizer, 16)
-    ids, segments = encoder.pack(*encoder.encode_texts(["the goat eats grass.", "i saw the plum yesterday."]))
+    ids, segments = encoder.pack(
+        *encoder.encode_texts(["the goat eats grass.", "i saw the plum yesterday."])
+    )
     unk = tokenizer.token_to_id("[UNK]")
     assert unk not in ids and ids[0] == encoder.cls and ids.count(encoder.sep) == 2
     assert segments == [0] * 7 + [1] * 7
@@ -52,7 +54,7 @@ def test_chrono_init_opens_the_memory_gates():
         model.chrono_init(t_max=40)
         cell = model.rnn.cells[0]
         h = cell.hidden_size
-        keep = cell.bias_ih[h:2 * h] + cell.bias_hh[h:2 * h]
+        keep = cell.bias_ih[h : 2 * h] + cell.bias_hh[h : 2 * h]
         assert keep.min() >= 0 and keep.max() <= math.log(39)
         assert torch.sigmoid(keep).mean() > 0.8  # forget / update gate mostly open at the start
         if kind == "LSTM":

@@ -8,8 +8,18 @@ from tiny import save_tiny_llama
 
 from llmlab.cli import main
 
-COMMON = ["--set", "train.device=cpu", "--set", "train.progress=false", "--set", "diagnostics.every=0",
-          "--set", "checkpoint.resume=false", "--set", "train.batch_size=2"]
+COMMON = [
+    "--set",
+    "train.device=cpu",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "diagnostics.every=0",
+    "--set",
+    "checkpoint.resume=false",
+    "--set",
+    "train.batch_size=2",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -19,10 +29,19 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("post")
     save_tiny_llama(root / "model")
-    qa = [{"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]}
-          for i in range(8)]
+    qa = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Question {i}?"},
+                {"role": "assistant", "content": f"Answer {i}."},
+            ]
+        }
+        for i in range(8)
+    ]
     (root / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in qa))
-    prefs = [{"prompt": f"Question {i}?", "chosen": f"Answer {i}.", "rejected": "No."} for i in range(8)]
+    prefs = [
+        {"prompt": f"Question {i}?", "chosen": f"Answer {i}.", "rejected": "No."} for i in range(8)
+    ]
     (root / "prefs.jsonl").write_text("\n".join(json.dumps(r) for r in prefs))
     arith = [{"prompt": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(4)]
     (root / "arith.jsonl").write_text("\n".join(json.dumps(r) for r in arith))
@@ -30,14 +49,34 @@ def workspace(tmp_path_factory):
 
 
 def run(method, root, *extra):
-    args = ["train", method, "--set", f"model.name={root / 'model'}", "--set", f"run_dir={root / method}",
-            "--set", "train.steps=2", *COMMON, *extra]
+    args = [
+        "train",
+        method,
+        "--set",
+        f"model.name={root / 'model'}",
+        "--set",
+        f"run_dir={root / method}",
+        "--set",
+        "train.steps=2",
+        *COMMON,
+        *extra,
+    ]
     assert main(args) == 0
 
 
 def test_lora_sft_writes_a_peft_adapter(workspace, capsys):
-    run("lora", workspace, "--set", f"data.train={workspace / 'qa.jsonl'}", "--set", "data.seq_len=32",
-        "--set", "data.packing=true", "--set", "data.eval_fraction=0.25")
+    run(
+        "lora",
+        workspace,
+        "--set",
+        f"data.train={workspace / 'qa.jsonl'}",
+        "--set",
+        "data.seq_len=32",
+        "--set",
+        "data.packing=true",
+        "--set",
+        "data.eval_fraction=0.25",
+    )
     summary = json.loads(capsys.readouterr().out)
     config = json.loads((workspace / "lora" / "adapter" / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and summary["step"] == 2 and "eval_loss" in summary
@@ -48,24 +87,77 @@ def test_lora_sft_writes_a_peft_adapter(workspace, capsys):
 def test_reward_dpo_grpo_ppo_and_best_of_n_run(workspace, capsys):
     run("reward", workspace, "--set", f"data.train={workspace / 'prefs.jsonl'}")
     assert (workspace / "reward" / "model" / "score_head.safetensors").exists()
-    run("dpo", workspace, "--set", f"data.train={workspace / 'prefs.jsonl'}", "--set", "lora.enabled=true",
-        "--set", "dpo.loss_type=ipo", "--set", "lora.base_dtype=bf16", "--set", "dpo.precompute_ref_log_probs=true")
+    run(
+        "dpo",
+        workspace,
+        "--set",
+        f"data.train={workspace / 'prefs.jsonl'}",
+        "--set",
+        "lora.enabled=true",
+        "--set",
+        "dpo.loss_type=ipo",
+        "--set",
+        "lora.base_dtype=bf16",
+        "--set",
+        "dpo.precompute_ref_log_probs=true",
+    )
     assert (workspace / "dpo" / "adapter" / "adapter_model.safetensors").exists()
-    dpo_steps = [json.loads(line) for line in (workspace / "dpo" / "metrics.jsonl").read_text().splitlines()]
+    dpo_steps = [
+        json.loads(line) for line in (workspace / "dpo" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert all(math.isfinite(r["loss"]) for r in dpo_steps if r.get("kind") == "train")
-    rl = ["--set", f"data.train={workspace / 'arith.jsonl'}", "--set", "rl.max_new_tokens=4", "--set", "rl.group_size=2"]
+    rl = [
+        "--set",
+        f"data.train={workspace / 'arith.jsonl'}",
+        "--set",
+        "rl.max_new_tokens=4",
+        "--set",
+        "rl.group_size=2",
+    ]
     run("grpo", workspace, *rl, "--set", "rl.kl_beta=0.1")
     run("ppo", workspace, *rl, "--set", f"rl.reward_model={workspace / 'reward' / 'model'}")
     capsys.readouterr()
     out = workspace / "bon.jsonl"
-    assert main(["sample", "best-of-n", "--model", str(workspace / "model"), "--prompts", str(workspace / "arith.jsonl"),
-                 "--n", "3", "--keep", "2", "--max-new-tokens", "4", "--reward", "format+length_penalty",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "best-of-n",
+                "--model",
+                str(workspace / "model"),
+                "--prompts",
+                str(workspace / "arith.jsonl"),
+                "--n",
+                "3",
+                "--keep",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--reward",
+                "format+length_penalty",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 8 and rows[0]["messages"][-1]["role"] == "assistant"
 
 
 def test_bad_config_is_one_line_error(workspace, capsys):
-    assert main(["train", "dpo", "--set", f"model.name={workspace / 'model'}", "--set", "dpo.loss_type=hinge",
-                 *COMMON]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "dpo",
+                "--set",
+                f"model.name={workspace / 'model'}",
+                "--set",
+                "dpo.loss_type=hinge",
+                *COMMON,
+            ]
+        )
+        == 1
+    )
     assert "dpo.loss_type" in capsys.readouterr().err

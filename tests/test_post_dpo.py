@@ -19,7 +19,6 @@ from llmlab.train.objectives.reference import Reference, completion_logps
 from llmlab.train.sft_data import ShuffledBatches
 from llmlab.train.trainer import Trainer
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -27,13 +26,18 @@ def tiny_pair(seed=0):
     torch.manual_seed(seed)
     config = tiny_llama_config()
     reference = transformers.LlamaForCausalLM(config).eval()
-    return reference, model_from_hf(config.to_dict(), {k: v.clone() for k, v in reference.state_dict().items()})
+    return reference, model_from_hf(
+        config.to_dict(), {k: v.clone() for k, v in reference.state_dict().items()}
+    )
 
 
 def random_pairs(n, seed=0):
     rng = random.Random(seed)
     draw = lambda k: [rng.randrange(3, 320) for _ in range(k)]  # noqa: E731
-    return [Pair(draw(rng.randint(3, 9)), draw(rng.randint(2, 7)), draw(rng.randint(2, 7))) for _ in range(n)]
+    return [
+        Pair(draw(rng.randint(3, 9)), draw(rng.randint(2, 7)), draw(rng.randint(2, 7)))
+        for _ in range(n)
+    ]
 
 
 def test_completion_logps_equals_the_full_logits_sum():
@@ -57,7 +61,9 @@ def test_precomputed_reference_gives_the_same_training_as_on_the_fly(lora):
         pairs = random_pairs(12, seed=1)
         reference = Reference(model)
         if precompute:
-            precompute_reference_logps(reference, pairs, pad_id=0, batch_size=5)  # other padding than training
+            precompute_reference_logps(
+                reference, pairs, pad_id=0, batch_size=5
+            )  # other padding than training
             reference = None
         source = ShuffledBatches(pairs, 4, lambda rows: dpo_collate(rows, 0), seed=3)
         c = TrainerConfig(run_dir="")
@@ -71,7 +77,9 @@ def test_precomputed_reference_gives_the_same_training_as_on_the_fly(lora):
 
     losses, margins = run(False)
     pre_losses, pre_margins = run(True)
-    assert losses[-1] < losses[0]  # the run learns, so equal histories mean equal updates, not a no-op
+    assert (
+        losses[-1] < losses[0]
+    )  # the run learns, so equal histories mean equal updates, not a no-op
     assert pre_losses == pytest.approx(losses, abs=1e-5)
     assert pre_margins == pytest.approx(margins, abs=1e-5)
 

@@ -11,8 +11,16 @@ from tiny import tiny_llama_config
 from llmlab.errors import LlmlabError
 from llmlab.models.llama import model_from_hf
 from llmlab.nn.lora import (
-    LoraLinear, adapters_disabled, add_lora, load_adapter, lora_parameters, merge_and_unload, merge_lora, save_adapter,
-    set_adapter, unmerge_lora,
+    LoraLinear,
+    adapters_disabled,
+    add_lora,
+    load_adapter,
+    lora_parameters,
+    merge_and_unload,
+    merge_lora,
+    save_adapter,
+    set_adapter,
+    unmerge_lora,
 )
 
 
@@ -20,7 +28,9 @@ def tiny_pair(seed=0):
     torch.manual_seed(seed)
     config = tiny_llama_config()
     reference = transformers.LlamaForCausalLM(config).eval()
-    ours = model_from_hf(config.to_dict(), {k: v.clone() for k, v in reference.state_dict().items()})
+    ours = model_from_hf(
+        config.to_dict(), {k: v.clone() for k, v in reference.state_dict().items()}
+    )
     return reference, ours
 
 
@@ -40,7 +50,9 @@ def test_injection_targets_freezing_and_init():
     base_logits = model(IDS)
     add_lora(model, r=4, alpha=8)
     wrapped = [n for n, m in model.named_modules() if isinstance(m, LoraLinear)]
-    assert len(wrapped) == 2 * 4 and all(n.rsplit(".", 1)[-1] in ("q_proj", "k_proj", "v_proj", "o_proj") for n in wrapped)
+    assert len(wrapped) == 2 * 4 and all(
+        n.rsplit(".", 1)[-1] in ("q_proj", "k_proj", "v_proj", "o_proj") for n in wrapped
+    )
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
     assert len(lora_parameters(model)) == len(trainable)
@@ -130,7 +142,9 @@ def test_base_held_in_bf16_and_int8_stays_close():
     for dtype, tol in (("bf16", 0.05), ("int8", 0.05)):
         _, m = tiny_pair()
         add_lora(m, r=4, base_dtype=dtype)
-        assert m.model.layers[0].self_attn.q_proj.weight.dtype == (torch.bfloat16 if dtype == "bf16" else torch.int8)
+        assert m.model.layers[0].self_attn.q_proj.weight.dtype == (
+            torch.bfloat16 if dtype == "bf16" else torch.int8
+        )
         assert (m(IDS) - base).abs().max() < tol
 
 
@@ -142,18 +156,29 @@ def test_bf16_base_holds_the_whole_frozen_model_and_trains_fp32_adapters():
     add_lora(model, r=4, base_dtype="bf16")
     model.load_state_dict(fp32.state_dict())  # same adapters (load_state_dict keeps each dtype)
     adapters = {id(p) for p in lora_parameters(model)}
-    assert all(p.dtype == (torch.float32 if id(p) in adapters else torch.bfloat16) for p in model.parameters())
+    assert all(
+        p.dtype == (torch.float32 if id(p) in adapters else torch.bfloat16)
+        for p in model.parameters()
+    )
     logits = model(IDS)
     assert logits.dtype == torch.float32 and (logits - fp32(IDS)).abs().max() < 0.05
     logits.logsumexp(-1).mean().backward()
     grads = [p.grad for p in lora_parameters(model)]
-    assert all(g is not None and g.dtype == torch.float32 for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    assert all(g is not None and g.dtype == torch.float32 for g in grads) and any(
+        g.abs().sum() > 0 for g in grads
+    )
     assert all(p.grad is None for p in model.parameters() if id(p) not in adapters)
 
 
 def test_our_adapter_loads_in_peft_with_same_logits(tmp_path):
     reference, model = tiny_pair()
-    add_lora(model, r=4, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj"], use_rslora=True)
+    add_lora(
+        model,
+        r=4,
+        alpha=16,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj"],
+        use_rslora=True,
+    )
     randomize_b(model)
     ours = model(IDS)
     save_adapter(model, tmp_path / "adapter")
@@ -167,8 +192,13 @@ def test_our_adapter_loads_in_peft_with_same_logits(tmp_path):
 
 def test_peft_adapter_loads_in_llmlab_with_same_logits(tmp_path):
     reference, model = tiny_pair(seed=3)
-    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "gate_proj"],
-                             init_lora_weights=False, task_type="CAUSAL_LM")  # random B, so the adapter matters
+    config = peft.LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "gate_proj"],
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )  # random B, so the adapter matters
     theirs = peft.get_peft_model(reference, config).eval()
     theirs.save_pretrained(str(tmp_path / "peft"))
     with torch.no_grad():

@@ -14,8 +14,16 @@ from trl.trainer.dpo_trainer import DPOTrainer
 from trl.trainer.reward_trainer import RewardTrainer
 
 from llmlab.train.losses import (
-    clipped_policy_loss, clipped_value_loss, dpo_loss, dpo_metrics, gae, grpo_advantages, kl_estimate, reward_loss,
-    token_logps, whiten,
+    clipped_policy_loss,
+    clipped_value_loss,
+    dpo_loss,
+    dpo_metrics,
+    gae,
+    grpo_advantages,
+    kl_estimate,
+    reward_loss,
+    token_logps,
+    whiten,
 )
 
 
@@ -29,8 +37,14 @@ class IdentityAccelerator:
 
 
 def fake_trainer(**attrs):
-    base = dict(model=SimpleNamespace(training=True), accelerator=IdentityAccelerator(), _metrics=defaultdict(lambda: defaultdict(list)),
-                _total_train_tokens=0, _tp_size=1, aux_loss_enabled=False)
+    base = dict(
+        model=SimpleNamespace(training=True),
+        accelerator=IdentityAccelerator(),
+        _metrics=defaultdict(lambda: defaultdict(list)),
+        _total_train_tokens=0,
+        _tp_size=1,
+        aux_loss_enabled=False,
+    )
     base.update(attrs)
     return SimpleNamespace(**base)
 
@@ -39,18 +53,36 @@ def trl_dpo(per_token_policy, per_token_ref, completion_mask, beta, loss_type):
     """TRL's DPOTrainer._compute_loss on given per-token log-probs (batch = [chosen; rejected])."""
     batch, length = completion_mask.shape
     ref_logps = per_token_ref.sum(1)
-    trainer = fake_trainer(ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl", loss_types=[loss_type],
-                           loss_weights=[1.0], beta=beta, use_weighting=False, label_smoothing=0.0, ref_model=None,
-                           args=SimpleNamespace(gradient_checkpointing_kwargs=None))
+    trainer = fake_trainer(
+        ld_alpha=None,
+        precompute_ref_logps=True,
+        f_divergence_type="reverse_kl",
+        loss_types=[loss_type],
+        loss_weights=[1.0],
+        beta=beta,
+        use_weighting=False,
+        label_smoothing=0.0,
+        ref_model=None,
+        args=SimpleNamespace(gradient_checkpointing_kwargs=None),
+    )
 
     def model(**kwargs):
         shape = (batch, length - 1)
-        return SimpleNamespace(log_probs=per_token_policy, entropy=torch.zeros(shape), mean_logits=torch.zeros(shape),
-                               is_top1=torch.zeros(shape, dtype=torch.bool))
+        return SimpleNamespace(
+            log_probs=per_token_policy,
+            entropy=torch.zeros(shape),
+            mean_logits=torch.zeros(shape),
+            is_top1=torch.zeros(shape, dtype=torch.bool),
+        )
 
     half = batch // 2
-    inputs = {"input_ids": torch.zeros(batch, length, dtype=torch.long), "attention_mask": torch.ones(batch, length),
-              "completion_mask": completion_mask, "ref_chosen_logps": ref_logps[:half], "ref_rejected_logps": ref_logps[half:]}
+    inputs = {
+        "input_ids": torch.zeros(batch, length, dtype=torch.long),
+        "attention_mask": torch.ones(batch, length),
+        "completion_mask": completion_mask,
+        "ref_chosen_logps": ref_logps[:half],
+        "ref_rejected_logps": ref_logps[half:],
+    }
     loss = DPOTrainer._compute_loss(trainer, model, inputs, return_outputs=False)
     return loss, {k: v[0] for k, v in trainer._metrics["train"].items()}
 
@@ -93,11 +125,16 @@ def test_reward_loss_matches_trl(with_margin):
     g = torch.Generator().manual_seed(2)
     scores = torch.randn(16, 1, generator=g, dtype=torch.float64) * 2
     trainer = fake_trainer(args=SimpleNamespace(center_rewards_coefficient=None))
-    inputs = {"input_ids": torch.zeros(16, 4, dtype=torch.long), "attention_mask": torch.ones(16, 4)}
+    inputs = {
+        "input_ids": torch.zeros(16, 4, dtype=torch.long),
+        "attention_mask": torch.ones(16, 4),
+    }
     margin = torch.rand(8, generator=g, dtype=torch.float64) if with_margin else None
     if with_margin:
         inputs["margin"] = margin
-    expected = RewardTrainer.compute_loss(trainer, lambda **kw: SimpleNamespace(logits=scores), inputs)
+    expected = RewardTrainer.compute_loss(
+        trainer, lambda **kw: SimpleNamespace(logits=scores), inputs
+    )
     chosen, rejected = scores.squeeze(-1).chunk(2)
     assert abs(float(reward_loss(chosen, rejected, margin)) - float(expected)) < 1e-6
 
@@ -141,9 +178,13 @@ def test_clipped_losses_kl_and_whiten():
     mask = torch.ones(1, 3)
     loss, clipfrac = clipped_policy_loss(logps, old, adv, mask, clip=0.2)
     # token 0: min(1.65, 1.2)=1.2 ; token 1: 1 ; token 2: min(-0.37, -0.8) = -0.8
-    assert abs(float(loss) - (-(1.2 + 1.0 - 0.8) / 3)) < 1e-5 and abs(float(clipfrac) - 2 / 3) < 1e-6
-    v_loss = clipped_value_loss(torch.tensor([[1.0]]), torch.tensor([[0.0]]), torch.tensor([[2.0]]), torch.ones(1, 1), 0.2)
-    assert abs(float(v_loss) - 0.5 * max(1.0, 1.8 ** 2)) < 1e-6
+    assert (
+        abs(float(loss) - (-(1.2 + 1.0 - 0.8) / 3)) < 1e-5 and abs(float(clipfrac) - 2 / 3) < 1e-6
+    )
+    v_loss = clipped_value_loss(
+        torch.tensor([[1.0]]), torch.tensor([[0.0]]), torch.tensor([[2.0]]), torch.ones(1, 1), 0.2
+    )
+    assert abs(float(v_loss) - 0.5 * max(1.0, 1.8**2)) < 1e-6
     lp, ref = torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -1.0])
     torch.testing.assert_close(kl_estimate(lp, ref, "k1"), lp - ref)
     k3 = kl_estimate(lp, ref, "k3")

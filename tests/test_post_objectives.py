@@ -27,8 +27,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny_model(seed=0):
     torch.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        )
+    )
 
 
 def config(steps, lr):
@@ -58,14 +67,22 @@ class Fixed:
 
 def mixed(g, n, length, main, other, share=0.75):
     take_main = torch.rand(n, length, generator=g) < share
-    return torch.where(take_main, torch.randint(*main, (n, length), generator=g), torch.randint(*other, (n, length), generator=g))
+    return torch.where(
+        take_main,
+        torch.randint(*main, (n, length), generator=g),
+        torch.randint(*other, (n, length), generator=g),
+    )
 
 
 def reward_batch(seed, pairs=16):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(6, 13, (2, pairs), generator=g)
-    return {"chosen_ids": mixed(g, pairs, 12, GOOD, BAD), "rejected_ids": mixed(g, pairs, 12, BAD, GOOD),
-            "chosen_lengths": lengths[0], "rejected_lengths": lengths[1]}
+    return {
+        "chosen_ids": mixed(g, pairs, 12, GOOD, BAD),
+        "rejected_ids": mixed(g, pairs, 12, BAD, GOOD),
+        "chosen_lengths": lengths[0],
+        "rejected_lengths": lengths[1],
+    }
 
 
 def test_reward_model_reaches_high_pairwise_accuracy_on_held_out_pairs():
@@ -112,8 +129,17 @@ def prompts(seed, n):
 
 
 def mean_reward(model, items):
-    batch = collect(model, items, good_share, group_size=8, max_new_tokens=8, temperature=1.0, eos_id=None, pad_id=0,
-                    generator=torch.Generator().manual_seed(5))
+    batch = collect(
+        model,
+        items,
+        good_share,
+        group_size=8,
+        max_new_tokens=8,
+        temperature=1.0,
+        eos_id=None,
+        pad_id=0,
+        generator=torch.Generator().manual_seed(5),
+    )
     return float(batch["scores"].mean())
 
 
@@ -122,10 +148,22 @@ def test_grpo_raises_mean_reward():
     held_out = prompts(10_000, 8)
     before = mean_reward(model, held_out)
     reference = Reference(model)
-    source = RolloutSource(model, prompts(0, 64), good_share, prepare_grpo(model, reference, 8, kl_beta=0.01),
-                           prompts_per_step=4, group_size=8, max_new_tokens=8, temperature=1.0, eos_id=None, pad_id=0,
-                           reuse=2)
-    trainer = Trainer(model, GRPOObjective(clip=0.2, kl_beta=0.01), source, config(steps=30, lr=3e-3))
+    source = RolloutSource(
+        model,
+        prompts(0, 64),
+        good_share,
+        prepare_grpo(model, reference, 8, kl_beta=0.01),
+        prompts_per_step=4,
+        group_size=8,
+        max_new_tokens=8,
+        temperature=1.0,
+        eos_id=None,
+        pad_id=0,
+        reuse=2,
+    )
+    trainer = Trainer(
+        model, GRPOObjective(clip=0.2, kl_beta=0.01), source, config(steps=30, lr=3e-3)
+    )
     trainer.fit()
     after = mean_reward(model, held_out)
     assert after > before + 0.2, (before, after)
@@ -137,12 +175,32 @@ def test_ppo_raises_mean_reward():
     held_out = prompts(10_000, 8)
     before = mean_reward(policy.policy, held_out)
     reference = Reference(policy.policy)
-    source = RolloutSource(policy, prompts(1, 64), good_share, prepare_ppo(policy, reference, kl_coef=0.01, kl_estimator="k3"),
-                           prompts_per_step=4, group_size=8, max_new_tokens=8, temperature=1.0, eos_id=None, pad_id=0,
-                           reuse=2, sampler_model=policy.policy)
+    source = RolloutSource(
+        policy,
+        prompts(1, 64),
+        good_share,
+        prepare_ppo(policy, reference, kl_coef=0.01, kl_estimator="k3"),
+        prompts_per_step=4,
+        group_size=8,
+        max_new_tokens=8,
+        temperature=1.0,
+        eos_id=None,
+        pad_id=0,
+        reuse=2,
+        sampler_model=policy.policy,
+    )
     trainer = Trainer(policy, PPOObjective(), source, config(steps=30, lr=3e-3))
     trainer.fit()
     after = mean_reward(policy.policy, held_out)
     assert after > before + 0.2, (before, after)
     last = trainer.history[-1]
-    assert all(k in last for k in ("objective/kl", "objective/scores", "policy/clipfrac", "loss/policy", "loss/value"))
+    assert all(
+        k in last
+        for k in (
+            "objective/kl",
+            "objective/scores",
+            "policy/clipfrac",
+            "loss/policy",
+            "loss/value",
+        )
+    )

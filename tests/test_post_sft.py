@@ -8,7 +8,14 @@ from tiny import tiny_tokenizer
 
 from llmlab.errors import LlmlabError
 from llmlab.train.objectives.sft import SFTObjective
-from llmlab.train.sft_data import assistant_spans, pack, read_conversations, render_all, render_conversation, sft_batches
+from llmlab.train.sft_data import (
+    assistant_spans,
+    pack,
+    read_conversations,
+    render_all,
+    render_conversation,
+    sft_batches,
+)
 
 CONVERSATION = [
     {"role": "system", "content": "You answer in one line."},
@@ -36,7 +43,9 @@ def test_mask_covers_exactly_the_assistant_turns():
     text, spans = assistant_spans(tok, CONVERSATION)
     decoded = [tok.decode(run) for run in masked_runs(example.input_ids, example.loss_mask)]
     assert decoded == [text[s:e] for s, e in spans]
-    assert decoded[0].startswith("It zeroes") and "<|im_end|>" in decoded[0]  # the end-of-turn token is learned
+    assert (
+        decoded[0].startswith("It zeroes") and "<|im_end|>" in decoded[0]
+    )  # the end-of-turn token is learned
     unmasked = tok.decode([t for t, m in zip(example.input_ids, example.loss_mask) if not m])
     assert "What does dropout do?" in unmasked and "You answer in one line." in unmasked
     assert "They let" not in unmasked
@@ -63,10 +72,19 @@ def test_packing_fills_rows_and_keeps_masks_aligned():
     assert rows and all(len(r.input_ids) == 32 == len(r.loss_mask) for r in rows)
     flat_ids = [t for e in examples for t in e.input_ids]
     assert rows[0].input_ids[:20] == flat_ids[:20]
-    batches = sft_batches(examples, batch_size=3, seq_len=31, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, packing=True)
+    batches = sft_batches(
+        examples,
+        batch_size=3,
+        seq_len=31,
+        pad_id=tok.pad_token_id,
+        eos_id=tok.eos_token_id,
+        packing=True,
+    )
     batch = batches.next_batch()
     assert batch["input_ids"].shape == (3, 32) and batch["loss_mask"].sum() > 0
-    unpacked = sft_batches(examples, batch_size=4, seq_len=200, pad_id=tok.pad_token_id, eos_id=None, packing=False).next_batch()
+    unpacked = sft_batches(
+        examples, batch_size=4, seq_len=200, pad_id=tok.pad_token_id, eos_id=None, packing=False
+    ).next_batch()
     lengths = unpacked["input_ids"].ne(tok.pad_token_id).sum(1)
     assert lengths.min() < lengths.max()  # right-padded to the longest; pads are never trained on
     assert int((unpacked["loss_mask"] * unpacked["input_ids"].eq(tok.pad_token_id)).sum()) == 0
@@ -87,4 +105,6 @@ def test_sft_objective_ignores_unmasked_targets():
     logits = logits_seen["x"]
     targets, keep = ids[:, 1:], mask[:, 1:].bool()
     expected = torch.nn.functional.cross_entropy(logits[keep], targets[keep])
-    assert abs(float(loss.detach() - expected.detach())) < 1e-6 and metrics["trained_tokens"] == int(keep.sum())
+    assert abs(float(loss.detach() - expected.detach())) < 1e-6 and metrics[
+        "trained_tokens"
+    ] == int(keep.sum())

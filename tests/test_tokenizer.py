@@ -47,15 +47,19 @@ def test_gguf_chat_template_from_metadata_renders_smollm2_format(smollm2_tokeniz
     messages = [{"role": "user", "content": "What is dropout?"}]
     assert ours.chat_template == reference.chat_template != CHATML_TEMPLATE
     text = render_chat(ours, messages)
-    assert text == reference.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text == reference.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True
+    )
     # SmolLM2's template adds its own default system turn and ends with the assistant header
     assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
     assert text.endswith("<|im_start|>user\nWhat is dropout?<|im_end|>\n<|im_start|>assistant\n")
 
     ids = apply_chat(ours, messages, system="Answer in one sentence.")
     expected = reference.apply_chat_template(
-        [{"role": "system", "content": "Answer in one sentence."}, *messages], tokenize=True,
-        add_generation_prompt=True, return_dict=True,
+        [{"role": "system", "content": "Answer in one sentence."}, *messages],
+        tokenize=True,
+        add_generation_prompt=True,
+        return_dict=True,
     )["input_ids"]
     assert ids == list(expected) and all(type(i) is int for i in ids)
     assert "You are a helpful AI assistant" not in ours.decode(ids)
@@ -71,10 +75,13 @@ def folder_without_template(tmp_path_factory):
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|im_start|>", "<|im_end|>"],
+        vocab_size=300,
+        special_tokens=["<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    backend.train_from_iterator(["the cat sat on the mat", "a system prompt", "hello there user"] * 5, trainer)
+    backend.train_from_iterator(
+        ["the cat sat on the mat", "a system prompt", "hello there user"] * 5, trainer
+    )
     folder = tmp_path_factory.mktemp("tiny_tokenizer")
     PreTrainedTokenizerFast(tokenizer_object=backend).save_pretrained(folder)
     return folder
@@ -84,7 +91,10 @@ def test_folder_without_template_gets_chatml_and_eos(folder_without_template):
     tokenizer = load_tokenizer(folder_without_template)
     assert tokenizer.chat_template == CHATML_TEMPLATE
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|im_end|>"
-    messages = [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "the cat"}]
+    messages = [
+        {"role": "user", "content": "hello there"},
+        {"role": "assistant", "content": "the cat"},
+    ]
     text = render_chat(tokenizer, messages, system="a system prompt", add_generation_prompt=False)
     turns = [("system", "a system prompt"), ("user", "hello there"), ("assistant", "the cat")]
     assert text == "".join(f"<|im_start|>{role}\n{content}<|im_end|>\n" for role, content in turns)
@@ -93,14 +103,23 @@ def test_folder_without_template_gets_chatml_and_eos(folder_without_template):
 
 def test_apply_chat_system_prompt_and_openai_content_parts(folder_without_template):
     tokenizer = load_tokenizer(folder_without_template)
-    parts = [{"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]}]
+    parts = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}],
+        }
+    ]
     with_system = apply_chat(tokenizer, parts, system="a system prompt")
     text = tokenizer.decode(with_system)
-    assert text.startswith("<|im_start|>system\na system prompt<|im_end|>\n<|im_start|>user\nhello there")
+    assert text.startswith(
+        "<|im_start|>system\na system prompt<|im_end|>\n<|im_start|>user\nhello there"
+    )
     assert with_system == tokenizer.encode(text, add_special_tokens=False)
     # a conversation that already has a system turn keeps it and gets no second one
     own_system = [{"role": "system", "content": "the cat"}, *parts]
-    assert tokenizer.decode(apply_chat(tokenizer, own_system, system="ignored")).count("system") == 1
+    assert (
+        tokenizer.decode(apply_chat(tokenizer, own_system, system="ignored")).count("system") == 1
+    )
     assert apply_chat(tokenizer, parts) != with_system
 
 

@@ -3,10 +3,10 @@ special tokens), NSP pairs 50% random, NSP accuracy beats chance on the bundled 
 classification fine-tune on the bundled sentiment task."""
 
 import torch
+from train_fixtures import tiny_bert_tokenizer  # noqa: F401 (fixture)
 
 from llmlab.train.bert import PairEncoder, build_nsp_pairs, split_sentences
 from llmlab.train.objectives.mlm_nsp import IGNORE, mask_tokens
-from train_fixtures import tiny_bert_tokenizer  # noqa: F401 (fixture)
 
 
 def test_mlm_masking_statistics():
@@ -43,18 +43,34 @@ def test_nsp_pairs_half_random_and_well_formed(tiny_bert_tokenizer):
     assert ((ids == encoder.sep).sum(-1) == 2).all()  # [CLS] A [SEP] B [SEP]
     assert (types[attention == 0] == 0).all() and (types.sum(-1) > 0).all()
     text = 'Pia said, "I will keep it safe." He ran. 梯度消失。然后'
-    assert split_sentences(text) == ['Pia said, "I will keep it safe."', "He ran.", "梯度消失。", "然后"]
+    assert split_sentences(text) == [
+        'Pia said, "I will keep it safe."',
+        "He ran.",
+        "梯度消失。",
+        "然后",
+    ]
 
 
 def test_bert_pretrain_nsp_beats_chance_and_finetune(tmp_path):
-    from llmlab.train.config import BertPretrainConfig, load_config
     from llmlab.train.bert import run_bert
+    from llmlab.train.config import BertPretrainConfig, load_config
     from llmlab.train.tokenizer_training import train_tokenizer
 
     train_tokenizer(["bundled:stories-en.txt"], tmp_path / "tok", vocab_size=1024, bert=True)
-    overrides = [f"run_dir={tmp_path / 'run'}", f"data.tokenizer={tmp_path / 'tok'}", "train.steps=500", "optim.schedule=constant", "optim.warmup_steps=20",
-                 "train.eval_every=0", "train.eval_batches=64", "train.progress=false", "data.val_fraction=0.1",
-                 "data.finetune_steps=40", "diagnostics.every=100", "checkpoint.every=0"]
+    overrides = [
+        f"run_dir={tmp_path / 'run'}",
+        f"data.tokenizer={tmp_path / 'tok'}",
+        "train.steps=500",
+        "optim.schedule=constant",
+        "optim.warmup_steps=20",
+        "train.eval_every=0",
+        "train.eval_batches=64",
+        "train.progress=false",
+        "data.val_fraction=0.1",
+        "data.finetune_steps=40",
+        "diagnostics.every=100",
+        "checkpoint.every=0",
+    ]
     summary = run_bert(load_config(BertPretrainConfig, "recipes/bert-tiny.yaml", overrides))
     pretrain, finetune = summary["pretrain"], summary["finetune"]
     # ~1,000 held-out pairs: chance is 0.50 ± 0.016, so 0.58 is five standard deviations above it

@@ -8,13 +8,13 @@ import pytest
 import torch
 import transformers
 from torch import nn
+from train_fixtures import tiny_pretrain_config, tiny_pretrain_values, tiny_tokenizer  # noqa: F401 (fixture)
 
 from llmlab.cli import main as cli_main
-from llmlab.train.config import ConfigError, PretrainConfig, TrainerConfig, from_dict, load_config
+from llmlab.train.config import ConfigError, TrainerConfig, from_dict, load_config
 from llmlab.train.data import TensorBatches
 from llmlab.train.optim import apply_init, build_scheduler, lr_multiplier
 from llmlab.train.trainer import Trainer
-from train_fixtures import tiny_pretrain_config, tiny_pretrain_values, tiny_tokenizer  # noqa: F401 (fixture)
 
 
 def regression_data(n=64):
@@ -28,21 +28,37 @@ def mse(model, batch):
 
 
 def make_trainer(tmp_path, model=None, batch_size=8, **sections):
-    values = {"run_dir": str(tmp_path), "train": {"steps": 30, "batch_size": batch_size, "progress": False},
-              "diagnostics": {"every": 0}, "checkpoint": {"resume": False}}
+    values = {
+        "run_dir": str(tmp_path),
+        "train": {"steps": 30, "batch_size": batch_size, "progress": False},
+        "diagnostics": {"every": 0},
+        "checkpoint": {"resume": False},
+    }
     for key, value in sections.items():
         values.setdefault(key, {}).update(value)
     torch.manual_seed(0)
     model = model or nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
-    return Trainer(model, mse, TensorBatches(regression_data(), batch_size), from_dict(TrainerConfig, values))
+    return Trainer(
+        model, mse, TensorBatches(regression_data(), batch_size), from_dict(TrainerConfig, values)
+    )
 
 
 def test_config_yaml_overrides_and_unknown_keys(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("optim:\n  lr: 3e-4\ntrain:\n  steps: 5\n")
-    config = load_config(TrainerConfig, path, ["optim.name=sgd", "train.clip_grad_norm=null", "optim.betas=[0.8,0.9]"])
-    assert config.optim.lr == 3e-4 and isinstance(config.optim.lr, float)  # YAML reads 3e-4 as a string
-    assert config.optim.name == "sgd" and config.train.clip_grad_norm is None and config.optim.betas == (0.8, 0.9)
+    config = load_config(
+        TrainerConfig,
+        path,
+        ["optim.name=sgd", "train.clip_grad_norm=null", "optim.betas=[0.8,0.9]"],
+    )
+    assert config.optim.lr == 3e-4 and isinstance(
+        config.optim.lr, float
+    )  # YAML reads 3e-4 as a string
+    assert (
+        config.optim.name == "sgd"
+        and config.train.clip_grad_norm is None
+        and config.optim.betas == (0.8, 0.9)
+    )
     with pytest.raises(ConfigError, match="unknown config key 'optim.lr_rate'"):
         load_config(TrainerConfig, path, ["optim.lr_rate=1"])
     with pytest.raises(ConfigError, match="train.steps"):
@@ -72,9 +88,18 @@ def test_schedules():
 
 
 def test_gradient_accumulation_equals_big_batch(tmp_path):
-    big = make_trainer(tmp_path / "a", batch_size=8, train={"steps": 3, "batch_size": 8}, optim={"name": "sgd", "lr": 0.1})
-    accumulated = make_trainer(tmp_path / "b", batch_size=4, train={"steps": 3, "batch_size": 4, "grad_accum": 2},
-                               optim={"name": "sgd", "lr": 0.1})
+    big = make_trainer(
+        tmp_path / "a",
+        batch_size=8,
+        train={"steps": 3, "batch_size": 8},
+        optim={"name": "sgd", "lr": 0.1},
+    )
+    accumulated = make_trainer(
+        tmp_path / "b",
+        batch_size=4,
+        train={"steps": 3, "batch_size": 4, "grad_accum": 2},
+        optim={"name": "sgd", "lr": 0.1},
+    )
     big.fit()
     accumulated.fit()
     for p, q in zip(big.model.parameters(), accumulated.model.parameters()):
@@ -91,7 +116,9 @@ def test_clip_by_value_and_norm(tmp_path):
             seen["norm"] = float(torch.nn.utils.get_total_norm(grads))
             return super().step(closure)
 
-    trainer = make_trainer(tmp_path, train={"steps": 1, "clip_grad_value": 1e-3, "clip_grad_norm": None})
+    trainer = make_trainer(
+        tmp_path, train={"steps": 1, "clip_grad_value": 1e-3, "clip_grad_norm": None}
+    )
     trainer.optimizer = Spy(trainer.model.parameters(), lr=0.1)
     trainer.scheduler = build_scheduler(trainer.optimizer, trainer.config.optim, 1)
     trainer.fit()
@@ -107,7 +134,7 @@ def test_clip_by_value_and_norm(tmp_path):
 def test_bf16_autocast_trains(tmp_path):
     trainer = make_trainer(tmp_path, train={"precision": "bf16"}, optim={"lr": 1e-2})
     seen = []
-    trainer.objective = lambda m, b: (seen.append(m[0](b["x"]).dtype) or mse(m, b))
+    trainer.objective = lambda m, b: seen.append(m[0](b["x"]).dtype) or mse(m, b)
     trainer.fit()
     assert seen[0] == torch.bfloat16
     assert trainer.history[-1]["loss"] < trainer.history[0]["loss"]
@@ -116,7 +143,10 @@ def test_bf16_autocast_trains(tmp_path):
 def test_init_schemes():
     layer = nn.Linear(400, 300)
     apply_init(layer, "kaiming")
-    assert layer.weight.std().item() == pytest.approx(math.sqrt(2 / 400), rel=0.05) and layer.bias.abs().max() == 0
+    assert (
+        layer.weight.std().item() == pytest.approx(math.sqrt(2 / 400), rel=0.05)
+        and layer.bias.abs().max() == 0
+    )
     apply_init(layer, "xavier")
     assert layer.weight.std().item() == pytest.approx(math.sqrt(2 / 700), rel=0.05)
     apply_init(layer, "normal", std=0.02)
@@ -124,11 +154,21 @@ def test_init_schemes():
 
 
 def test_pretrain_end_to_end_hf_folder_and_plot(tmp_path, tiny_tokenizer, capsys):
-    config = tiny_pretrain_config(tmp_path / "run", tiny_tokenizer, steps=60, batch_size=8,
-                                  optim={"lr": 1e-2, "warmup_steps": 5}, train={"eval_every": 30})
-    assert cli_main(["train", "pretrain", "--config", str(config), "--set", "train.log_every=2"]) == 0
+    config = tiny_pretrain_config(
+        tmp_path / "run",
+        tiny_tokenizer,
+        steps=60,
+        batch_size=8,
+        optim={"lr": 1e-2, "warmup_steps": 5},
+        train={"eval_every": 30},
+    )
+    assert (
+        cli_main(["train", "pretrain", "--config", str(config), "--set", "train.log_every=2"]) == 0
+    )
     summary = json.loads(capsys.readouterr().out)
-    assert summary["eval_loss"] < summary["unigram_entropy"]  # it learned more than token frequencies
+    assert (
+        summary["eval_loss"] < summary["unigram_entropy"]
+    )  # it learned more than token frequencies
     run = tmp_path / "run"
     assert (run / "config.yaml").exists()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -145,21 +185,28 @@ def test_pretrain_end_to_end_hf_folder_and_plot(tmp_path, tiny_tokenizer, capsys
     with torch.no_grad():
         assert torch.allclose(hf(ids).logits, ours(ids), atol=1e-4)
     assert cli_main(["plot", str(run)]) == 0
-    assert (run / "training.png").stat().st_size > 1000 and (run / "gradient_flow.png").stat().st_size > 1000
+    assert (run / "training.png").stat().st_size > 1000 and (
+        run / "gradient_flow.png"
+    ).stat().st_size > 1000
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"data": {"corpus": ["EMPTY"]}}, "corpus is empty"),
-    ({"data": {"tokenizer": "/nonexistent/tok"}}, "tokenizer not found"),
-    ({"data": {"seq_len": 200}}, "beyond the model's context"),
-    ({"model": {"hidden_sise": 32}}, "unknown config key 'model.hidden_sise'"),
-    ({"optim": {"lr_rate": 1}}, "unknown config key 'optim.lr_rate'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"data": {"corpus": ["EMPTY"]}}, "corpus is empty"),
+        ({"data": {"tokenizer": "/nonexistent/tok"}}, "tokenizer not found"),
+        ({"data": {"seq_len": 200}}, "beyond the model's context"),
+        ({"model": {"hidden_sise": 32}}, "unknown config key 'model.hidden_sise'"),
+        ({"optim": {"lr_rate": 1}}, "unknown config key 'optim.lr_rate'"),
+    ],
+)
 def test_bad_input_fails_before_training(tmp_path, tiny_tokenizer, capsys, change, message):
     (tmp_path / "empty.txt").write_text("\n\n  \n")
     values = tiny_pretrain_values(tmp_path / "run", tiny_tokenizer)
     for section, entries in change.items():
-        entries = {k: [str(tmp_path / "empty.txt")] if v == ["EMPTY"] else v for k, v in entries.items()}
+        entries = {
+            k: [str(tmp_path / "empty.txt")] if v == ["EMPTY"] else v for k, v in entries.items()
+        }
         values[section].update(entries) if section in values else values.update({section: entries})
     import yaml
 
@@ -173,7 +220,9 @@ def test_bad_input_fails_before_training(tmp_path, tiny_tokenizer, capsys, chang
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with a grad scaler needs CUDA")
 def test_fp16_grad_scaler_on_cuda(tmp_path):
-    trainer = make_trainer(tmp_path, train={"precision": "fp16", "device": "cuda"}, optim={"lr": 1e-2})
+    trainer = make_trainer(
+        tmp_path, train={"precision": "fp16", "device": "cuda"}, optim={"lr": 1e-2}
+    )
     trainer.fit()
     assert trainer.scaler is not None and trainer.history[-1]["loss"] < trainer.history[0]["loss"]
 

@@ -7,11 +7,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import transformers
+from train_fixtures import tiny_tokenizer  # noqa: F401 (fixture)
 
 from llmlab.train.data import (
-    DataError, PackedBatches, TokenFile, iter_documents, split_sequences, tokenize_corpus,
+    DataError,
+    PackedBatches,
+    TokenFile,
+    iter_documents,
+    split_sequences,
+    tokenize_corpus,
 )
-from train_fixtures import tiny_tokenizer  # noqa: F401 (fixture)
 
 
 def test_tokenizer_roundtrips_chinese_and_has_chat_tokens(tiny_tokenizer):
@@ -20,13 +25,19 @@ def test_tokenizer_roundtrips_chinese_and_has_chat_tokens(tiny_tokenizer):
     assert tok.decode(tok(text)["input_ids"]) == text  # byte-level: nothing is unknown
     for special in ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]:
         assert len(tok(special, add_special_tokens=False)["input_ids"]) == 1
-    prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_corpus_formats_token_file_and_packed_batches(tmp_path, tiny_tokenizer):
-    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps({"text": f"document number {i} is here."}) for i in range(50)))
-    pq.write_table(pa.table({"text": [f"parquet row {i}" for i in range(30)]}), tmp_path / "b.parquet")
+    (tmp_path / "a.jsonl").write_text(
+        "\n".join(json.dumps({"text": f"document number {i} is here."}) for i in range(50))
+    )
+    pq.write_table(
+        pa.table({"text": [f"parquet row {i}" for i in range(30)]}), tmp_path / "b.parquet"
+    )
     paths = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.parquet"), tiny_tokenizer["corpus"]]
     assert sum(1 for _ in iter_documents(paths[:2])) == 80
     path = tokenize_corpus(paths, tiny_tokenizer["dir"], tmp_path / "data")
@@ -34,7 +45,9 @@ def test_corpus_formats_token_file_and_packed_batches(tmp_path, tiny_tokenizer):
     tokens = TokenFile(path)
     assert tokens.tokens.dtype == np.uint16 and isinstance(tokens.tokens, np.memmap)
     assert tokens.meta["documents"] == 80 + 151
-    assert int((np.asarray(tokens.tokens) == tokens.meta["eos_id"]).sum()) == tokens.meta["documents"]
+    assert (
+        int((np.asarray(tokens.tokens) == tokens.meta["eos_id"]).sum()) == tokens.meta["documents"]
+    )
     train, val = split_sequences(tokens, 16, 0.1)
     assert len(set(train) & set(val)) == 0 and len(train) + len(val) == (len(tokens) - 1) // 16
     batches = PackedBatches(tokens, train, 16, batch_size=4, seed=3)
@@ -42,8 +55,12 @@ def test_corpus_formats_token_file_and_packed_batches(tmp_path, tiny_tokenizer):
     assert first.shape == (4, 17)
     again = PackedBatches(tokens, train, 16, batch_size=4, seed=3).next_batch()["input_ids"]
     assert (first == again).all()  # deterministic shuffle
-    halves = [PackedBatches(tokens, train, 16, batch_size=4, seed=3, rank=r, world_size=2).next_batch()["input_ids"]
-              for r in range(2)]
+    halves = [
+        PackedBatches(tokens, train, 16, batch_size=4, seed=3, rank=r, world_size=2).next_batch()[
+            "input_ids"
+        ]
+        for r in range(2)
+    ]
     assert (np.concatenate(halves) == first.numpy()).all()  # ranks split the global batch
     seen = set()
     for _ in range(len(train) // 4 + 1):

@@ -65,13 +65,17 @@ def classification_objective(model, batch):
 def toy_data():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, WIDTH, generator=g)
-    y = (x[:, :4].argmax(-1))
+    y = x[:, :4].argmax(-1)
     return TensorBatches({"x": x, "y": y}, batch_size=32)
 
 
 def config(tmp_path, **sections):
-    values = {"run_dir": str(tmp_path), "train": {"steps": 6, "progress": False, "clip_grad_norm": None},
-              "diagnostics": {"every": 1}, "checkpoint": {"resume": False}}
+    values = {
+        "run_dir": str(tmp_path),
+        "train": {"steps": 6, "progress": False, "clip_grad_norm": None},
+        "diagnostics": {"every": 1},
+        "checkpoint": {"resume": False},
+    }
     for key, value in sections.items():
         values.setdefault(key, {}).update(value)
     return from_dict(TrainerConfig, values)
@@ -110,12 +114,20 @@ def test_exploding_flagged_with_large_init_until_clipping(tmp_path):
     torch.manual_seed(0)
     large = {"init": "normal", "init_std": 1.0}
     sgd = {"name": "sgd", "lr": 1e-3, "schedule": "constant"}
-    unclipped = Trainer(ReLUMLP(), classification_objective, toy_data(),
-                        config(tmp_path / "a", train=large, optim=sgd))
+    unclipped = Trainer(
+        ReLUMLP(),
+        classification_objective,
+        toy_data(),
+        config(tmp_path / "a", train=large, optim=sgd),
+    )
     unclipped.fit()
     assert any("exploding" in w for w in unclipped.warnings), unclipped.warnings
-    clipped = Trainer(ReLUMLP(), classification_objective, toy_data(),
-                      config(tmp_path / "b", train={**large, "clip_grad_norm": 1.0}, optim=sgd))
+    clipped = Trainer(
+        ReLUMLP(),
+        classification_objective,
+        toy_data(),
+        config(tmp_path / "b", train={**large, "clip_grad_norm": 1.0}, optim=sgd),
+    )
     clipped.fit()
     assert not any("exploding" in w for w in clipped.warnings), clipped.warnings
     assert all(r["grad_norm"] > 100 for r in clipped.history)  # raw norms are still logged as huge

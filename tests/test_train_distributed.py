@@ -5,21 +5,33 @@ import subprocess
 import sys
 
 import torch
+from train_fixtures import tiny_pretrain_config, tiny_tokenizer  # noqa: F401 (fixture)
 
 from llmlab.formats.hf import read_hf_folder
-
 from llmlab.train.config import PretrainConfig, load_config
 from llmlab.train.plot import latest_per_step, read_metrics
 from llmlab.train.pretrain import run_pretrain
-from train_fixtures import tiny_pretrain_config, tiny_tokenizer  # noqa: F401 (fixture)
 
 STEPS = 5
 
 
 def torchrun(config, strategy):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-               "-m", "llmlab.train", "pretrain", "--config", str(config), "--set", f"distributed.strategy={strategy}"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        "-m",
+        "llmlab.train",
+        "pretrain",
+        "--config",
+        str(config),
+        "--set",
+        f"distributed.strategy={strategy}",
+    ]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
 
 
@@ -28,9 +40,12 @@ def train_losses(run_dir):
 
 
 def test_ddp_two_processes_match_single_process(tmp_path, tiny_tokenizer):
-    single = tiny_pretrain_config(tmp_path / "single", tiny_tokenizer, steps=STEPS, batch_size=4,
-                                  train={"grad_accum": 2})
-    ddp = tiny_pretrain_config(tmp_path / "ddp", tiny_tokenizer, steps=STEPS, batch_size=4, train={"grad_accum": 2})
+    single = tiny_pretrain_config(
+        tmp_path / "single", tiny_tokenizer, steps=STEPS, batch_size=4, train={"grad_accum": 2}
+    )
+    ddp = tiny_pretrain_config(
+        tmp_path / "ddp", tiny_tokenizer, steps=STEPS, batch_size=4, train={"grad_accum": 2}
+    )
     run_pretrain(load_config(PretrainConfig, single))
     result = torchrun(ddp, "ddp")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -52,4 +67,6 @@ def test_fsdp2_fully_shard_matches_single_process(tmp_path, tiny_tokenizer):
     single_weights = read_hf_folder(tmp_path / "single" / "model")[1]
     fsdp_weights = read_hf_folder(tmp_path / "fsdp" / "model")[1]  # gathered from both shards
     assert single_weights.keys() == fsdp_weights.keys()
-    assert all(torch.allclose(single_weights[k], fsdp_weights[k], atol=1e-5) for k in single_weights)
+    assert all(
+        torch.allclose(single_weights[k], fsdp_weights[k], atol=1e-5) for k in single_weights
+    )

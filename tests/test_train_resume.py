@@ -1,7 +1,6 @@
 """Exact resume: a run SIGKILLed mid-way and resumed logs the same loss sequence, bit for bit, as an
 uninterrupted run; checkpoints are atomic and only the last k are kept; RNG states are restored."""
 
-import json
 import os
 import signal
 import subprocess
@@ -10,6 +9,7 @@ import textwrap
 
 import torch
 from torch import nn
+from train_fixtures import tiny_pretrain_config, tiny_tokenizer  # noqa: F401 (fixture)
 
 from llmlab.train.checkpoint import list_checkpoints, save_checkpoint
 from llmlab.train.config import PretrainConfig, TrainerConfig, from_dict, load_config
@@ -17,7 +17,6 @@ from llmlab.train.data import TensorBatches
 from llmlab.train.plot import latest_per_step, read_metrics
 from llmlab.train.pretrain import run_pretrain
 from llmlab.train.trainer import Trainer
-from train_fixtures import tiny_pretrain_config, tiny_tokenizer  # noqa: F401 (fixture)
 
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
@@ -35,8 +34,13 @@ def run_script(tmp_path, config_path, kill_at):
     script = tmp_path / "run.py"
     script.write_text(KILL_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(script), str(config_path), str(kill_at)], env=env,
-                          capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, str(script), str(config_path), str(kill_at)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 def losses(run_dir):
@@ -44,7 +48,9 @@ def losses(run_dir):
 
 
 def test_sigkill_and_resume_gives_identical_losses(tmp_path, tiny_tokenizer):
-    straight = tiny_pretrain_config(tmp_path / "straight", tiny_tokenizer, steps=8, checkpoint_every=2)
+    straight = tiny_pretrain_config(
+        tmp_path / "straight", tiny_tokenizer, steps=8, checkpoint_every=2
+    )
     killed = tiny_pretrain_config(tmp_path / "killed", tiny_tokenizer, steps=8, checkpoint_every=2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the subprocesses (OMP_NUM_THREADS=1): same reduction order
@@ -54,7 +60,10 @@ def test_sigkill_and_resume_gives_identical_losses(tmp_path, tiny_tokenizer):
         torch.set_num_threads(threads)
     crash = run_script(tmp_path, killed, 5)
     assert crash.returncode == -signal.SIGKILL
-    assert [p.name for p in list_checkpoints(tmp_path / "killed" / "checkpoints")] == ["step_00000002.pt", "step_00000004.pt"]
+    assert [p.name for p in list_checkpoints(tmp_path / "killed" / "checkpoints")] == [
+        "step_00000002.pt",
+        "step_00000004.pt",
+    ]
     resumed = run_script(tmp_path, killed, 0)
     assert resumed.returncode == 0, resumed.stderr
     records = read_metrics(tmp_path / "killed")
@@ -76,9 +85,20 @@ def test_resume_restores_rng_optimizer_and_data_position(tmp_path):
     def make(run_dir, steps):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.2), nn.Tanh(), nn.Linear(16, 1))
-        config = from_dict(TrainerConfig, {"run_dir": str(run_dir), "optim": {"name": "adam", "lr": 1e-2, "warmup_steps": 2},
-                                           "train": {"steps": steps, "batch_size": 8, "progress": False, "deterministic": True},
-                                           "checkpoint": {"every": 3, "keep": 1}})
+        config = from_dict(
+            TrainerConfig,
+            {
+                "run_dir": str(run_dir),
+                "optim": {"name": "adam", "lr": 1e-2, "warmup_steps": 2},
+                "train": {
+                    "steps": steps,
+                    "batch_size": 8,
+                    "progress": False,
+                    "deterministic": True,
+                },
+                "checkpoint": {"every": 3, "keep": 1},
+            },
+        )
         return Trainer(model, noisy_objective, TensorBatches(data, 8, seed=1), config)
 
     full = make(tmp_path / "full", 9)

@@ -1,6 +1,6 @@
 """Tiny models and tokenizers built inside tests: nothing is downloaded.
 
-    from tiny import tiny_tokenizer, tiny_llama_config, save_tiny_llama
+from tiny import tiny_tokenizer, tiny_llama_config, save_tiny_llama
 """
 
 from __future__ import annotations
@@ -27,11 +27,18 @@ def tiny_tokenizer(vocab_size: int = 320) -> transformers.PreTrainedTokenizerFas
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS, trainer)
     fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
         unk_token="<|endoftext|>",
     )
     fast.chat_template = CHATML
@@ -40,9 +47,19 @@ def tiny_tokenizer(vocab_size: int = 320) -> transformers.PreTrainedTokenizerFas
 
 def tiny_llama_config(**overrides) -> transformers.LlamaConfig:
     """A 2-layer GQA Llama config for parity tests (vocab fits tiny_tokenizer)."""
-    values = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                  tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    values = dict(
+        vocab_size=320,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     values.update(overrides)
     return transformers.LlamaConfig(**values)
 

@@ -1,7 +1,7 @@
 """llmlab: a compact, hackable, full-stack LLM system.
 
-    import llmlab
-    model, tokenizer = llmlab.load("smollm2-135m-instruct")
+import llmlab
+model, tokenizer = llmlab.load("smollm2-135m-instruct")
 """
 
 __version__ = "0.1.0"

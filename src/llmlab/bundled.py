@@ -8,10 +8,14 @@ from pathlib import Path
 from llmlab.errors import LlmlabError
 
 
-def resolve_bundled(name: str, folder: str, what: str = "file", error: type[LlmlabError] = LlmlabError) -> Path:
+def resolve_bundled(
+    name: str, folder: str, what: str = "file", error: type[LlmlabError] = LlmlabError
+) -> Path:
     """A path, or `bundled:NAME` for a file shipped in llmlab/assets/<folder>/; must exist."""
     if name.startswith("bundled:"):
-        path = Path(str(resources.files("llmlab") / "assets" / folder / name.removeprefix("bundled:")))
+        path = Path(
+            str(resources.files("llmlab") / "assets" / folder / name.removeprefix("bundled:"))
+        )
     else:
         path = Path(name).expanduser()
     if not path.is_file():

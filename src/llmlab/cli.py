@@ -31,12 +31,19 @@ def common_parser() -> argparse.ArgumentParser:
     """Options every subcommand accepts (add as `parents=[common_parser()]`)."""
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS so a subcommand's default never overwrites `llmlab --debug CMD`.
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show full tracebacks on errors",
+    )
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmlab", description="llmlab: a hackable full-stack LLM system")
+    parser = argparse.ArgumentParser(
+        prog="llmlab", description="llmlab: a hackable full-stack LLM system"
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -62,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
         else:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            print(f"error: {type(exc).__name__}: {message} (run with --debug for the traceback)", file=sys.stderr)
+            print(
+                f"error: {type(exc).__name__}: {message} (run with --debug for the traceback)",
+                file=sys.stderr,
+            )
         return 1
 
 

@@ -10,8 +10,8 @@ This is the correctness reference the serving engine is tested against: simple b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 
@@ -61,13 +61,17 @@ def eos_token_ids(tokenizer, config: GenerationConfig) -> set[int]:
 
 
 @torch.inference_mode()
-def generate_token_ids(model, prompt_ids: list[int], config: GenerationConfig, stop_ids: set[int]) -> Iterator[int]:
+def generate_token_ids(
+    model, prompt_ids: list[int], config: GenerationConfig, stop_ids: set[int]
+) -> Iterator[int]:
     """Yield new token ids one by one; the last is a stop id when generation ended on one."""
     if not prompt_ids:
         raise LlmlabError("the prompt is empty")
     context = model.max_context
     if len(prompt_ids) >= context:
-        raise ContextLengthError(f"the prompt is {len(prompt_ids)} tokens but the model's context is {context}")
+        raise ContextLengthError(
+            f"the prompt is {len(prompt_ids)} tokens but the model's context is {context}"
+        )
     max_new = min(config.max_tokens, context - len(prompt_ids))
     device = model.lm_head.weight.device
     cache = KVCache.for_model(model, batch_size=1, max_length=len(prompt_ids) + max_new)
@@ -77,8 +81,15 @@ def generate_token_ids(model, prompt_ids: list[int], config: GenerationConfig, s
     seen = torch.tensor(prompt_ids, device=device)
     logits = model(seen[None], cache)[0, -1]
     for _ in range(max_new):
-        token = sample_next_token(logits, seen, config.temperature, config.top_k, config.top_p,
-                                  config.repetition_penalty, generator)
+        token = sample_next_token(
+            logits,
+            seen,
+            config.temperature,
+            config.top_k,
+            config.top_p,
+            config.repetition_penalty,
+            generator,
+        )
         yield token
         if token in stop_ids:
             return
@@ -108,7 +119,9 @@ class Detokenizer:
                 self.text, self.stopped = text[:at], True
                 return self._emit(len(self.text))
         self.text = text
-        hold = max((k for s in self.stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        hold = max(
+            (k for s in self.stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0
+        )
         return self._emit(len(text) - hold)
 
     def flush(self) -> str:
@@ -117,11 +130,13 @@ class Detokenizer:
     def _emit(self, upto: int) -> str:
         if upto <= self.emitted:
             return ""
-        delta, self.emitted = self.text[self.emitted:upto], upto
+        delta, self.emitted = self.text[self.emitted : upto], upto
         return delta
 
 
-def stream(model, tokenizer, prompt_ids: list[int], config: GenerationConfig, result: dict | None = None) -> Iterator[str]:
+def stream(
+    model, tokenizer, prompt_ids: list[int], config: GenerationConfig, result: dict | None = None
+) -> Iterator[str]:
     """Yield text pieces as they are generated. If `result` is a dict, it is filled with the
     GenerationResult's fields when the stream ends."""
     stop_ids = eos_token_ids(tokenizer, config)
@@ -141,10 +156,17 @@ def stream(model, tokenizer, prompt_ids: list[int], config: GenerationConfig, re
     if tail:
         yield tail
     if result is not None:
-        result.update(text=detok.text, token_ids=detok.ids, prompt_tokens=len(prompt_ids), finish_reason=finish_reason)
+        result.update(
+            text=detok.text,
+            token_ids=detok.ids,
+            prompt_tokens=len(prompt_ids),
+            finish_reason=finish_reason,
+        )
 
 
-def generate(model, tokenizer, prompt: str | list[int], config: GenerationConfig | None = None) -> GenerationResult:
+def generate(
+    model, tokenizer, prompt: str | list[int], config: GenerationConfig | None = None
+) -> GenerationResult:
     """Generate a completion for a text prompt (tokenized as is) or a list of token ids."""
     config = config or GenerationConfig()
     prompt_ids = tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)

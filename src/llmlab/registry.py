@@ -83,12 +83,18 @@ def resolve(name_or_path: str | Path) -> Path:
     path = Path(text).expanduser()
     if path.exists():
         if path.is_dir() and not (path / "config.json").exists():
-            raise UnknownModelError(f"'{text}' is a folder without config.json, not a Hugging Face model folder")
+            raise UnknownModelError(
+                f"'{text}' is a folder without config.json, not a Hugging Face model folder"
+            )
         if path.is_file() and path.suffix != ".gguf":
-            raise UnknownModelError(f"'{text}' is a file but not a .gguf file; pass a .gguf or a Hugging Face folder")
+            raise UnknownModelError(
+                f"'{text}' is a file but not a .gguf file; pass a .gguf or a Hugging Face folder"
+            )
         return path
     known = ", ".join(PACKAGED_MODELS)
-    raise UnknownModelError(f"unknown model '{text}': not a packaged model ({known}) nor an existing path")
+    raise UnknownModelError(
+        f"unknown model '{text}': not a packaged model ({known}) nor an existing path"
+    )
 
 
 def list_models() -> list[dict]:

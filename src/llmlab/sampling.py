@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 
 
-def apply_repetition_penalty(logits: torch.Tensor, previous_ids: torch.Tensor, penalty: float) -> torch.Tensor:
+def apply_repetition_penalty(
+    logits: torch.Tensor, previous_ids: torch.Tensor, penalty: float
+) -> torch.Tensor:
     """CTRL-style penalty on every token already seen: positive logits are divided by the penalty,
     negative ones multiplied, so a seen token always becomes less likely (penalty > 1)."""
     if penalty == 1.0 or previous_ids.numel() == 0:

@@ -1,20 +1,33 @@
 """`llmlab chat`: talk to a model.
 
-    llmlab chat "What is dropout?"                       # one answer, streamed, then exit
-    llmlab chat --system "Answer in one sentence."       # interactive: history kept; /reset, /exit
-    llmlab chat --model path/to/model.gguf --temperature 0.7 --seed 1
+llmlab chat "What is dropout?"                       # one answer, streamed, then exit
+llmlab chat --system "Answer in one sentence."       # interactive: history kept; /reset, /exit
+llmlab chat --model path/to/model.gguf --temperature 0.7 --seed 1
 """
 
 from __future__ import annotations
 
 from llmlab.cli import common_parser
-from llmlab.commands.common import add_model_options, add_sampling_options, generation_config, load_model, write
+from llmlab.commands.common import (
+    add_model_options,
+    add_sampling_options,
+    generation_config,
+    load_model,
+    write,
+)
 
 
 def register(subparsers):
-    p = subparsers.add_parser("chat", parents=[common_parser()], help="chat with a model (one-shot or interactive)",
-                              description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    p.add_argument("prompt", nargs="?", help="ask this once and exit; omit for an interactive session")
+    p = subparsers.add_parser(
+        "chat",
+        parents=[common_parser()],
+        help="chat with a model (one-shot or interactive)",
+        description=__doc__,
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "prompt", nargs="?", help="ask this once and exit; omit for an interactive session"
+    )
     p.add_argument("--system", default=None, help="system prompt")
     add_model_options(p)
     add_sampling_options(p)
@@ -32,7 +45,9 @@ def run(args) -> int:
     def answer(user_text: str):
         messages.append({"role": "user", "content": user_text})
         prompt_ids = apply_chat(tokenizer, messages, system=args.system)
-        reply = "".join(write(piece) or piece for piece in stream(model, tokenizer, prompt_ids, config))
+        reply = "".join(
+            write(piece) or piece for piece in stream(model, tokenizer, prompt_ids, config)
+        )
         write("\n")
         messages.append({"role": "assistant", "content": reply})
 

@@ -16,43 +16,97 @@ import argparse
 def register(subparsers) -> None:
     from llmlab.cli import common_parser
 
-    data = subparsers.add_parser("data", help="data processing: recipes, operators, analysis", parents=[common_parser()])
+    data = subparsers.add_parser(
+        "data", help="data processing: recipes, operators, analysis", parents=[common_parser()]
+    )
     sub = data.add_subparsers(dest="data_command", metavar="ACTION")
     sub.required = True
 
-    run = sub.add_parser("run", help="run a YAML recipe (sources → operators → sinks)", parents=[common_parser()])
+    run = sub.add_parser(
+        "run", help="run a YAML recipe (sources → operators → sinks)", parents=[common_parser()]
+    )
     run.add_argument("recipe", help="path to the recipe YAML")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    run.add_argument("--work-dir", help="override the recipe's work_dir (report, trace, checkpoint)")
+    run.add_argument(
+        "--work-dir", help="override the recipe's work_dir (report, trace, checkpoint)"
+    )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    run.add_argument("--executor", choices=["local", "ray"], default=None, help="override the recipe's executor (ray: pip install 'llmlab[ray]')")
+    run.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default=None,
+        help="override the recipe's executor (ray: pip install 'llmlab[ray]')",
+    )
     run.set_defaults(func=_run)
 
-    ops = sub.add_parser("ops", help="list every operator with its doc line and arguments", parents=[common_parser()])
+    ops = sub.add_parser(
+        "ops", help="list every operator with its doc line and arguments", parents=[common_parser()]
+    )
     ops.set_defaults(func=_ops)
 
-    analyze = sub.add_parser("analyze", help="per-field statistics, histogram PNGs and a Markdown report", parents=[common_parser()])
+    analyze = sub.add_parser(
+        "analyze",
+        help="per-field statistics, histogram PNGs and a Markdown report",
+        parents=[common_parser()],
+    )
     analyze.add_argument("input", help="a .jsonl/.json/.csv/.tsv/.parquet file")
     analyze.add_argument("--out", default=None, help="output folder (default: <input>.analysis)")
-    analyze.add_argument("--text-key", default="text", help="field with the main text (gets text statistics)")
+    analyze.add_argument(
+        "--text-key", default="text", help="field with the main text (gets text statistics)"
+    )
     analyze.set_defaults(func=_analyze)
 
-    schedule = sub.add_parser("schedule", help="run a recipe on a cron schedule, with run history and failure log", parents=[common_parser()])
+    schedule = sub.add_parser(
+        "schedule",
+        help="run a recipe on a cron schedule, with run history and failure log",
+        parents=[common_parser()],
+    )
     schedule.add_argument("recipe", help="path to the recipe YAML (re-read before every run)")
-    schedule.add_argument("--cron", help='cron expression, local time: "MIN HOUR DOM MON DOW" (a 6th field adds seconds)')
-    schedule.add_argument("--state-dir", help="history.jsonl, failures.jsonl, runs/<id>/ (default: <work_dir>/schedule)")
-    schedule.add_argument("--max-runs", type=int, default=None, help="stop after N runs (default: run forever)")
-    schedule.add_argument("--run-now", action="store_true", help="run once immediately, then follow the schedule")
-    schedule.add_argument("--executor", choices=["local", "ray"], default=None, help="override the recipe's executor")
-    schedule.add_argument("--history", action="store_true", help="print the run history of the state folder and exit")
+    schedule.add_argument(
+        "--cron",
+        help='cron expression, local time: "MIN HOUR DOM MON DOW" (a 6th field adds seconds)',
+    )
+    schedule.add_argument(
+        "--state-dir",
+        help="history.jsonl, failures.jsonl, runs/<id>/ (default: <work_dir>/schedule)",
+    )
+    schedule.add_argument(
+        "--max-runs", type=int, default=None, help="stop after N runs (default: run forever)"
+    )
+    schedule.add_argument(
+        "--run-now", action="store_true", help="run once immediately, then follow the schedule"
+    )
+    schedule.add_argument(
+        "--executor", choices=["local", "ray"], default=None, help="override the recipe's executor"
+    )
+    schedule.add_argument(
+        "--history", action="store_true", help="print the run history of the state folder and exit"
+    )
     schedule.set_defaults(func=_schedule)
 
-    serve = sub.add_parser("serve", help="REST API: submit recipe runs, poll status, fetch reports", parents=[common_parser()])
-    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve = sub.add_parser(
+        "serve",
+        help="REST API: submit recipe runs, poll status, fetch reports",
+        parents=[common_parser()],
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)"
+    )
     serve.add_argument("--port", type=int, default=8100, help="port (default 8100)")
-    serve.add_argument("--state-dir", default="runs/data-api", help="where runs, their status and reports live (default runs/data-api)")
-    serve.add_argument("--max-concurrent", type=int, default=2, help="runs executing at once; the rest queue (default 2)")
-    serve.add_argument("--max-queued", type=int, default=64, help="queued + running runs before 429 (default 64)")
+    serve.add_argument(
+        "--state-dir",
+        default="runs/data-api",
+        help="where runs, their status and reports live (default runs/data-api)",
+    )
+    serve.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=2,
+        help="runs executing at once; the rest queue (default 2)",
+    )
+    serve.add_argument(
+        "--max-queued", type=int, default=64, help="queued + running runs before 429 (default 64)"
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -61,7 +115,13 @@ def _run(args: argparse.Namespace) -> int:
 
     from llmlab.data.executor import run_recipe
 
-    report = run_recipe(args.recipe, resume=args.resume, progress=not args.no_progress, work_dir=args.work_dir, executor=args.executor)
+    report = run_recipe(
+        args.recipe,
+        resume=args.resume,
+        progress=not args.no_progress,
+        work_dir=args.work_dir,
+        executor=args.executor,
+    )
     console = Console()
     console.print(f"[bold]{report['project']}[/]: read {report['records_read']}, wrote {report['records_written']}, "
                   f"quarantined {report['quarantined']} in {report['seconds']:.1f}s ({report['records_per_second']:.0f} records/s)")  # fmt: skip
@@ -85,7 +145,10 @@ def _ops(args: argparse.Namespace) -> int:
         table.add_column(col)
     for name, cls in sorted(OPS.items(), key=lambda kv: (kv[1].kind, kv[0])):
         doc = (cls.__doc__ or "").strip().splitlines()[0]
-        args_text = ", ".join(k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in op_arguments(cls).items())
+        args_text = ", ".join(
+            k if v is inspect.Parameter.empty else f"{k}={v!r}"
+            for k, v in op_arguments(cls).items()
+        )
         table.add_row(name, cls.kind, doc, args_text or "-")
     Console(width=200).print(table)
     return 0
@@ -112,10 +175,16 @@ def _schedule(args: argparse.Namespace) -> int:
         _print_history(read_history(state_dir), state_dir)
         return 0
     if not args.cron:
-        raise RecipeError("--cron is required, e.g. --cron \"0 1 * * *\" (every day at 01:00)")
+        raise RecipeError('--cron is required, e.g. --cron "0 1 * * *" (every day at 01:00)')
     if args.max_runs is not None and args.max_runs < 1:
         raise RecipeError(f"--max-runs must be at least 1, got {args.max_runs}")
-    scheduler = Scheduler(args.recipe, args.cron, args.state_dir, args.executor, log=lambda line: print(line, flush=True))
+    scheduler = Scheduler(
+        args.recipe,
+        args.cron,
+        args.state_dir,
+        args.executor,
+        log=lambda line: print(line, flush=True),
+    )
     entries = scheduler.loop(max_runs=args.max_runs, run_now=args.run_now)
     failed = sum(e["status"] == "failed" for e in entries)
     print(f"{len(entries)} run(s), {failed} failed; history: {scheduler.history_path}")
@@ -141,7 +210,10 @@ def _serve(args: argparse.Namespace) -> int:
     from llmlab.data.api import create_app
 
     app = create_app(args.state_dir, max_concurrent=args.max_concurrent, max_queued=args.max_queued)
-    print(f"llmlab data API on http://{args.host}:{args.port} (runs in {args.state_dir}; docs at /docs)", flush=True)
+    print(
+        f"llmlab data API on http://{args.host}:{args.port} (runs in {args.state_dir}; docs at /docs)",
+        flush=True,
+    )
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:

@@ -19,8 +19,11 @@ DEFAULT_OUT = "runs/lab"
 def register(subparsers) -> None:
     from llmlab.cli import common_parser
 
-    parser = subparsers.add_parser("exp", help="foundations lab: run experiments that test the notes' claims",
-                                   parents=[common_parser()])
+    parser = subparsers.add_parser(
+        "exp",
+        help="foundations lab: run experiments that test the notes' claims",
+        parents=[common_parser()],
+    )
     sub = parser.add_subparsers(dest="exp_command", metavar="{list,run,docs}")
     sub.required = True
     p_list = sub.add_parser("list", help="list experiments", parents=[common_parser()])
@@ -28,12 +31,20 @@ def register(subparsers) -> None:
     p_run = sub.add_parser("run", help="run one experiment or all", parents=[common_parser()])
     p_run.add_argument("name", nargs="?", help="experiment name (see `llmlab exp list`)")
     p_run.add_argument("--all", action="store_true", help="run every experiment")
-    p_run.add_argument("--fast", action="store_true", help="tiny sizes (seconds each); what the tests run")
+    p_run.add_argument(
+        "--fast", action="store_true", help="tiny sizes (seconds each); what the tests run"
+    )
     p_run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p_run.set_defaults(func=_run)
-    p_docs = sub.add_parser("docs", help="write docs/lab.md and docs/lab/*.png from results", parents=[common_parser()])
-    p_docs.add_argument("--results", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
-    p_docs.add_argument("--doc", default="docs/lab.md", help="Markdown file to write (default docs/lab.md)")
+    p_docs = sub.add_parser(
+        "docs", help="write docs/lab.md and docs/lab/*.png from results", parents=[common_parser()]
+    )
+    p_docs.add_argument(
+        "--results", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})"
+    )
+    p_docs.add_argument(
+        "--doc", default="docs/lab.md", help="Markdown file to write (default docs/lab.md)"
+    )
     p_docs.set_defaults(func=_docs)
 
 
@@ -69,8 +80,10 @@ def _run(args: argparse.Namespace) -> int:
         results.append(result)
         held = sum(c["held"] for c in result["checks"])
         color = "green" if result["verdict"] == "held" else "red"
-        console.print(f"[{color}]{result['verdict']:>12}[/] {name}  ({held}/{len(result['checks'])} checks, "
-                      f"{result['timings']['total_seconds']:.1f} s) → {args.out}/{name}/report.md")
+        console.print(
+            f"[{color}]{result['verdict']:>12}[/] {name}  ({held}/{len(result['checks'])} checks, "
+            f"{result['timings']['total_seconds']:.1f} s) → {args.out}/{name}/report.md"
+        )
     if args.all:
         path = write_summary(args.out)
         total = sum(r["timings"]["total_seconds"] for r in results)

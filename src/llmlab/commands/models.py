@@ -1,7 +1,7 @@
 """`llmlab models`: the packaged models, their architectures, sizes and where the files are.
 
-    llmlab models            # a table
-    llmlab models --json     # machine-readable
+llmlab models            # a table
+llmlab models --json     # machine-readable
 """
 
 from __future__ import annotations

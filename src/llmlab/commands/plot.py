@@ -1,6 +1,6 @@
 """`llmlab plot RUN_DIR`: loss / learning-rate / grad-norm curves and a gradient-flow chart (PNG).
 
-    llmlab plot runs/pretrain-tiny
+llmlab plot runs/pretrain-tiny
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 def register(subparsers) -> None:
     from llmlab.cli import common_parser
 
-    p = subparsers.add_parser("plot", parents=[common_parser()], help="draw a training run's curves (PNG)")
+    p = subparsers.add_parser(
+        "plot", parents=[common_parser()], help="draw a training run's curves (PNG)"
+    )
     p.add_argument("run_dir", help="a run folder with metrics.jsonl")
     p.set_defaults(func=run)
 

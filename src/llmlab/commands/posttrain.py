@@ -27,11 +27,22 @@ METHODS = {
 
 def add_posttrain_subcommands(sub, parents: list) -> None:
     for method, helptext in METHODS.items():
-        p = sub.add_parser(method, parents=parents, help=helptext, description=__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            method,
+            parents=parents,
+            help=helptext,
+            description=__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.add_argument("--config", help="YAML config (see recipes/)")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key, e.g. --set train.steps=20 (repeatable)")
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config key, e.g. --set train.steps=20 (repeatable)",
+        )
         p.set_defaults(func=run_method, method=method)
 
 
@@ -47,18 +58,35 @@ def run_method(args) -> int:
 def register(subparsers) -> None:
     from llmlab.cli import common_parser
 
-    sample = subparsers.add_parser("sample", parents=[common_parser()], help="sampling workflows (best-of-n)")
+    sample = subparsers.add_parser(
+        "sample", parents=[common_parser()], help="sampling workflows (best-of-n)"
+    )
     sub = sample.add_subparsers(dest="sample_command", metavar="WHAT")
     sub.required = True
-    p = sub.add_parser("best-of-n", parents=[common_parser()], help="rejection sampling → SFT jsonl",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="smollm2-135m-instruct", help="packaged name, HF folder or .gguf")
+    p = sub.add_parser(
+        "best-of-n",
+        parents=[common_parser()],
+        help="rejection sampling → SFT jsonl",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model", default="smollm2-135m-instruct", help="packaged name, HF folder or .gguf"
+    )
     p.add_argument("--adapter", default="", help="PEFT adapter folder to apply")
-    p.add_argument("--prompts", required=True, help="jsonl with a prompt (and e.g. answer) per line, or bundled:NAME")
+    p.add_argument(
+        "--prompts",
+        required=True,
+        help="jsonl with a prompt (and e.g. answer) per line, or bundled:NAME",
+    )
     p.add_argument("--n", type=int, default=4, help="samples per prompt")
     p.add_argument("--keep", type=int, default=1, help="best samples kept per prompt")
-    p.add_argument("--reward", default="exact_answer", help="rule spec, e.g. exact_answer+0.2*format")
-    p.add_argument("--reward-model", default="", help="a `train reward` model folder (overrides --reward)")
+    p.add_argument(
+        "--reward", default="exact_answer", help="rule spec, e.g. exact_answer+0.2*format"
+    )
+    p.add_argument(
+        "--reward-model", default="", help="a `train reward` model folder (overrides --reward)"
+    )
     p.add_argument("--min-reward", type=float, default=None, help="drop samples scoring below this")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.8)
@@ -71,8 +99,20 @@ def register(subparsers) -> None:
 def run_best_of_n(args) -> int:
     from llmlab.posttrain.best_of_n import best_of_n
 
-    stats = best_of_n(args.model, args.prompts, args.out, n=args.n, keep=args.keep, reward=args.reward,
-                      reward_model=args.reward_model, min_reward=args.min_reward, max_new_tokens=args.max_new_tokens,
-                      temperature=args.temperature, system=args.system or None, adapter=args.adapter, seed=args.seed)
+    stats = best_of_n(
+        args.model,
+        args.prompts,
+        args.out,
+        n=args.n,
+        keep=args.keep,
+        reward=args.reward,
+        reward_model=args.reward_model,
+        min_reward=args.min_reward,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        system=args.system or None,
+        adapter=args.adapter,
+        seed=args.seed,
+    )
     print(json.dumps(stats, indent=2))
     return 0

@@ -16,30 +16,80 @@ from llmlab.registry import DEFAULT_CHAT_MODEL
 
 
 def register(subparsers):
-    p = subparsers.add_parser("serve", parents=[common_parser()], help="serve a model over the OpenAI API",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=DEFAULT_CHAT_MODEL, help=f"packaged name, HF folder or .gguf (default {DEFAULT_CHAT_MODEL})")
-    p.add_argument("--served-model-name", default=None, help="the name clients send as `model` (default: --model)")
+    p = subparsers.add_parser(
+        "serve",
+        parents=[common_parser()],
+        help="serve a model over the OpenAI API",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        default=DEFAULT_CHAT_MODEL,
+        help=f"packaged name, HF folder or .gguf (default {DEFAULT_CHAT_MODEL})",
+    )
+    p.add_argument(
+        "--served-model-name",
+        default=None,
+        help="the name clients send as `model` (default: --model)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` on /v1/*")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU")
-    p.add_argument("--quant", default=None, choices=["int8", "int4"], help="weight-only quantization of the linear layers")
-    p.add_argument("--group-size", type=int, default=32, help="int4 group size along the input dimension (default 32; a Q4_1 GGUF is "
-                   "requantized from its own groups of 32 when this differs)")
-    p.add_argument("--max-num-seqs", type=int, default=64, help="most sequences in a batch (default 64)")
-    p.add_argument("--max-num-batched-tokens", type=int, default=512, help="token budget per step (default 512)")
-    p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch before 429 (default 256)")
-    p.add_argument("--kv-memory", default="512MiB", help="memory for the paged KV cache (default 512MiB)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="default: float32 on CPU",
+    )
+    p.add_argument(
+        "--quant",
+        default=None,
+        choices=["int8", "int4"],
+        help="weight-only quantization of the linear layers",
+    )
+    p.add_argument(
+        "--group-size",
+        type=int,
+        default=32,
+        help="int4 group size along the input dimension (default 32; a Q4_1 GGUF is "
+        "requantized from its own groups of 32 when this differs)",
+    )
+    p.add_argument(
+        "--max-num-seqs", type=int, default=64, help="most sequences in a batch (default 64)"
+    )
+    p.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=512,
+        help="token budget per step (default 512)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=256,
+        help="requests waiting beyond the batch before 429 (default 256)",
+    )
+    p.add_argument(
+        "--kv-memory", default="512MiB", help="memory for the paged KV cache (default 512MiB)"
+    )
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default 16)")
-    p.add_argument("--no-prefix-caching", action="store_true", help="do not reuse KV blocks across requests")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile single-stream decode steps (compiled at start-up, a minute or two on a small "
-                        "CPU; int4 single stream measured 1.37x eager, fp32 ~4%%)")
-    p.add_argument("--no-pack-weights", action="store_true",
-                   help="run the model's own modules instead of the engine's fused copy of the projection weights "
-                        "(less memory, slower decode)")
+    p.add_argument(
+        "--no-prefix-caching", action="store_true", help="do not reuse KV blocks across requests"
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile single-stream decode steps (compiled at start-up, a minute or two on a small "
+        "CPU; int4 single stream measured 1.37x eager, fp32 ~4%%)",
+    )
+    p.add_argument(
+        "--no-pack-weights",
+        action="store_true",
+        help="run the model's own modules instead of the engine's fused copy of the projection weights "
+        "(less memory, slower decode)",
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
     p.set_defaults(func=run)
 
@@ -59,13 +109,27 @@ def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     set_threads(args.threads)
     with Console(stderr=True).status(f"loading {args.model} …"):
-        model, tokenizer = load_engine_model(args.model, args.device, args.dtype, args.quant, args.group_size)
-    engine = LLMEngine(model, tokenizer, max_num_seqs=args.max_num_seqs,
-                       max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
-                       kv_memory=args.kv_memory, enable_prefix_caching=not args.no_prefix_caching,
-                       compile=args.compile, pack_weights=not args.no_pack_weights)
+        model, tokenizer = load_engine_model(
+            args.model, args.device, args.dtype, args.quant, args.group_size
+        )
+    engine = LLMEngine(
+        model,
+        tokenizer,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        block_size=args.block_size,
+        kv_memory=args.kv_memory,
+        enable_prefix_caching=not args.no_prefix_caching,
+        compile=args.compile,
+        pack_weights=not args.no_pack_weights,
+    )
     name = args.served_model_name or args.model
-    app = create_app(AsyncEngine(engine, max_queue=args.max_queue), tokenizer, name, api_key=args.api_key,
-                     aliases=(args.model,))
+    app = create_app(
+        AsyncEngine(engine, max_queue=args.max_queue),
+        tokenizer,
+        name,
+        api_key=args.api_key,
+        aliases=(args.model,),
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
     return 0

@@ -16,27 +16,44 @@ import json
 
 def add_train_subcommands(sub, parents: list) -> None:
     tok = sub.add_parser("tokenizer", parents=parents, help="train a byte-level BPE tokenizer")
-    tok.add_argument("--corpus", nargs="+", required=True, help="txt / jsonl / parquet files, or bundled:NAME")
+    tok.add_argument(
+        "--corpus", nargs="+", required=True, help="txt / jsonl / parquet files, or bundled:NAME"
+    )
     tok.add_argument("--vocab-size", type=int, default=4096)
     tok.add_argument("--min-frequency", type=int, default=2)
     tok.add_argument("--text-field", default="text", help="jsonl/parquet field holding the text")
-    tok.add_argument("--bert", action="store_true", help="add [CLS] [SEP] [MASK] for encoder pretraining")
+    tok.add_argument(
+        "--bert", action="store_true", help="add [CLS] [SEP] [MASK] for encoder pretraining"
+    )
     tok.add_argument("--out", required=True, help="output folder (a Hugging Face tokenizer folder)")
     tok.set_defaults(func=run_tokenizer)
-    for name, helptext, handler in [("pretrain", "pretrain a causal LM (llmlab Llama) from scratch", run_pretrain),
-                                    ("bert", "pretrain BERT (MLM + NSP), then fine-tune a classifier", run_bert)]:
+    for name, helptext, handler in [
+        ("pretrain", "pretrain a causal LM (llmlab Llama) from scratch", run_pretrain),
+        ("bert", "pretrain BERT (MLM + NSP), then fine-tune a classifier", run_bert),
+    ]:
         p = sub.add_parser(name, parents=parents, help=helptext)
         p.add_argument("--config", help="YAML config (see recipes/)")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key, e.g. --set optim.lr=1e-3 (repeatable)")
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config key, e.g. --set optim.lr=1e-3 (repeatable)",
+        )
         p.set_defaults(func=handler)
 
 
 def register(subparsers) -> None:
     from llmlab.cli import common_parser
 
-    train = subparsers.add_parser("train", parents=[common_parser()], help="train tokenizers and models",
-                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train = subparsers.add_parser(
+        "train",
+        parents=[common_parser()],
+        help="train tokenizers and models",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = train.add_subparsers(dest="train_command", metavar="WHAT")
     sub.required = True
     add_train_subcommands(sub, [common_parser()])
@@ -48,7 +65,9 @@ def register(subparsers) -> None:
 def run_tokenizer(args) -> int:
     from llmlab.train.tokenizer_training import train_tokenizer
 
-    tokenizer = train_tokenizer(args.corpus, args.out, args.vocab_size, args.min_frequency, args.text_field, args.bert)
+    tokenizer = train_tokenizer(
+        args.corpus, args.out, args.vocab_size, args.min_frequency, args.text_field, args.bert
+    )
     print(f"tokenizer with {len(tokenizer)} tokens written to {args.out}")
     return 0
 

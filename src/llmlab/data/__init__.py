@@ -1,8 +1,8 @@
 """llmlab's data system: Data-Juicer-style recipes of operators over file, SQL and HTTP sources.
 
-    llmlab data run recipes/notes.yaml      # or: from llmlab.data import run_recipe
-    llmlab data ops                         # every operator with its arguments
-    llmlab data analyze out.jsonl           # statistics, histograms, Markdown report
+llmlab data run recipes/notes.yaml      # or: from llmlab.data import run_recipe
+llmlab data ops                         # every operator with its arguments
+llmlab data analyze out.jsonl           # statistics, histograms, Markdown report
 """
 
 

@@ -47,7 +47,9 @@ def _source_for(path: str) -> dict:
     ext = path.rsplit(".", 1)[-1].lower()
     kinds = {"jsonl": "jsonl", "json": "json", "csv": "csv", "tsv": "tsv", "parquet": "parquet"}
     if ext not in kinds:
-        raise RecipeError(f"cannot analyze {path}: use a .jsonl, .json, .csv, .tsv or .parquet file")
+        raise RecipeError(
+            f"cannot analyze {path}: use a .jsonl, .json, .csv, .tsv or .parquet file"
+        )
     if not os.path.exists(path):
         raise RecipeError(f"{path} does not exist")
     return {"type": kinds[ext], "path": path}
@@ -74,7 +76,9 @@ def analyze(path: str, out_dir: str, text_key: str = "text") -> dict:
         text = item.get(text_key)
         if isinstance(text, str):
             for stat in _TEXT_STATS:
-                numbers.setdefault(f"{text_key}.{stat}", _Numbers(len(numbers))).add(float(textstats.STATISTICS[stat](text)))
+                numbers.setdefault(f"{text_key}.{stat}", _Numbers(len(numbers))).add(
+                    float(textstats.STATISTICS[stat](text))
+                )
             code, _ = textstats.language(text[:2000])
             languages[code] = languages.get(code, 0) + 1
     if not records:
@@ -113,7 +117,9 @@ def _markdown(report: dict) -> str:
              f"- languages: {', '.join(f'{k}: {v}' for k, v in sorted(report['languages'].items(), key=lambda kv: -kv[1]))}",
              "", "| field | count | mean | min | p10 | p50 | p90 | max |", "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for name, s in report["fields"].items():
-        lines.append(f"| {name} | {s['count']} | {s['mean']:.3g} | {s['min']:.3g} | {s['p10']:.3g} | {s['p50']:.3g} | {s['p90']:.3g} | {s['max']:.3g} |")
+        lines.append(
+            f"| {name} | {s['count']} | {s['mean']:.3g} | {s['min']:.3g} | {s['p10']:.3g} | {s['p50']:.3g} | {s['p90']:.3g} | {s['max']:.3g} |"
+        )
     lines.append("")
     lines.extend(f"![{name}]({file})" for name, file in report["histograms"].items())
     return "\n".join(lines) + "\n"

@@ -60,7 +60,9 @@ class RunManager:
 
     def __init__(self, state_dir: str, max_concurrent: int = 2, max_queued: int = 64):
         if max_concurrent < 1 or max_queued < 1:
-            raise LlmlabError(f"max_concurrent and max_queued must be at least 1, got {max_concurrent} and {max_queued}")
+            raise LlmlabError(
+                f"max_concurrent and max_queued must be at least 1, got {max_concurrent} and {max_queued}"
+            )
         self.state_dir = state_dir
         self.runs_dir = os.path.join(state_dir, "runs")
         os.makedirs(self.runs_dir, exist_ok=True)
@@ -79,7 +81,11 @@ class RunManager:
             with open(path, encoding="utf-8") as fh:
                 run = json.load(fh)
             if run["status"] in ACTIVE:  # the server stopped before this run finished
-                run.update(status="failed", error="interrupted: the server stopped during the run", finished=_now())
+                run.update(
+                    status="failed",
+                    error="interrupted: the server stopped during the run",
+                    finished=_now(),
+                )
                 self._save(run)
             self.runs[run_id] = run
 
@@ -97,9 +103,14 @@ class RunManager:
             self._save(run)
 
     # -- submission ---------------------------------------------------------------------------
-    def submit(self, recipe_text: str | None = None, path: str | None = None, executor: str | None = None) -> dict:
+    def submit(
+        self, recipe_text: str | None = None, path: str | None = None, executor: str | None = None
+    ) -> dict:
         if (recipe_text is None) == (path is None):
-            raise RunRejected(422, "give exactly one of `recipe` (YAML text) or `path` (a recipe file on the server)")
+            raise RunRejected(
+                422,
+                "give exactly one of `recipe` (YAML text) or `path` (a recipe file on the server)",
+            )
         if executor not in (None, "local", "ray"):
             raise RunRejected(422, f"executor must be `local` or `ray`, got {executor!r}")
         recipe = self._parse(recipe_text, path)
@@ -108,7 +119,10 @@ class RunManager:
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         folder = os.path.join(self.runs_dir, run_id)
         recipe.work_dir = os.path.join(folder, "work")
-        sinks = [os.path.abspath(s["path"]) if s.get("path") else f"{s.get('url')}#{s.get('table')}" for s in recipe.sinks]
+        sinks = [
+            os.path.abspath(s["path"]) if s.get("path") else f"{s.get('url')}#{s.get('table')}"
+            for s in recipe.sinks
+        ]
         with self.lock:
             active = [r for r in self.runs.values() if r["status"] in ACTIVE]
             if len(active) >= self.max_queued:
@@ -116,7 +130,9 @@ class RunManager:
             for other in active:
                 clash = set(sinks) & set(self.sinks.get(other["id"], []))
                 if clash:
-                    raise RunRejected(409, f"sink {sorted(clash)[0]} is being written by run {other['id']}")
+                    raise RunRejected(
+                        409, f"sink {sorted(clash)[0]} is being written by run {other['id']}"
+                    )
             os.makedirs(folder)
             with open(os.path.join(folder, "recipe.yaml"), "w", encoding="utf-8") as fh:
                 yaml.safe_dump(recipe.raw, fh, allow_unicode=True, sort_keys=False)
@@ -143,12 +159,24 @@ class RunManager:
     def _execute(self, run_id: str, recipe: Recipe) -> None:
         self._update(run_id, status="running", started=_now())
         try:
-            report = run_recipe(recipe, progress=False, on_progress=lambda counts: self._update(run_id, progress=counts))
+            report = run_recipe(
+                recipe,
+                progress=False,
+                on_progress=lambda counts: self._update(run_id, progress=counts),
+            )
         except Exception as exc:  # reported through the API; the server goes on
             self._update(run_id, status="failed", error=one_line(exc), finished=_now())
         else:
-            progress = {k: report[k] for k in ("records_read", "records_written", "quarantined", "batches")}
-            self._update(run_id, status="succeeded", finished=_now(), progress=progress, seconds=report["seconds"])
+            progress = {
+                k: report[k] for k in ("records_read", "records_written", "quarantined", "batches")
+            }
+            self._update(
+                run_id,
+                status="succeeded",
+                finished=_now(),
+                progress=progress,
+                seconds=report["seconds"],
+            )
         finally:
             with self.lock:
                 self.sinks.pop(run_id, None)
@@ -168,7 +196,10 @@ class RunManager:
         run = self.get(run_id)
         if run["status"] != "succeeded":
             detail = f": {run['error']}" if run["error"] else ""
-            raise RunRejected(409, f"run {run_id} is {run['status']}{detail}; its report exists once it has succeeded")
+            raise RunRejected(
+                409,
+                f"run {run_id} is {run['status']}{detail}; its report exists once it has succeeded",
+            )
         return os.path.join(run["work_dir"], f"report.{suffix}")
 
     def close(self) -> None:
@@ -177,7 +208,10 @@ class RunManager:
 
 def create_app(state_dir: str = "runs/data-api", max_concurrent: int = 2, max_queued: int = 64):
     manager = RunManager(state_dir, max_concurrent, max_queued)
-    app = FastAPI(title="llmlab data API", description="Submit data recipe runs, poll them, fetch their reports.")
+    app = FastAPI(
+        title="llmlab data API",
+        description="Submit data recipe runs, poll them, fetch their reports.",
+    )
     app.state.manager = manager
 
     @app.exception_handler(LlmlabError)
@@ -186,24 +220,37 @@ def create_app(state_dir: str = "runs/data-api", max_concurrent: int = 2, max_qu
 
     def with_links(run: dict) -> dict:
         base = f"/runs/{run['id']}"
-        return {**run, "links": {"self": base, "report": f"{base}/report", "report_md": f"{base}/report.md"}}
+        return {
+            **run,
+            "links": {"self": base, "report": f"{base}/report", "report_md": f"{base}/report.md"},
+        }
 
     @app.post("/runs", status_code=202)
     async def submit(request: Request):
         body = await request.body()
         kind = request.headers.get("content-type", "").split(";")[0].strip()
         if kind in ("application/yaml", "application/x-yaml", "text/yaml", "text/plain"):
-            run = manager.submit(recipe_text=body.decode("utf-8", errors="replace"), executor=request.query_params.get("executor"))
+            run = manager.submit(
+                recipe_text=body.decode("utf-8", errors="replace"),
+                executor=request.query_params.get("executor"),
+            )
             return with_links(run)
         try:
             data = json.loads(body or b"null")
         except json.JSONDecodeError as exc:
-            raise RunRejected(422, f"request body is not JSON: {exc.msg} (send application/yaml for raw YAML)") from None
+            raise RunRejected(
+                422, f"request body is not JSON: {exc.msg} (send application/yaml for raw YAML)"
+            ) from None
         if not isinstance(data, dict) or set(data) - {"recipe", "path", "executor"}:
-            raise RunRejected(422, "the body is a JSON object with `recipe` (YAML text) or `path`, and optionally `executor`")
+            raise RunRejected(
+                422,
+                "the body is a JSON object with `recipe` (YAML text) or `path`, and optionally `executor`",
+            )
         if any(data.get(k) is not None and not isinstance(data[k], str) for k in data):
             raise RunRejected(422, "`recipe`, `path` and `executor` are strings")
-        return with_links(manager.submit(data.get("recipe"), data.get("path"), data.get("executor")))
+        return with_links(
+            manager.submit(data.get("recipe"), data.get("path"), data.get("executor"))
+        )
 
     @app.get("/runs")
     async def list_runs():
@@ -226,6 +273,12 @@ def create_app(state_dir: str = "runs/data-api", max_concurrent: int = 2, max_qu
     @app.get("/health")
     async def health():
         runs = manager.list()
-        return {"status": "ok", **{s: sum(r["status"] == s for r in runs) for s in ("queued", "running", "succeeded", "failed")}}
+        return {
+            "status": "ok",
+            **{
+                s: sum(r["status"] == s for r in runs)
+                for s in ("queued", "running", "succeeded", "failed")
+            },
+        }
 
     return app

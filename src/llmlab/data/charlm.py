@@ -64,7 +64,11 @@ def codes(text: str) -> np.ndarray:
     return code_points(text).astype(np.int64)
 
 
-_K1, _K2, _K3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_K1, _K2, _K3 = (
+    np.uint64(0x9E3779B97F4A7C15),
+    np.uint64(0xBF58476D1CE4E5B9),
+    np.uint64(0x94D049BB133111EB),
+)
 
 
 def extend(key: np.ndarray, code: np.ndarray) -> np.ndarray:
@@ -123,7 +127,9 @@ class CharNgramModel:
         positions = np.arange(start, len(c))
         self.levels: dict[int, _Level] = {}
         # Highest order: raw counts; each distinct gram remembers one position where it occurs.
-        grams, first, counts = np.unique(keys[order][positions], return_index=True, return_counts=True)
+        grams, first, counts = np.unique(
+            keys[order][positions], return_index=True, return_counts=True
+        )
         reps = positions[first]
         self.levels[order] = _Level(grams, counts.astype(np.float64), keys[order - 1][reps - 1])
         for k in range(order - 1, 0, -1):
@@ -155,14 +161,20 @@ class CharNgramModel:
             types = np.where(seen, level.ctx_types[idx], 0.0)
             count = lookup(level.grams, level.counts, extend(ctx, c))
             d = level.discount
-            p = np.where(total > 0, (np.maximum(count - d, 0.0) + d * types * p) / np.maximum(total, 1.0), p)
+            p = np.where(
+                total > 0, (np.maximum(count - d, 0.0) + d * types * p) / np.maximum(total, 1.0), p
+            )
         return np.log(p)
 
     def score(self, text: str) -> float:
         """Total log-probability of a line of text (its start included)."""
         c = codes("\n" * (self.order - 1) + text)
         n = self.order - 1
-        history = np.lib.stride_tricks.sliding_window_view(c[:-1], n) if n else np.zeros((len(c) - 1, 0), np.int64)
+        history = (
+            np.lib.stride_tricks.sliding_window_view(c[:-1], n)
+            if n
+            else np.zeros((len(c) - 1, 0), np.int64)
+        )
         return float(self.logp(history[: len(c) - n], c[n:]).sum())
 
 

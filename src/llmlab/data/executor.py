@@ -83,7 +83,9 @@ class LocalExecutor:
 
     def _make_pool(self):
         if self.recipe.np > 1 and any(p for p, _ in self.segments):
-            return get_context("spawn").Pool(self.recipe.np, _init_worker, (pickle.dumps(self.ops),))
+            return get_context("spawn").Pool(
+                self.recipe.np, _init_worker, (pickle.dumps(self.ops),)
+            )
         return None
 
     # -- checkpoint ---------------------------------------------------------------------------
@@ -121,14 +123,20 @@ class LocalExecutor:
             for op, op_state in zip(self.ops, state["ops"]):
                 op.load_state(op_state)
             self.tracer.load_state(state["tracer"])
-            consumed, written, quarantined = state["consumed"], state["written"], state["quarantined"]
+            consumed, written, quarantined = (
+                state["consumed"],
+                state["written"],
+                state["quarantined"],
+            )
             batches, elapsed = state["batches"], state["elapsed"]
         for sink, pos in zip(sinks, state["sinks"] if state else [None] * len(sinks)):
             sink.truncate(pos)  # a fresh run starts empty; a resumed one drops uncommitted output
         quarantine.truncate(state["quarantine"] if state else 0)
         quarantine.seek(0, os.SEEK_END)
 
-        stream = itertools.islice(itertools.chain.from_iterable(open_source(s) for s in recipe.sources), consumed, None)
+        stream = itertools.islice(
+            itertools.chain.from_iterable(open_source(s) for s in recipe.sources), consumed, None
+        )
         pool = self._make_pool()
         kill_at = int(os.environ.get("LLMLAB_DATA_KILL_AT_BATCH", "-1"))  # crash-test hook
         started = time.perf_counter() - elapsed
@@ -145,7 +153,12 @@ class LocalExecutor:
                     bad += failures
                     for sink in sinks:
                         sink.write(out)
-                    quarantine.write(b"".join(json.dumps(_jsonable(b), ensure_ascii=False).encode() + b"\n" for b in bad))
+                    quarantine.write(
+                        b"".join(
+                            json.dumps(_jsonable(b), ensure_ascii=False).encode() + b"\n"
+                            for b in bad
+                        )
+                    )
                     consumed += len(raw)
                     written += len(out)
                     quarantined += len(bad)
@@ -153,7 +166,9 @@ class LocalExecutor:
                     if batches == kill_at:
                         os.kill(os.getpid(), signal.SIGKILL)  # after writing, before committing
                     if recipe.checkpoint:
-                        self._commit(sinks, quarantine, consumed, written, quarantined, batches, started)
+                        self._commit(
+                            sinks, quarantine, consumed, written, quarantined, batches, started
+                        )
                     if bar:
                         bar.update(task, completed=consumed)
                     if self.on_progress:
@@ -164,7 +179,12 @@ class LocalExecutor:
                     sink.write(tail)
                 written += len(tail)
                 quarantined += len(failures)
-                quarantine.write(b"".join(json.dumps(_jsonable(b), ensure_ascii=False).encode() + b"\n" for b in failures))
+                quarantine.write(
+                    b"".join(
+                        json.dumps(_jsonable(b), ensure_ascii=False).encode() + b"\n"
+                        for b in failures
+                    )
+                )
         finally:
             if pool:
                 pool.terminate()
@@ -191,18 +211,27 @@ class LocalExecutor:
             if isinstance(item, BadRecord):
                 bad.append({"reason": item.reason, "location": item.location, "raw": item.raw})
             elif not isinstance(item.get(key), str):
-                why = "missing text field" if key not in item else f"text field {key!r} is not a string"
+                why = (
+                    "missing text field"
+                    if key not in item
+                    else f"text field {key!r} is not a string"
+                )
                 bad.append({"reason": why, "location": f"record {offset + n}", "raw": item})
             else:
                 records.append(item)
         return records, bad
 
-    def _process(self, records: list[dict], pool, start_segment: int = 0) -> tuple[list[dict], list[dict]]:
+    def _process(
+        self, records: list[dict], pool, start_segment: int = 0
+    ) -> tuple[list[dict], list[dict]]:
         failures: list[dict] = []
         for parallel, indices in self.segments[start_segment:]:
             if parallel and pool and len(records) > 1:
                 size = -(-len(records) // self.recipe.np)
-                chunks = [(indices, records[i : i + size], self.tracer.max_samples) for i in range(0, len(records), size)]
+                chunks = [
+                    (indices, records[i : i + size], self.tracer.max_samples)
+                    for i in range(0, len(records), size)
+                ]
                 parts = pool.map(_worker_segment, chunks)
                 records = [r for part, _ in parts for r in part]
                 results = [res for _, rs in parts for res in rs]
@@ -215,7 +244,10 @@ class LocalExecutor:
         """Add run_segment results to the tracer; records an operator failed on join `failures`."""
         for i, n_in, n_out, hook, secs in results:
             self.tracer.record(i, n_in, n_out, hook, secs)
-            failures.extend({"reason": why, "location": f"operator {self.ops[i].name}", "raw": rec} for rec, why in hook.failures)
+            failures.extend(
+                {"reason": why, "location": f"operator {self.ops[i].name}", "raw": rec}
+                for rec, why in hook.failures
+            )
 
     def _finish(self, pool) -> tuple[list[dict], list[dict]]:
         """Flush held-back records (selectors) through the operators after them."""
@@ -263,7 +295,13 @@ def _progress(enabled: bool):
             speed = task.speed or (task.completed / task.elapsed if task.elapsed else 0)
             return f"{speed:,.0f} records/s"
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn())
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+    )
 
 
 class _NoBar:
@@ -277,8 +315,14 @@ class _NoBar:
         return False
 
 
-def run_recipe(path_or_recipe, resume: bool = False, progress: bool = True, work_dir: str | None = None,
-               executor: str | None = None, on_progress=None) -> dict:
+def run_recipe(
+    path_or_recipe,
+    resume: bool = False,
+    progress: bool = True,
+    work_dir: str | None = None,
+    executor: str | None = None,
+    on_progress=None,
+) -> dict:
     """Run a recipe (path or `Recipe`); `executor` overrides the recipe's `local` or `ray`."""
     recipe = load_recipe(path_or_recipe) if isinstance(path_or_recipe, str) else path_or_recipe
     if work_dir:

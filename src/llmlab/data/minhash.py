@@ -63,12 +63,16 @@ def char_shingles_flat(texts: list[str], ngram: int) -> tuple[np.ndarray, np.nda
         parts = [shingle_hashes(t, ngram).astype(np.uint32) for t in texts]
         counts = np.array([len(p) for p in parts], dtype=np.int64)
         return np.concatenate(parts), np.concatenate([[0], np.cumsum(counts)[:-1]])
-    hashes = _rolling_hash32(textstats.code_points("".join(texts)).astype(np.uint64), ngram).astype(np.uint32)
+    hashes = _rolling_hash32(textstats.code_points("".join(texts)).astype(np.uint64), ngram).astype(
+        np.uint32
+    )
     counts = lengths - ngram + 1
     text_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
     # Position of the k-th kept shingle: its text's start + its index inside the text.
-    positions = np.arange(int(counts.sum()), dtype=np.int64) + np.repeat(text_starts - offsets, counts)
+    positions = np.arange(int(counts.sum()), dtype=np.int64) + np.repeat(
+        text_starts - offsets, counts
+    )
     return hashes[positions], offsets
 
 
@@ -81,7 +85,9 @@ class MinHasher:
 
     def __init__(self, num_perm: int = 128, seed: int = 1):
         rng = np.random.default_rng(seed)
-        self.a = rng.integers(0, 2**32, size=num_perm, dtype=np.uint64).astype(np.uint32) | np.uint32(1)
+        self.a = rng.integers(0, 2**32, size=num_perm, dtype=np.uint64).astype(
+            np.uint32
+        ) | np.uint32(1)
         self.b = rng.integers(0, 2**32, size=num_perm, dtype=np.uint64).astype(np.uint32)
         self.num_perm = num_perm
 
@@ -93,7 +99,9 @@ class MinHasher:
         flat = np.concatenate(shingle_sets).astype(np.uint32)
         return self.signatures_flat(flat, np.concatenate([[0], np.cumsum(counts)[:-1]]), max_rows)
 
-    def signatures_flat(self, flat: np.ndarray, offsets: np.ndarray, max_rows: int = 1 << 16) -> np.ndarray:
+    def signatures_flat(
+        self, flat: np.ndarray, offsets: np.ndarray, max_rows: int = 1 << 16
+    ) -> np.ndarray:
         """Signatures of documents whose uint32 shingle hashes are `flat[offsets[i]:offsets[i+1]]`.
 
         Documents are taken in groups of about `max_rows` shingles so each permutation's pass stays
@@ -106,7 +114,9 @@ class MinHasher:
         with np.errstate(over="ignore"):
             while start < docs:
                 # Largest end with at most max_rows shingles (always at least one document).
-                end = max(start + 1, int(np.searchsorted(ends, offsets[start] + max_rows, side="right")))
+                end = max(
+                    start + 1, int(np.searchsorted(ends, offsets[start] + max_rows, side="right"))
+                )
                 lo, hi = int(offsets[start]), int(ends[end - 1])
                 chunk = flat[lo:hi]
                 local = offsets[start:end] - lo

@@ -94,13 +94,17 @@ def candidates(partial: bytes, missing: int) -> list[str]:
                 insert(prefix + rest[:cut] + bytes([b]), rest[cut:], left - 1)
 
     insert(partial[:1], partial[1:], missing)
-    return sorted(c for c in found if len(c) == 1 and unicodedata.category(c) not in ("Cn", "Co", "Cs"))
+    return sorted(
+        c for c in found if len(c) == 1 and unicodedata.category(c) not in ("Cn", "Co", "Cs")
+    )
 
 
 _BRACKET_BIT = {c: 1 << i for i, c in enumerate(_PAIRS)}  # one bit per closer type
 
 
-def _bracket_bonus(chars: list[str], pos: int, c: str, damaged: dict[int, list[str]], undecided_from: int) -> float | None:
+def _bracket_bonus(
+    chars: list[str], pos: int, c: str, damaged: dict[int, list[str]], undecided_from: int
+) -> float | None:
     """Closing brackets and quotes need their opener earlier on the line (and vice versa).
 
     Damaged characters from `undecided_from` on are still being decided (their entry in `chars` is
@@ -191,12 +195,17 @@ def _word_index() -> dict[int, tuple[np.ndarray, np.ndarray]]:
     words = _dictionary()
     for n in WORD_LENGTHS:
         chosen = [w for w in words if len(w) == n]
-        codes = np.array([[ord(c) for c in w] for w in chosen], dtype=np.int64).reshape(len(chosen), n)
+        codes = np.array([[ord(c) for c in w] for w in chosen], dtype=np.int64).reshape(
+            len(chosen), n
+        )
         keys = np.zeros(len(chosen), dtype=np.uint64)
         for j in range(n):
             keys = extend(keys, codes[:, j])
         order = np.argsort(keys)
-        index[n] = (keys[order], np.log1p(np.array([words[w] for w in chosen], dtype=np.float64))[order])
+        index[n] = (
+            keys[order],
+            np.log1p(np.array([words[w] for w in chosen], dtype=np.float64))[order],
+        )
     return index
 
 
@@ -234,9 +243,13 @@ class _Decoder:
         from llmlab.data.charlm import extend, lookup
 
         lo, hi = group[0], group[-1] + self.n + 1  # score up to n characters past the last one
-        history = _line_start(np.array([[self._code_at(i) for i in range(lo - self.n, lo)]], dtype=np.int64))
+        history = _line_start(
+            np.array([[self._code_at(i) for i in range(lo - self.n, lo)]], dtype=np.int64)
+        )
         scores = np.zeros(1)
-        opened = np.zeros(1, dtype=np.int64)  # per hypothesis: bit set = opener chosen in this group, not yet closed
+        opened = np.zeros(
+            1, dtype=np.int64
+        )  # per hypothesis: bit set = opener chosen in this group, not yet closed
         chosen = np.zeros((1, 0), dtype=np.int64)  # per hypothesis: the group's choices so far
         words = _word_index()
         for i in range(lo, min(hi, len(self.chars) + 1)):
@@ -259,7 +272,9 @@ class _Decoder:
                 total += self._brackets(i, lo, options, opened, k)
                 for c in set(options) & (_PAIRS.keys() | _OPENERS.keys()):
                     bit = _BRACKET_BIT[c] if c in _PAIRS else _BRACKET_BIT[_OPENERS[c]]
-                    opened = np.where(cand == ord(c), opened & ~bit if c in _PAIRS else opened | bit, opened)
+                    opened = np.where(
+                        cand == ord(c), opened & ~bit if c in _PAIRS else opened | bit, opened
+                    )
                 chosen = np.concatenate([chosen, cand[:, None]], axis=1)
             # Recombine equal histories (keep the best), then keep the `beam` best.
             new_hist = _line_start(seq[:, 1:])
@@ -269,12 +284,19 @@ class _Decoder:
             best_first = np.argsort(-total, kind="stable")
             _, first = np.unique(state[best_first], return_index=True)
             keep = best_first[np.sort(first)][: self.beam]
-            history, scores, opened, chosen = new_hist[keep], total[keep], opened[keep], chosen[keep]
+            history, scores, opened, chosen = (
+                new_hist[keep],
+                total[keep],
+                opened[keep],
+                chosen[keep],
+            )
         best = chosen[int(np.argmax(scores))]
         for i, code in zip(group, best):
             self.chars[i] = chr(int(code))
 
-    def _brackets(self, i: int, group_start: int, options: list[str], opened: np.ndarray, k: int) -> np.ndarray:
+    def _brackets(
+        self, i: int, group_start: int, options: list[str], opened: np.ndarray, k: int
+    ) -> np.ndarray:
         """Bracket bonus of each (hypothesis, option) pair, hypotheses major (`opened` likewise)."""
         bonus = np.zeros(len(opened))  # opened is already repeated per option: one entry per pair
         for j, c in enumerate(options):

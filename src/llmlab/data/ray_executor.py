@@ -38,7 +38,9 @@ def _import_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise RecipeError("executor 'ray' needs Ray Data: pip install 'llmlab[ray]' (or 'ray[data]')") from None
+        raise RecipeError(
+            "executor 'ray' needs Ray Data: pip install 'llmlab[ray]' (or 'ray[data]')"
+        ) from None
     return ray
 
 
@@ -62,7 +64,12 @@ class _RaySession:
                 if os.environ.get("RAY_ADDRESS"):  # join the cluster it names
                     ray.init(**quiet)
                 else:  # "local": a fresh Ray, never one a stray `ray start` left running
-                    ray.init(address="local", num_cpus=self.np if self.np > 1 else None, include_dashboard=False, **quiet)
+                    ray.init(
+                        address="local",
+                        num_cpus=self.np if self.np > 1 else None,
+                        include_dashboard=False,
+                        **quiet,
+                    )
                 cls.owned = True
             cls.users += 1
 
@@ -93,7 +100,9 @@ def _worker_ops(ops_ref) -> list:
     return _ops_cache[key]
 
 
-def _ray_stage(batch: dict, ops_box: list, mapped: list[int], prepared: list[int], max_samples: int) -> dict:
+def _ray_stage(
+    batch: dict, ops_box: list, mapped: list[int], prepared: list[int], max_samples: int
+) -> dict:
     """One partition: run `mapped` operators, then compute the keys of the `prepared` deduplicators.
 
     Returns one row per output record (`blob` = pickled (record, [keys per prepared op])) plus one
@@ -110,7 +119,10 @@ def _ray_stage(batch: dict, ops_box: list, mapped: list[int], prepared: list[int
         keys.append(ops[i].prepare(records))
         seconds.append(time.perf_counter() - start)
     blobs = [pickle.dumps((results, seconds, os.getpid()), protocol=pickle.HIGHEST_PROTOCOL)]
-    blobs += [pickle.dumps((r, [k[n] for k in keys]), protocol=pickle.HIGHEST_PROTOCOL) for n, r in enumerate(records)]
+    blobs += [
+        pickle.dumps((r, [k[n] for k in keys]), protocol=pickle.HIGHEST_PROTOCOL)
+        for n, r in enumerate(records)
+    ]
     first = int(batch["seq"][0])
     return {"seq": [first] * len(blobs), "sub": list(range(-1, len(records))), "blob": blobs}
 
@@ -157,7 +169,9 @@ class RayExecutor(LocalExecutor):
         finally:
             del self.ops_ref
 
-    def _process(self, records: list[dict], pool, start_segment: int = 0) -> tuple[list[dict], list[dict]]:
+    def _process(
+        self, records: list[dict], pool, start_segment: int = 0
+    ) -> tuple[list[dict], list[dict]]:
         failures: list[dict] = []
         for on_ray, indices in self.segments[start_segment:]:
             if on_ray and records:
@@ -167,15 +181,27 @@ class RayExecutor(LocalExecutor):
                 self._record(results, failures)
         return records, failures
 
-    def _ray_segment(self, records: list[dict], indices: list[int], failures: list[dict]) -> list[dict]:
+    def _ray_segment(
+        self, records: list[dict], indices: list[int], failures: list[dict]
+    ) -> list[dict]:
         import ray
 
         mapped = [i for i in indices if self.ops[i].stateless]
         prepared = [i for i in indices if not self.ops[i].stateless]
-        rows = [{"seq": n, "blob": pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL)} for n, r in enumerate(records)]
+        rows = [
+            {"seq": n, "blob": pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL)}
+            for n, r in enumerate(records)
+        ]
         dataset = ray.data.from_items(rows, override_num_blocks=min(self.partitions, len(rows)))
-        kwargs = {"ops_box": [self.ops_ref], "mapped": mapped, "prepared": prepared, "max_samples": self.tracer.max_samples}
-        out = dataset.map_batches(_ray_stage, batch_size=None, batch_format="numpy", fn_kwargs=kwargs).take_all()
+        kwargs = {
+            "ops_box": [self.ops_ref],
+            "mapped": mapped,
+            "prepared": prepared,
+            "max_samples": self.tracer.max_samples,
+        }
+        out = dataset.map_batches(
+            _ray_stage, batch_size=None, batch_format="numpy", fn_kwargs=kwargs
+        ).take_all()
         out.sort(key=lambda row: (int(row["seq"]), int(row["sub"])))
         records, keys = [], []
         prepare_seconds = [0.0] * len(prepared)
@@ -189,11 +215,15 @@ class RayExecutor(LocalExecutor):
                 record, record_keys = pickle.loads(row["blob"])
                 records.append(record)
                 keys.append(record_keys)
-        for k, i in enumerate(prepared):  # global, ordered decisions against the whole stream's index
+        for k, i in enumerate(
+            prepared
+        ):  # global, ordered decisions against the whole stream's index
             hook = OpTrace(self.tracer.max_samples)
             start = time.perf_counter()
             kept = self.ops[i].admit(records, [rk[k] for rk in keys], hook)
-            self.tracer.record(i, len(records), len(kept), hook, prepare_seconds[k] + time.perf_counter() - start)
+            self.tracer.record(
+                i, len(records), len(kept), hook, prepare_seconds[k] + time.perf_counter() - start
+            )
             survivors = {id(r) for r in kept}
             keys = [rk for r, rk in zip(records, keys) if id(r) in survivors]
             records = kept

@@ -74,7 +74,9 @@ def parse_recipe(data: Any, name: str = "recipe") -> Recipe:
         raise RecipeError(f"{name}: a recipe is a YAML mapping with sources, process and sinks")
     unknown = set(data) - _KEYS
     if unknown:
-        raise RecipeError(f"{name}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_KEYS))}")
+        raise RecipeError(
+            f"{name}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_KEYS))}"
+        )
     for key in ("sources", "sinks"):
         if not isinstance(data.get(key), list) or not data[key]:
             raise RecipeError(f"{name}: `{key}` must be a non-empty list")
@@ -89,12 +91,14 @@ def parse_recipe(data: Any, name: str = "recipe") -> Recipe:
             step = {step: {}}
         if not isinstance(step, dict) or len(step) != 1:
             raise RecipeError(f"{name}: each process step is `- op_name: {{args}}`, got {step!r}")
-        (op, args), = step.items()
+        ((op, args),) = step.items()
         if args is not None and not isinstance(args, dict):
             raise RecipeError(f"{name}: arguments of {op!r} must be a mapping, got {args!r}")
         process.append((op, args or {}))
     if data.get("executor", "local") not in ("local", "ray"):
-        raise RecipeError(f"{name}: executor {data['executor']!r} is not available; use `local` or `ray`")
+        raise RecipeError(
+            f"{name}: executor {data['executor']!r} is not available; use `local` or `ray`"
+        )
     project = str(data.get("project", "data-run"))
     recipe = Recipe(
         project=project, sources=data["sources"], process=process, sinks=data["sinks"],

@@ -27,8 +27,8 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from llmlab.data.ops.base import RecipeError
 from llmlab.data.recipe import load_recipe
@@ -84,7 +84,9 @@ class Scheduler:
                  log: Callable[[str], None] = print):  # fmt: skip
         self.schedule = CronSchedule(cron)
         self.recipe_path = recipe_path
-        recipe = load_recipe(recipe_path)  # a broken recipe is an error now, not at the first fire time
+        recipe = load_recipe(
+            recipe_path
+        )  # a broken recipe is an error now, not at the first fire time
         self.state_dir = state_dir or os.path.join(recipe.work_dir, "schedule")
         self.executor = executor
         self.clock, self.sleep, self.log = clock, sleep, log
@@ -112,9 +114,16 @@ class Scheduler:
                          quarantined=report["quarantined"], report=os.path.join(work_dir, "report.md"))  # fmt: skip
         except Exception as exc:  # the schedule goes on; the failure log keeps the details
             entry.update(status="failed", error=one_line(exc))
-            failure = {"run_id": run_id, "start": entry["start"], "error": entry["error"], "traceback": traceback.format_exc()}
+            failure = {
+                "run_id": run_id,
+                "start": entry["start"],
+                "error": entry["error"],
+                "traceback": traceback.format_exc(),
+            }
         end = self.clock()
-        entry.update(end=end.isoformat(timespec="seconds"), seconds=round((end - start).total_seconds(), 3))
+        entry.update(
+            end=end.isoformat(timespec="seconds"), seconds=round((end - start).total_seconds(), 3)
+        )
         if entry["status"] == "failed":
             _append_line(self.failures_path, {**failure, "end": entry["end"]})
         _append_line(self.history_path, entry)
@@ -128,14 +137,18 @@ class Scheduler:
             due = self.clock() if run_now else self.schedule.next_after(self.clock())
             skipped = 0
             while max_runs is None or len(entries) < max_runs:
-                self.log(f"next run at {due.isoformat(timespec='seconds')} ({self.schedule.expression})")
+                self.log(
+                    f"next run at {due.isoformat(timespec='seconds')} ({self.schedule.expression})"
+                )
                 while (wait := (due - self.clock()).total_seconds()) > 0:
                     self.sleep(min(wait, 60.0))  # short naps follow wall-clock jumps (suspend, DST)
                 entry = self.run_once(due, skipped)
                 entries.append(entry)
                 outcome = (f"read {entry['records_read']}, wrote {entry['records_written']} → {entry['report']}"
                            if entry["status"] == "succeeded" else f"error: {entry['error']}")  # fmt: skip
-                self.log(f"run {entry['run_id']} {entry['status']} in {entry['seconds']:.1f}s: {outcome}")
+                self.log(
+                    f"run {entry['run_id']} {entry['status']} in {entry['seconds']:.1f}s: {outcome}"
+                )
                 due, skipped = self.schedule.next_after(due), 0
                 now = self.clock()
                 while due <= now:  # fire times that passed during the run are skipped, not queued
@@ -157,7 +170,9 @@ class _Lock:
             fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.fh.close()
-            raise RecipeError(f"another scheduler is using {os.path.dirname(self.path)} (lock {self.path})") from None
+            raise RecipeError(
+                f"another scheduler is using {os.path.dirname(self.path)} (lock {self.path})"
+            ) from None
         return self
 
     def __exit__(self, *exc):

@@ -109,8 +109,12 @@ def word_repetition_ratio(text: str, n: int = 5) -> float:
 @functools.lru_cache(maxsize=4)
 def word_list(name: str) -> frozenset[str]:
     """A bundled word list from `llmlab/data/assets/<name>.txt` (one word a line)."""
-    text = resources.files("llmlab.data").joinpath("assets", f"{name}.txt").read_text(encoding="utf-8")
-    return frozenset(w.strip().lower() for w in text.splitlines() if w.strip() and not w.startswith("#"))
+    text = (
+        resources.files("llmlab.data").joinpath("assets", f"{name}.txt").read_text(encoding="utf-8")
+    )
+    return frozenset(
+        w.strip().lower() for w in text.splitlines() if w.strip() and not w.startswith("#")
+    )
 
 
 def word_share(text: str, vocabulary: frozenset[str]) -> float:

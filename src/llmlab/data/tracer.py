@@ -105,5 +105,7 @@ def markdown_report(report: dict) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
     for i, r in enumerate(report["operators"], 1):
-        lines.append(f"| {i} | `{r['name']}` | {r['kind']} | {r['records_in']} | {r['records_out']} | {r['removed']} | {r['failed']} | {r['seconds']:.3f} | {r['trace']} |")
+        lines.append(
+            f"| {i} | `{r['name']}` | {r['kind']} | {r['records_in']} | {r['records_out']} | {r['removed']} | {r['failed']} | {r['seconds']:.3f} | {r['trace']} |"
+        )
     return "\n".join(lines) + "\n"

@@ -1,6 +1,6 @@
 """The serving engine: paged KV cache, continuous batching, prefix caching (see docs/serving.md).
 
-    from llmlab.engine import LLM, SamplingParams
+from llmlab.engine import LLM, SamplingParams
 """
 
 from llmlab.engine.llm import LLM

@@ -36,8 +36,12 @@ class BlockManager:
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.blocks = [Block(i) for i in range(num_blocks)]
-        self.free_ids: deque[int] = deque(range(num_blocks))  # unreferenced, holding nothing reusable
-        self.evictable: OrderedDict[int, None] = OrderedDict()  # unreferenced but cached, oldest first
+        self.free_ids: deque[int] = deque(
+            range(num_blocks)
+        )  # unreferenced, holding nothing reusable
+        self.evictable: OrderedDict[int, None] = (
+            OrderedDict()
+        )  # unreferenced but cached, oldest first
         self.hash_to_block: dict[int, int] = {}
         self.prefix_query_tokens = 0  # counted by the scheduler when a sequence is admitted
         self.prefix_hit_tokens = 0
@@ -57,7 +61,9 @@ class BlockManager:
 
     @property
     def prefix_hit_rate(self) -> float:
-        return self.prefix_hit_tokens / self.prefix_query_tokens if self.prefix_query_tokens else 0.0
+        return (
+            self.prefix_hit_tokens / self.prefix_query_tokens if self.prefix_query_tokens else 0.0
+        )
 
     def blocks_needed(self, seq: Sequence, num_new_tokens: int) -> int:
         total = -(-(seq.num_computed_tokens + num_new_tokens) // self.block_size)
@@ -92,7 +98,7 @@ class BlockManager:
             return
         parent = None
         for i in range(candidates):
-            tokens = tuple(seq.token_ids[i * bs:(i + 1) * bs])
+            tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])
             h = chain_hash(parent, tokens)
             block_id = self.hash_to_block.get(h)
             if block_id is None or self.blocks[block_id].token_ids != tokens:
@@ -118,7 +124,7 @@ class BlockManager:
             return
         bs = self.block_size
         for i in range(seq.num_hashed_blocks, seq.num_computed_tokens // bs):
-            tokens = tuple(seq.token_ids[i * bs:(i + 1) * bs])
+            tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])
             h = chain_hash(seq.block_hashes[-1] if seq.block_hashes else None, tokens)
             seq.block_hashes.append(h)
             block = self.blocks[seq.block_table[i]]

@@ -19,11 +19,21 @@ import itertools
 from llmlab.engine.llm_engine import LLMEngine, RequestOutput
 from llmlab.engine.sampling_params import SamplingParams
 
-ENGINE_OPTIONS = ("max_num_seqs", "max_num_batched_tokens", "block_size", "kv_memory", "num_kv_blocks",
-                  "enable_prefix_caching", "compile", "pack_weights")
+ENGINE_OPTIONS = (
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "block_size",
+    "kv_memory",
+    "num_kv_blocks",
+    "enable_prefix_caching",
+    "compile",
+    "pack_weights",
+)
 
 
-def load_engine_model(name_or_path, device=None, dtype=None, quant: str | None = None, group_size: int = 32):
+def load_engine_model(
+    name_or_path, device=None, dtype=None, quant: str | None = None, group_size: int = 32
+):
     """(model, tokenizer) ready for the engine: loaded, cast, and optionally weight-quantized."""
     import llmlab
     from llmlab.nn.quantized_linear import load_quantized, quantize_model
@@ -39,8 +49,17 @@ def load_engine_model(name_or_path, device=None, dtype=None, quant: str | None =
 
 
 class LLM:
-    def __init__(self, model, tokenizer=None, *, device=None, dtype=None, quant: str | None = None,
-                 group_size: int = 32, **options):
+    def __init__(
+        self,
+        model,
+        tokenizer=None,
+        *,
+        device=None,
+        dtype=None,
+        quant: str | None = None,
+        group_size: int = 32,
+        **options,
+    ):
         unknown = set(options) - set(ENGINE_OPTIONS)
         if unknown:
             raise TypeError(f"unknown LLM options: {', '.join(sorted(unknown))}")
@@ -55,11 +74,17 @@ class LLM:
         self.tokenizer = tokenizer
         self._ids = itertools.count()
 
-    def generate(self, prompts, params: SamplingParams | list[SamplingParams] | None = None,
-                 progress: bool | None = None) -> list[RequestOutput]:
+    def generate(
+        self,
+        prompts,
+        params: SamplingParams | list[SamplingParams] | None = None,
+        progress: bool | None = None,
+    ) -> list[RequestOutput]:
         """One RequestOutput per prompt, in order. A prompt is a string or a list of token ids;
         a single list of ints is one prompt. A progress bar shows for 8 prompts or more."""
-        if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
+        if isinstance(prompts, str) or (
+            isinstance(prompts, list) and prompts and isinstance(prompts[0], int)
+        ):
             prompts = [prompts]
         params = params or SamplingParams()
         params_list = params if isinstance(params, list) else [params] * len(prompts)
@@ -88,10 +113,22 @@ class _progress:
     def __enter__(self):
         if not self.show:
             return lambda tokens: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
-        self.bar = Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.fields[rate]}"), transient=True)
+        self.bar = Progress(
+            TextColumn("generating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[rate]}"),
+            transient=True,
+        )
         self.bar.__enter__()
         self.task = self.bar.add_task("generate", total=self.total, rate="")
 

@@ -12,8 +12,8 @@ Not thread-safe: one thread drives it (the offline `LLM` or the async engine's w
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from llmlab.engine.block_manager import BlockManager
 from llmlab.engine.model_runner import ModelRunner
@@ -59,15 +59,31 @@ class RequestOutput:
 
 class _Request:
     def __init__(self, request_id, prompt, prompt_ids, seqs, tokenizer):
-        self.request_id, self.prompt, self.prompt_ids, self.seqs = request_id, prompt, prompt_ids, seqs
+        self.request_id, self.prompt, self.prompt_ids, self.seqs = (
+            request_id,
+            prompt,
+            prompt_ids,
+            seqs,
+        )
         self.detoks = [Detokenizer(tokenizer, s.params.stop) for s in seqs]
         self.outputs = [CompletionOutput(index=s.index) for s in seqs]
 
 
 class LLMEngine:
-    def __init__(self, model, tokenizer, *, max_num_seqs: int = 64, max_num_batched_tokens: int = 512,
-                 block_size: int = 16, kv_memory="512MiB", num_kv_blocks: int | None = None,
-                 enable_prefix_caching: bool = True, compile: bool = False, pack_weights: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        max_num_seqs: int = 64,
+        max_num_batched_tokens: int = 512,
+        block_size: int = 16,
+        kv_memory="512MiB",
+        num_kv_blocks: int | None = None,
+        enable_prefix_caching: bool = True,
+        compile: bool = False,
+        pack_weights: bool = True,
+    ):
         self.model, self.tokenizer = model, tokenizer
         self.max_model_len = model.max_context
         self.runner = ModelRunner(model, block_size, num_kv_blocks, kv_memory, pack_weights)
@@ -78,9 +94,15 @@ class LLMEngine:
         self.requests: dict[str, _Request] = {}
         # A sequence stops at the context length, or when it alone would fill the whole KV pool.
         self.max_seq_tokens = min(self.max_model_len, self.block_manager.num_blocks * block_size)
-        self.eos_ids = {tokenizer.eos_token_id} if tokenizer is not None and tokenizer.eos_token_id is not None else set()
+        self.eos_ids = (
+            {tokenizer.eos_token_id}
+            if tokenizer is not None and tokenizer.eos_token_id is not None
+            else set()
+        )
         self.generated_tokens = 0
-        self.on_token: Callable[[Sequence, bool, float], None] | None = None  # (seq, first?, seconds)
+        self.on_token: Callable[[Sequence, bool, float], None] | None = (
+            None  # (seq, first?, seconds)
+        )
 
     # ---- requests -------------------------------------------------------------------------
     def encode(self, prompt: str | list[int]) -> list[int]:
@@ -93,25 +115,38 @@ class LLMEngine:
         if not prompt_ids:
             raise LlmlabError("the prompt is empty")
         if len(prompt_ids) >= self.max_model_len:
-            raise ContextLengthError(f"the prompt is {len(prompt_ids)} tokens but the model's context is "
-                                     f"{self.max_model_len}")
+            raise ContextLengthError(
+                f"the prompt is {len(prompt_ids)} tokens but the model's context is "
+                f"{self.max_model_len}"
+            )
         blocks = -(-(len(prompt_ids) + 1) // self.block_manager.block_size)
         if blocks > self.block_manager.num_blocks:
-            raise ContextLengthError(f"the prompt needs {blocks} KV blocks but the cache has only "
-                                     f"{self.block_manager.num_blocks} (raise --kv-memory)")
+            raise ContextLengthError(
+                f"the prompt needs {blocks} KV blocks but the cache has only "
+                f"{self.block_manager.num_blocks} (raise --kv-memory)"
+            )
 
-    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> list[Sequence]:
+    def add_request(
+        self, request_id: str, prompt: str | list[int], params: SamplingParams
+    ) -> list[Sequence]:
         if request_id in self.requests:
             raise LlmlabError(f"request id '{request_id}' is already in use")
         prompt_ids = self.encode(prompt)
         self.check_prompt(prompt_ids)
         seqs: list[Sequence] = []
         for i in range(params.n):
-            seqs.append(Sequence(request_id, i, prompt_ids, params, leader=seqs[0] if seqs else None))
+            seqs.append(
+                Sequence(request_id, i, prompt_ids, params, leader=seqs[0] if seqs else None)
+            )
         for seq in seqs:
             self.scheduler.add(seq)
-        self.requests[request_id] = _Request(request_id, prompt if isinstance(prompt, str) else None,
-                                             prompt_ids, seqs, self.tokenizer)
+        self.requests[request_id] = _Request(
+            request_id,
+            prompt if isinstance(prompt, str) else None,
+            prompt_ids,
+            seqs,
+            self.tokenizer,
+        )
         return seqs
 
     def abort(self, request_id: str) -> bool:
@@ -149,7 +184,9 @@ class LLMEngine:
             seq.append_token(token, logprob)
             self.generated_tokens += 1
             if self.on_token is not None:
-                self.on_token(seq, first, seq.last_token_time - (seq.arrival_time if first else previous))
+                self.on_token(
+                    seq, first, seq.last_token_time - (seq.arrival_time if first else previous)
+                )
             request = self.requests[seq.request_id]
             touched[seq.request_id] = request
             self._process_token(request, seq, token, logprob)
@@ -178,18 +215,35 @@ class LLMEngine:
         finished = all(s.is_finished for s in request.seqs)
         outputs = []
         for out in request.outputs:
-            outputs.append(CompletionOutput(out.index, out.text, list(out.token_ids), out.finish_reason,
-                                            list(out.logprobs), out.delta))
+            outputs.append(
+                CompletionOutput(
+                    out.index,
+                    out.text,
+                    list(out.token_ids),
+                    out.finish_reason,
+                    list(out.logprobs),
+                    out.delta,
+                )
+            )
             out.delta = ""
         if finished:
             self.requests.pop(request.request_id, None)
-        return RequestOutput(request.request_id, request.prompt_ids, outputs, finished, request.prompt)
+        return RequestOutput(
+            request.request_id, request.prompt_ids, outputs, finished, request.prompt
+        )
 
     def stats(self) -> dict:
         bm = self.block_manager
-        return {"running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
-                "kv_blocks_used": bm.num_used_blocks, "kv_blocks_free": bm.num_free_blocks,
-                "kv_blocks_total": bm.num_blocks, "prefix_cache_hit_rate": bm.prefix_hit_rate,
-                "prefix_cache_hit_tokens": bm.prefix_hit_tokens, "prefix_cache_query_tokens": bm.prefix_query_tokens,
-                "generated_tokens": self.generated_tokens, "preemptions": self.scheduler.num_preemptions,
-                "time": time.time()}
+        return {
+            "running": len(self.scheduler.running),
+            "waiting": len(self.scheduler.waiting),
+            "kv_blocks_used": bm.num_used_blocks,
+            "kv_blocks_free": bm.num_free_blocks,
+            "kv_blocks_total": bm.num_blocks,
+            "prefix_cache_hit_rate": bm.prefix_hit_rate,
+            "prefix_cache_hit_tokens": bm.prefix_hit_tokens,
+            "prefix_cache_query_tokens": bm.prefix_query_tokens,
+            "generated_tokens": self.generated_tokens,
+            "preemptions": self.scheduler.num_preemptions,
+            "time": time.time(),
+        }

@@ -36,8 +36,19 @@ from llmlab.nn.rotary import apply_rotary
 
 log = logging.getLogger("llmlab.engine")
 
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
-          "g": 2**30, "gb": 10**9, "gib": 2**30}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 2**10,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 2**20,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 2**30,
+    "gb": 10**9,
+    "gib": 2**30,
+}
 
 
 def parse_bytes(text: str | int) -> int:
@@ -69,25 +80,52 @@ class StepInputs:
 
 
 class ModelRunner:
-    def __init__(self, model, block_size: int = 16, num_blocks: int | None = None, kv_memory="512MiB",
-                 pack_weights: bool = True):
+    def __init__(
+        self,
+        model,
+        block_size: int = 16,
+        num_blocks: int | None = None,
+        kv_memory="512MiB",
+        pack_weights: bool = True,
+    ):
         self.model = model
         self.config = c = model.config
         self.block_size = block_size
         weight = model.model.embed_tokens.weight
         self.device, self.dtype = weight.device, weight.dtype
-        bytes_per_block = 2 * c.num_hidden_layers * block_size * c.num_key_value_heads * c.head_dim * weight.element_size()
+        bytes_per_block = (
+            2
+            * c.num_hidden_layers
+            * block_size
+            * c.num_key_value_heads
+            * c.head_dim
+            * weight.element_size()
+        )
         if num_blocks is None:
             num_blocks = parse_bytes(kv_memory) // bytes_per_block
         if num_blocks < 1:
-            raise LlmlabError(f"--kv-memory {kv_memory} holds no {block_size}-token KV block "
-                              f"(one needs {bytes_per_block} bytes)")
+            raise LlmlabError(
+                f"--kv-memory {kv_memory} holds no {block_size}-token KV block "
+                f"(one needs {bytes_per_block} bytes)"
+            )
         self.num_blocks = num_blocks
         slots = num_blocks * block_size
-        shape = (slots, 2 * c.num_key_value_heads, c.head_dim)  # keys, then values, of every kv head
-        self.kv_cache = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in range(c.num_hidden_layers)]
-        log.info("KV cache: %d blocks × %d tokens = %d tokens, %.1f MiB", num_blocks, block_size, slots,
-                 num_blocks * bytes_per_block / 2**20)
+        shape = (
+            slots,
+            2 * c.num_key_value_heads,
+            c.head_dim,
+        )  # keys, then values, of every kv head
+        self.kv_cache = [
+            torch.zeros(shape, device=self.device, dtype=self.dtype)
+            for _ in range(c.num_hidden_layers)
+        ]
+        log.info(
+            "KV cache: %d blocks × %d tokens = %d tokens, %.1f MiB",
+            num_blocks,
+            block_size,
+            slots,
+            num_blocks * bytes_per_block / 2**20,
+        )
         self.packed = PackedWeights(model) if pack_weights else None
         self._fingerprint = fingerprint(model)
         self.step_fn = self._forward_packed if pack_weights else self._forward
@@ -107,10 +145,14 @@ class ModelRunner:
         # length it sees (warmed at 2 tokens, a step at 100 ran 15 % slower).
         context = min(WARMUP_CONTEXT, self.num_blocks * self.block_size)
         with torch.inference_mode():  # made like run()'s inputs, or the guards would not match them
-            ids, position, slot, row = (torch.full((1,), v, device=self.device) for v in (0, context - 1, context - 1, 0))
+            ids, position, slot, row = (
+                torch.full((1,), v, device=self.device) for v in (0, context - 1, context - 1, 0)
+            )
             slots = torch.arange(context, device=self.device)[None]
             torch._dynamo.mark_dynamic(slots, 1)
-            self.compiled_decode_fn(StepInputs(ids, position, slot, None, row, slots, None, [], only_decodes=True))
+            self.compiled_decode_fn(
+                StepInputs(ids, position, slot, None, row, slots, None, [], only_decodes=True)
+            )
 
     def sync_weights(self) -> bool:
         """Repack if the model's weights were changed or swapped since the last check. Returns True
@@ -167,10 +209,20 @@ class ModelRunner:
             prefills.append((row, row + k, self._context_slots([table], [end])[0].to(dev), mask))
         total = len(ids)
         flat = torch.tensor([ids, positions, slot_mapping], device=dev)
-        every_row = len(logit_indices) == total  # only decodes (or one-token chunks): all rows sampled
-        inputs = StepInputs(flat[0], flat[1], flat[2],
-                            None if every_row else torch.tensor(logit_indices, dtype=torch.long, device=dev),
-                            None, None, None, prefills, only_decodes=not prefills)
+        every_row = (
+            len(logit_indices) == total
+        )  # only decodes (or one-token chunks): all rows sampled
+        inputs = StepInputs(
+            flat[0],
+            flat[1],
+            flat[2],
+            None if every_row else torch.tensor(logit_indices, dtype=torch.long, device=dev),
+            None,
+            None,
+            None,
+            prefills,
+            only_decodes=not prefills,
+        )
         if decode_rows:
             inputs.decode_token_index = torch.tensor(decode_rows, device=dev)
             inputs.decode_slots = self._context_slots(decode_tables, decode_lengths).to(dev)
@@ -191,7 +243,9 @@ class ModelRunner:
         paged cache of this layer (this step's K/V already written)."""
         total, heads, head_dim = q.shape
         kv_heads = self.config.num_key_value_heads
-        gqa = kv_heads != self.config.num_attention_heads  # from the config: a plain bool under torch.compile
+        gqa = (
+            kv_heads != self.config.num_attention_heads
+        )  # from the config: a plain bool under torch.compile
         cache = self.kv_cache[layer]
         out = None if inputs.only_decodes else q.new_empty(total, heads, head_dim)
         if inputs.decode_token_index is not None:
@@ -201,28 +255,38 @@ class ModelRunner:
             # that head's "query positions" ([B, kv_heads, group, hd]); nothing is causal at decode.
             qd = qd.view(batch, kv_heads, -1, head_dim)
             # One gather for keys and values; index_select is much cheaper than fancy indexing.
-            kv = cache.index_select(0, inputs.decode_slots.view(-1)).view(batch, longest, *cache.shape[1:])
+            kv = cache.index_select(0, inputs.decode_slots.view(-1)).view(
+                batch, longest, *cache.shape[1:]
+            )
             if torch.compiler.is_compiling():
                 # Inductor fuses this (gather, scale, mask, softmax) around two batched matmuls; its SDPA is a
                 # fallback call that costs more than the whole product at one query. The softmax is
                 # spelled as exp(s − logsumexp s) so that Inductor's attention pattern matcher does not
                 # turn it back into SDPA (with a symbolic context length that rewrite fails to compile).
-                scores = torch.matmul(qd, kv[:, :, :kv_heads].permute(0, 2, 3, 1)) * head_dim ** -0.5
+                scores = torch.matmul(qd, kv[:, :, :kv_heads].permute(0, 2, 3, 1)) * head_dim**-0.5
                 if inputs.decode_mask is not None:
                     scores = scores.masked_fill(~inputs.decode_mask, float("-inf"))
                 weights = (scores - scores.logsumexp(-1, keepdim=True)).exp()
                 od = torch.matmul(weights, kv[:, :, kv_heads:].transpose(1, 2))
             else:
                 kv = kv.transpose(1, 2)
-                od = F.scaled_dot_product_attention(qd, kv[:, :kv_heads], kv[:, kv_heads:], attn_mask=inputs.decode_mask)
+                od = F.scaled_dot_product_attention(
+                    qd, kv[:, :kv_heads], kv[:, kv_heads:], attn_mask=inputs.decode_mask
+                )
             if inputs.only_decodes:
                 return od.view(total, heads * head_dim)
             out[inputs.decode_token_index] = od.view(batch, heads, head_dim)
         for start, end, slots, mask in inputs.prefills:
             qp = q[start:end].transpose(0, 1).unsqueeze(0)
             kv = cache.index_select(0, slots).transpose(0, 1).unsqueeze(0)  # [1, 2·kvh, ctx, hd]
-            op = F.scaled_dot_product_attention(qp, kv[:, :kv_heads], kv[:, kv_heads:], attn_mask=mask,
-                                                is_causal=mask is None, enable_gqa=gqa)
+            op = F.scaled_dot_product_attention(
+                qp,
+                kv[:, :kv_heads],
+                kv[:, kv_heads:],
+                attn_mask=mask,
+                is_causal=mask is None,
+                enable_gqa=gqa,
+            )
             out[start:end] = op[0].transpose(0, 1)
         return out.view(total, heads * head_dim)
 
@@ -237,12 +301,16 @@ class ModelRunner:
         x = model.embed_tokens(inputs.input_ids)  # a fresh tensor: the residual adds go in place
         for i, (layer, module) in enumerate(zip(packed.layers, model.layers)):
             norm = module.input_layernorm
-            qkv = layer.qkv(F.rms_norm(x, (hidden,), norm.weight, norm.eps)).view(total, -1, head_dim)
-            rotate_pairs_(qkv[:, :heads + kv_heads], cos, sin, rotation)
+            qkv = layer.qkv(F.rms_norm(x, (hidden,), norm.weight, norm.eps)).view(
+                total, -1, head_dim
+            )
+            rotate_pairs_(qkv[:, : heads + kv_heads], cos, sin, rotation)
             self.kv_cache[i].index_copy_(0, inputs.slot_mapping, qkv[:, heads:])
             x.add_(layer.o.native(self._attention(qkv[:, :heads], i, inputs)))  # add_ promotes bf16
             norm = module.post_attention_layernorm
-            gate_up = layer.gate_up(F.rms_norm(x, (hidden,), norm.weight, norm.eps))  # SiLU·up in full precision
+            gate_up = layer.gate_up(
+                F.rms_norm(x, (hidden,), norm.weight, norm.eps)
+            )  # SiLU·up in full precision
             x.add_(layer.down.native(F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])))
         if inputs.logit_indices is not None:
             x = x[inputs.logit_indices]  # only rows we sample from reach the LM head

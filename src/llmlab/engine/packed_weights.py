@@ -44,14 +44,19 @@ def _tensors(module: nn.Module) -> list[torch.Tensor]:
 def _version(t: torch.Tensor) -> int:
     try:
         return t._version
-    except RuntimeError:  # an inference-mode tensor has no version counter (and cannot be updated in place)
+    except (
+        RuntimeError
+    ):  # an inference-mode tensor has no version counter (and cannot be updated in place)
         return -1
 
 
 def fingerprint(model: nn.Module) -> tuple:
     """Identity of every module and tensor, and each tensor's in-place version counter: changes when
     a weight is updated (optimizer step, load_state_dict) or a module is swapped (LoRA wrapping)."""
-    return (tuple(id(m) for m in model.modules()), tuple((id(t), _version(t)) for t in _tensors(model)))
+    return (
+        tuple(id(m) for m in model.modules()),
+        tuple((id(t), _version(t)) for t in _tensors(model)),
+    )
 
 
 def pair_rotary_order(num_heads: int, head_dim: int) -> torch.Tensor:
@@ -79,17 +84,28 @@ class FusedProjection:
             if kinds == {nn.Linear}:
                 weight = self._reorder(torch.cat([m.weight.detach() for m in modules]))
                 self.weight_t = weight.t().contiguous()
-            elif kinds == {Int4Linear} and all(m.use_kernel for m in modules) \
-                    and len({m.group_size for m in modules}) == 1:
-                codes, scales, minimums = (self._reorder(torch.cat(p)) for p in zip(*map(_int4_parts, modules)))
-                self.quantized = Int4Linear(codes, scales, minimums, modules[0].group_size, use_kernel=True)
+            elif (
+                kinds == {Int4Linear}
+                and all(m.use_kernel for m in modules)
+                and len({m.group_size for m in modules}) == 1
+            ):
+                codes, scales, minimums = (
+                    self._reorder(torch.cat(p)) for p in zip(*map(_int4_parts, modules))
+                )
+                self.quantized = Int4Linear(
+                    codes, scales, minimums, modules[0].group_size, use_kernel=True
+                )
             elif kinds == {Int8Linear} and all(m.use_kernel for m in modules):
                 qweight = self._reorder(torch.cat([m.qweight for m in modules]))
                 scales = self._reorder(torch.cat([m.scales for m in modules]))
                 self.quantized = Int8Linear(qweight, scales, use_kernel=True)
             if (self.weight_t is not None or self.quantized is not None) and has_bias:
-                parts = [b.detach() if b is not None else torch.zeros(m.out_features, device=m.weight.device)
-                         for m, b in zip(modules, biases)]
+                parts = [
+                    b.detach()
+                    if b is not None
+                    else torch.zeros(m.out_features, device=m.weight.device)
+                    for m, b in zip(modules, biases)
+                ]
                 self.bias = self._reorder(torch.cat(parts))
 
     def _reorder(self, rows: torch.Tensor) -> torch.Tensor:
@@ -103,7 +119,9 @@ class FusedProjection:
         """Like calling it, but a packed quantized kernel's result stays in its own dtype (bfloat16):
         a caller that adds it into the float residual (`add_` promotes exactly) skips a conversion."""
         if self.weight_t is not None:
-            if x.shape[0] >= WIDE_BATCH:  # MKL's GEMM prefers the model's own [out, in] weights here
+            if (
+                x.shape[0] >= WIDE_BATCH
+            ):  # MKL's GEMM prefers the model's own [out, in] weights here
                 return self._per_module(x, lambda m: F.linear(x, m.weight, m.bias))
             w = self.weight_t
             return torch.mm(x, w) if self.bias is None else torch.addmm(self.bias.to(x.dtype), x, w)
@@ -116,7 +134,11 @@ class FusedProjection:
         return self._per_module(x, lambda m: m(x))
 
     def _per_module(self, x, call) -> torch.Tensor:
-        out = torch.cat([call(m) for m in self.modules], -1) if len(self.modules) > 1 else call(self.modules[0])
+        out = (
+            torch.cat([call(m) for m in self.modules], -1)
+            if len(self.modules) > 1
+            else call(self.modules[0])
+        )
         return out if self.order is None else out.index_select(-1, self.order.to(out.device))
 
 
@@ -136,7 +158,10 @@ class PackedWeights:
     def __init__(self, model: nn.Module):
         c, inner = model.config, model.model
         q_order = pair_rotary_order(c.num_attention_heads, c.head_dim)
-        k_order = pair_rotary_order(c.num_key_value_heads, c.head_dim) + c.num_attention_heads * c.head_dim
+        k_order = (
+            pair_rotary_order(c.num_key_value_heads, c.head_dim)
+            + c.num_attention_heads * c.head_dim
+        )
         kv_dim = c.num_key_value_heads * c.head_dim
         v_order = torch.arange(kv_dim) + c.num_attention_heads * c.head_dim + kv_dim
         qk_order = torch.cat([q_order, k_order, v_order])
@@ -144,7 +169,9 @@ class PackedWeights:
         self.head = FusedProjection([model.lm_head])
 
 
-def rotate_pairs_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotation: torch.Tensor | None = None):
+def rotate_pairs_(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotation: torch.Tensor | None = None
+):
     """In place: rotate adjacent pairs of x [T, heads, head_dim] by angles given as cos, sin [T, 1, head_dim / 2]
     or, faster in eager mode, as the complex `rotation` = cos + i·sin (one multiply). Under torch.compile
     pass no `rotation`: Inductor has no complex kernels on CPU, and fuses the real form into one loop."""
@@ -155,4 +182,6 @@ def rotate_pairs_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotatio
     elif x.dtype in (torch.float32, torch.float64):
         torch.view_as_complex(pairs).mul_(rotation)
     else:  # no complex bfloat16/float16 on CPU: rotate in float32, round once (as the reference does)
-        pairs.copy_(torch.view_as_real(torch.view_as_complex(pairs.float().contiguous()) * rotation))
+        pairs.copy_(
+            torch.view_as_real(torch.view_as_complex(pairs.float().contiguous()) * rotation)
+        )

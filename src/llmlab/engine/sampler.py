@@ -27,10 +27,14 @@ def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
     return logits.masked_fill(probs < min_p * probs.max(-1, keepdim=True).values, float("-inf"))
 
 
-def apply_presence_frequency(logits: torch.Tensor, output_ids: list[int], presence: float, frequency: float):
+def apply_presence_frequency(
+    logits: torch.Tensor, output_ids: list[int], presence: float, frequency: float
+):
     if (presence == 0 and frequency == 0) or not output_ids:
         return logits
-    counts = torch.bincount(torch.tensor(output_ids, device=logits.device), minlength=logits.shape[-1]).to(logits.dtype)
+    counts = torch.bincount(
+        torch.tensor(output_ids, device=logits.device), minlength=logits.shape[-1]
+    ).to(logits.dtype)
     return logits - frequency * counts - presence * (counts > 0).to(logits.dtype)
 
 
@@ -45,8 +49,12 @@ def _logprob_entry(logprobs: torch.Tensor, token: int, top_n: int) -> dict:
 def _penalized(row: torch.Tensor, seq: Sequence) -> torch.Tensor:
     p = seq.params
     if p.repetition_penalty != 1:
-        row = apply_repetition_penalty(row, torch.tensor(seq.token_ids, device=row.device), p.repetition_penalty)
-    return apply_presence_frequency(row, seq.output_token_ids, p.presence_penalty, p.frequency_penalty)
+        row = apply_repetition_penalty(
+            row, torch.tensor(seq.token_ids, device=row.device), p.repetition_penalty
+        )
+    return apply_presence_frequency(
+        row, seq.output_token_ids, p.presence_penalty, p.frequency_penalty
+    )
 
 
 def _draw(probs: torch.Tensor, seqs: list[Sequence]) -> list[int]:
@@ -55,7 +63,9 @@ def _draw(probs: torch.Tensor, seqs: list[Sequence]) -> list[int]:
     tokens = [0] * len(seqs)
     free = [i for i, s in enumerate(seqs) if s.generator is None]
     if free:
-        drawn = torch.multinomial(probs[free] if len(free) < len(seqs) else probs, 1).view(-1).tolist()
+        drawn = (
+            torch.multinomial(probs[free] if len(free) < len(seqs) else probs, 1).view(-1).tolist()
+        )
         for i, t in zip(free, drawn):
             tokens[i] = t
     for i, seq in enumerate(seqs):
@@ -67,7 +77,9 @@ def _draw(probs: torch.Tensor, seqs: list[Sequence]) -> list[int]:
 
 def sample(logits: torch.Tensor, seqs: list[Sequence]) -> list[tuple[int, dict | None]]:
     """logits [len(seqs), vocab] (float32) → (token id, logprob entry or None) per sequence."""
-    if all(s.params.greedy and not s.params.needs_history and s.params.logprobs is None for s in seqs):
+    if all(
+        s.params.greedy and not s.params.needs_history and s.params.logprobs is None for s in seqs
+    ):
         return [(t, None) for t in logits.argmax(-1).tolist()]
     raw = logits
     history = [i for i, s in enumerate(seqs) if s.params.needs_history]
@@ -95,5 +107,8 @@ def sample(logits: torch.Tensor, seqs: list[Sequence]) -> list[tuple[int, dict |
     if wanted:
         logprobs = raw[wanted].log_softmax(-1)
         for row, i in enumerate(wanted):
-            results[i] = (tokens[i], _logprob_entry(logprobs[row], tokens[i], seqs[i].params.logprobs))
+            results[i] = (
+                tokens[i],
+                _logprob_entry(logprobs[row], tokens[i], seqs[i].params.logprobs),
+            )
     return results

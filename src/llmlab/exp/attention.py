@@ -28,10 +28,10 @@ TITLE = "scaled vs unscaled dot-product attention; what heads attend to"
 CLAIM = Claim(
     section="Transformer",
     zh="Attention(Q, K, V) = softmax(QKᵀ / √d_k) · V。……多头机制：将注意力机制并行分成多个子空间（多个头），"
-       "增强模型捕捉多粒度特征的能力，最后拼接融合。",
+    "增强模型捕捉多粒度特征的能力，最后拼接融合。",
     en="Attention(Q, K, V) = softmax(QKᵀ/√d_k)·V. Multi-head: split attention into several subspaces (heads) "
-       "in parallel, strengthening the model's ability to capture features at several granularities, then "
-       "concatenate and fuse.",
+    "in parallel, strengthening the model's ability to capture features at several granularities, then "
+    "concatenate and fuse.",
 )
 K = 8  # toy task vocabulary
 
@@ -40,7 +40,9 @@ def saturation(d_k: int, scaled: bool, keys: int = 16, samples: int = 256) -> tu
     """(mean max attention weight, mean norm of the softmax's gradient w.r.t. its logits)."""
     g = torch.Generator().manual_seed(d_k)
     q, k = torch.randn(samples, 1, d_k, generator=g), torch.randn(samples, keys, d_k, generator=g)
-    logits = (q @ k.transpose(-2, -1) * (1 / math.sqrt(d_k) if scaled else 1.0)).requires_grad_(True)
+    logits = (q @ k.transpose(-2, -1) * (1 / math.sqrt(d_k) if scaled else 1.0)).requires_grad_(
+        True
+    )
     w = logits.softmax(dim=-1)
     target = torch.randn(samples, 1, keys, generator=g)
     (grad,) = torch.autograd.grad((w * target).sum(), logits)
@@ -56,8 +58,11 @@ class TwoLookups(nn.Module):
         self.tok, self.pos = nn.Embedding(K, d_model), nn.Embedding(length, d_model)
         self.attn = MultiHeadAttention(d_model, heads)
         self.outputs = 2 if readout == "linear" else 1
-        self.read = (nn.Linear(d_model, 2 * K) if readout == "linear"
-                     else nn.Sequential(nn.Linear(d_model, 256), nn.ReLU(), nn.Linear(256, K)))
+        self.read = (
+            nn.Linear(d_model, 2 * K)
+            if readout == "linear"
+            else nn.Sequential(nn.Linear(d_model, 256), nn.ReLU(), nn.Linear(256, K))
+        )
 
     def forward(self, x):  # [B, T] → logits [B, T, outputs, K]
         h = self.tok(x) + self.pos(torch.arange(x.shape[1]))
@@ -90,8 +95,13 @@ def train_heads(heads: int, readout: str, steps: int) -> tuple[list[float], list
         acc = (model(x)[:, 2:].argmax(-1) == y[:, 2:]).float().mean(dim=(0, 1)).tolist()
     w = model.attn.last_weights[:, :, 2:]  # [B, heads, positions t ≥ 2, keys]
     t = torch.arange(2, x.shape[1])
-    looks = [{"to_previous": w[:, h, t - 2, t - 1].mean().item(), "to_first": w[:, h, :, 0].mean().item()}
-             for h in range(heads)]
+    looks = [
+        {
+            "to_previous": w[:, h, t - 2, t - 1].mean().item(),
+            "to_first": w[:, h, :, 0].mean().item(),
+        }
+        for h in range(heads)
+    ]
     return acc, looks
 
 
@@ -109,21 +119,31 @@ def run(fast: bool) -> Outcome:
     grads = {m: [s[1] for s in v] for m, v in sat.items()}
     mean2, mean1 = sum(acc2) / 2, sum(acc1) / 2
     checks = [
-        Check(f"without the 1/√d_k scale the softmax saturates as d_k grows: mean max weight "
-              f"{fmt(max_w['unscaled'][0])} at d_k={dims[0]} → {fmt(max_w['unscaled'][-1])} at d_k={dims[-1]}; scaled stays "
-              f"{fmt(min(max_w['scaled']))}–{fmt(max(max_w['scaled']))}",
-              max_w["unscaled"][-1] > 0.8 and max(max_w["scaled"]) - min(max_w["scaled"]) < 0.15),
-        Check(f"…and its gradient vanishes: {fmt(grads['unscaled'][-1])} unscaled vs {fmt(grads['scaled'][-1])} scaled "
-              f"at d_k={dims[-1]}", grads["unscaled"][-1] < grads["scaled"][-1] / 2),
-        Check(f"two heads specialize, one per look-up: head {prev_head} puts {fmt(looks2[prev_head]['to_previous'])} "
-              f"on the previous token and {fmt(looks2[prev_head]['to_first'])} on the first; head {first_head} "
-              f"{fmt(looks2[first_head]['to_first'])} on the first and {fmt(looks2[first_head]['to_previous'])} on the "
-              f"previous (specialized = ≥ 0.5 more on its own target)",
-              looks2[prev_head]["to_previous"] - looks2[prev_head]["to_first"] >= 0.5
-              and looks2[first_head]["to_first"] - looks2[first_head]["to_previous"] >= 0.5),
-        Check(f"two heads do what one head of the same width cannot: copy accuracy (previous, first) "
-              f"{fmt(acc2[0])}, {fmt(acc2[1])} with two heads vs {fmt(acc1[0])}, {fmt(acc1[1])} with one "
-              f"(chance {fmt(1 / K)}; 'cannot' = mean at least 0.2 lower)", mean2 >= mean1 + 0.2),
+        Check(
+            f"without the 1/√d_k scale the softmax saturates as d_k grows: mean max weight "
+            f"{fmt(max_w['unscaled'][0])} at d_k={dims[0]} → {fmt(max_w['unscaled'][-1])} at d_k={dims[-1]}; scaled stays "
+            f"{fmt(min(max_w['scaled']))}–{fmt(max(max_w['scaled']))}",
+            max_w["unscaled"][-1] > 0.8 and max(max_w["scaled"]) - min(max_w["scaled"]) < 0.15,
+        ),
+        Check(
+            f"…and its gradient vanishes: {fmt(grads['unscaled'][-1])} unscaled vs {fmt(grads['scaled'][-1])} scaled "
+            f"at d_k={dims[-1]}",
+            grads["unscaled"][-1] < grads["scaled"][-1] / 2,
+        ),
+        Check(
+            f"two heads specialize, one per look-up: head {prev_head} puts {fmt(looks2[prev_head]['to_previous'])} "
+            f"on the previous token and {fmt(looks2[prev_head]['to_first'])} on the first; head {first_head} "
+            f"{fmt(looks2[first_head]['to_first'])} on the first and {fmt(looks2[first_head]['to_previous'])} on the "
+            f"previous (specialized = ≥ 0.5 more on its own target)",
+            looks2[prev_head]["to_previous"] - looks2[prev_head]["to_first"] >= 0.5
+            and looks2[first_head]["to_first"] - looks2[first_head]["to_previous"] >= 0.5,
+        ),
+        Check(
+            f"two heads do what one head of the same width cannot: copy accuracy (previous, first) "
+            f"{fmt(acc2[0])}, {fmt(acc2[1])} with two heads vs {fmt(acc1[0])}, {fmt(acc1[1])} with one "
+            f"(chance {fmt(1 / K)}; 'cannot' = mean at least 0.2 lower)",
+            mean2 >= mean1 + 0.2,
+        ),
     ]
     acc_mlp2, looks_mlp2 = runs[(2, "mlp")]
     acc_mlp1, looks_mlp1 = runs[(1, "mlp")]
@@ -149,14 +169,30 @@ def run(fast: bool) -> Outcome:
     axes[0].set(title="mean max attention weight", xlabel="d_k")
     axes[1].set(title="gradient through softmax", xlabel="d_k")
     axes[0].legend()
-    bars = [[looks2[h]["to_previous"], looks2[h]["to_first"]] for h in range(2)] + [[looks1[0]["to_previous"], looks1[0]["to_first"]]]
+    bars = [[looks2[h]["to_previous"], looks2[h]["to_first"]] for h in range(2)] + [
+        [looks1[0]["to_previous"], looks1[0]["to_first"]]
+    ]
     for i, b in enumerate(bars):
         axes[2].bar([i - 0.2, i + 0.2], b, width=0.4, color=["C0", "C1"])
-    axes[2].set_xticks(range(3), [f"2h: head 0\nacc {fmt(mean2)}", "2h: head 1", f"1 head\nacc {fmt(mean1)}"])
+    axes[2].set_xticks(
+        range(3), [f"2h: head 0\nacc {fmt(mean2)}", "2h: head 1", f"1 head\nacc {fmt(mean1)}"]
+    )
     axes[2].set(title="copy task: attention on previous (blue) / first (orange)", ylim=(0, 1.05))
-    numbers = {"d_k": list(dims), "mean_max_weight": max_w, "softmax_grad": grads,
-               "copy_task": {"two_heads_accuracy": acc2, "two_heads_looks": looks2, "one_head_accuracy": acc1,
-                             "one_head_looks": looks1},
-               "sum_task_mlp_control": {"two_heads_accuracy": acc_mlp2[0], "two_heads_looks": looks_mlp2,
-                                        "one_head_accuracy": acc_mlp1[0], "one_head_looks": looks_mlp1}}
+    numbers = {
+        "d_k": list(dims),
+        "mean_max_weight": max_w,
+        "softmax_grad": grads,
+        "copy_task": {
+            "two_heads_accuracy": acc2,
+            "two_heads_looks": looks2,
+            "one_head_accuracy": acc1,
+            "one_head_looks": looks1,
+        },
+        "sum_task_mlp_control": {
+            "two_heads_accuracy": acc_mlp2[0],
+            "two_heads_looks": looks_mlp2,
+            "one_head_accuracy": acc_mlp1[0],
+            "one_head_looks": looks_mlp1,
+        },
+    }
     return Outcome(numbers, checks, fig, discussion)

@@ -25,21 +25,59 @@ CORPUS = Path(__file__).resolve().parent.parent / "assets" / "lab_bert_corpus.tx
 SPECIALS = ["<|pad|>", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 TOPICS = {  # topic: (words — first half labelled in fine-tuning, second half only tested; what they do)
-    "animal": (["cat", "dog", "horse", "cow", "sheep", "goat", "pig", "duck"],
-               ["eats grass", "runs in the field", "sleeps in the barn", "has four legs", "drinks from the river",
-                "lives on the farm"]),
-    "fruit": (["apple", "banana", "orange", "grape", "pear", "plum", "cherry", "peach"],
-              ["is sweet", "grows on a tree", "is eaten fresh", "is sold at the market", "has a thin skin",
-               "is ripe in summer"]),
-    "vehicle": (["car", "bus", "truck", "train", "bike", "boat", "van", "taxi"],
-                ["drives on the road", "has four wheels", "needs fuel", "carries people", "is parked outside",
-                 "goes very fast"]),
-    "tool": (["hammer", "chisel", "drill", "knife", "axe", "wrench", "shovel", "ladder"],
-             ["cuts the wood", "is kept in the shed", "has a handle", "fixes the fence", "is made of steel",
-              "helps the builder"]),
+    "animal": (
+        ["cat", "dog", "horse", "cow", "sheep", "goat", "pig", "duck"],
+        [
+            "eats grass",
+            "runs in the field",
+            "sleeps in the barn",
+            "has four legs",
+            "drinks from the river",
+            "lives on the farm",
+        ],
+    ),
+    "fruit": (
+        ["apple", "banana", "orange", "grape", "pear", "plum", "cherry", "peach"],
+        [
+            "is sweet",
+            "grows on a tree",
+            "is eaten fresh",
+            "is sold at the market",
+            "has a thin skin",
+            "is ripe in summer",
+        ],
+    ),
+    "vehicle": (
+        ["car", "bus", "truck", "train", "bike", "boat", "van", "taxi"],
+        [
+            "drives on the road",
+            "has four wheels",
+            "needs fuel",
+            "carries people",
+            "is parked outside",
+            "goes very fast",
+        ],
+    ),
+    "tool": (
+        ["hammer", "chisel", "drill", "knife", "axe", "wrench", "shovel", "ladder"],
+        [
+            "cuts the wood",
+            "is kept in the shed",
+            "has a handle",
+            "fixes the fence",
+            "is made of steel",
+            "helps the builder",
+        ],
+    ),
 }
-NEUTRAL = ["i saw the {} yesterday", "we talked about the {}", "there is a {} near the house",
-           "my friend likes the {}", "she drew a picture of the {}", "the story was about a {}"]
+NEUTRAL = [
+    "i saw the {} yesterday",
+    "we talked about the {}",
+    "there is a {} near the house",
+    "my friend likes the {}",
+    "she drew a picture of the {}",
+    "the story was about a {}",
+]
 LABELLED_TEMPLATES = NEUTRAL[:4]  # fine-tuning rows; the test for seen words uses the other two
 
 
@@ -81,7 +119,9 @@ def topic_task() -> dict[str, list[tuple[str, int]]]:
         half = len(words) // 2
         for word in words[:half]:
             rows["train"] += [(t.format(word), label) for t in LABELLED_TEMPLATES]
-            rows["test_seen"] += [(t.format(word), label) for t in NEUTRAL if t not in LABELLED_TEMPLATES]
+            rows["test_seen"] += [
+                (t.format(word), label) for t in NEUTRAL if t not in LABELLED_TEMPLATES
+            ]
         for word in words[half:]:
             rows["test_unseen"] += [(t.format(word), label) for t in NEUTRAL]
     return rows

@@ -25,15 +25,22 @@ TITLE = "tiny BERT: MLM + NSP pretraining, then fine-tuning, vs fine-tuning from
 CLAIM = Claim(
     section="BERT 模型 / BERT训练任务",
     zh="预训练+微调框架：BERT 在大规模语料（如 Wikipedia + BookCorpus）上预训练后，可以迁移到具体任务（如分类、问答）进行"
-       "微调，效果优异。……核心的训练任务有两个：掩蔽语言模型 (MLM) 和 下一句预测 (NSP)。",
+    "微调，效果优异。……核心的训练任务有两个：掩蔽语言模型 (MLM) 和 下一句预测 (NSP)。",
     en="Pretrain-then-fine-tune: after pretraining on a large corpus (e.g. Wikipedia + BookCorpus), BERT transfers "
-       "to specific tasks (classification, QA) by fine-tuning, with excellent results. Its two core training tasks "
-       "are the masked language model (MLM) and next-sentence prediction (NSP).",
+    "to specific tasks (classification, QA) by fine-tuning, with excellent results. Its two core training tasks "
+    "are the masked language model (MLM) and next-sentence prediction (NSP).",
 )
 SEQ_LEN = 32
 MARGIN = 0.2  # "pretraining helps" = held-out accuracy at least this much above the scratch model's
-MODEL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
-         "max_position_embeddings": SEQ_LEN, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+MODEL = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "max_position_embeddings": SEQ_LEN,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+}
 
 
 def _optimizer(model, lr: float, steps: int, warmup: int):
@@ -86,8 +93,13 @@ def mlm_majority_baseline(objective, held_out: dict) -> float:
     ids = held_out["input_ids"]
     with torch.random.fork_rng():
         torch.manual_seed(1234)
-        _, labels = mask_tokens(ids, torch.isin(ids, objective.special_ids), objective.mask_id,
-                                objective.vocab_size, objective.probability)
+        _, labels = mask_tokens(
+            ids,
+            torch.isin(ids, objective.special_ids),
+            objective.mask_id,
+            objective.vocab_size,
+            objective.probability,
+        )
     picked = labels[labels >= 0]
     return (picked.bincount().max() / len(picked)).item()
 
@@ -115,7 +127,9 @@ def finetune(classifier, train_rows: dict, tests: dict[str, dict], steps: int, e
 
 
 def _classification_rows(encoder, rows: list[tuple[str, int]]) -> dict:
-    tensors = encoder.to_tensors([encoder.pack(ids) for ids in encoder.encode_texts([text for text, _ in rows])])
+    tensors = encoder.to_tensors(
+        [encoder.pack(ids) for ids in encoder.encode_texts([text for text, _ in rows])]
+    )
     tensors["labels"] = torch.tensor([label for _, label in rows])
     return tensors
 
@@ -129,16 +143,22 @@ def run(fast: bool) -> Outcome:
     pretrain_steps, finetune_steps = (120, 60) if fast else (2000, 300)
     tokenizer = word_tokenizer(text)
     encoder = PairEncoder(tokenizer, SEQ_LEN)
-    config = bert_config(MODEL, tokenizer.get_vocab_size(), encoder.pad, SEQ_LEN, num_labels=len(TOPICS))
+    config = bert_config(
+        MODEL, tokenizer.get_vocab_size(), encoder.pad, SEQ_LEN, num_labels=len(TOPICS)
+    )
     pairs = build_nsp_pairs([str(CORPUS)], encoder, seed=0)
     if fast:
         pairs = {k: v[:600] for k, v in pairs.items()}
     train_pairs, held_out = split_rows(pairs, 0.1, seed=0)
-    objective = MlmNspObjective(encoder.mask, config.vocab_size, [encoder.cls, encoder.sep, encoder.pad, encoder.mask])
+    objective = MlmNspObjective(
+        encoder.mask, config.vocab_size, [encoder.cls, encoder.sep, encoder.pad, encoder.mask]
+    )
 
     torch.manual_seed(0)
     model = BertForPreTraining(config)
-    curve = pretrain(model, objective, train_pairs, held_out, pretrain_steps, every=max(1, pretrain_steps // 15))
+    curve = pretrain(
+        model, objective, train_pairs, held_out, pretrain_steps, every=max(1, pretrain_steps // 15)
+    )
     baseline = mlm_majority_baseline(objective, held_out)
 
     task = {name: _classification_rows(encoder, rows) for name, rows in topic_task().items()}
@@ -149,20 +169,29 @@ def run(fast: bool) -> Outcome:
         classifier = BertForSequenceClassification(config)
         if start == "pretrained":
             classifier.bert.load_state_dict(model.bert.state_dict())
-        runs[start] = finetune(classifier, task["train"], tests, finetune_steps, every=max(1, finetune_steps // 15))
+        runs[start] = finetune(
+            classifier, task["train"], tests, finetune_steps, every=max(1, finetune_steps // 15)
+        )
     final = {start: {k: v[-1] for k, v in r.items() if k != "step"} for start, r in runs.items()}
     gain = final["pretrained"]["test_unseen"] - final["scratch"]["test_unseen"]
     chance = 1 / len(TOPICS)
 
     checks = [
-        Check(f"MLM learns from context: held-out masked-token accuracy {fmt(curve['eval_mlm_acc'][-1])} vs "
-              f"{fmt(baseline)} for always guessing the most frequent token",
-              curve["eval_mlm_acc"][-1] >= baseline + 0.2),
-        Check(f"NSP learns which segment follows: held-out accuracy {fmt(curve['eval_nsp_acc'][-1])} (chance 0.5)",
-              curve["eval_nsp_acc"][-1] >= 0.75),
-        Check(f"pretraining helps the fine-tuned classifier: accuracy on sentences about words absent from the "
-              f"labelled data {fmt(final['pretrained']['test_unseen'])} pretrained vs {fmt(final['scratch']['test_unseen'])} "
-              f"from scratch (chance {fmt(chance)}; 'helps' = at least {fmt(MARGIN)} higher)", gain >= MARGIN),
+        Check(
+            f"MLM learns from context: held-out masked-token accuracy {fmt(curve['eval_mlm_acc'][-1])} vs "
+            f"{fmt(baseline)} for always guessing the most frequent token",
+            curve["eval_mlm_acc"][-1] >= baseline + 0.2,
+        ),
+        Check(
+            f"NSP learns which segment follows: held-out accuracy {fmt(curve['eval_nsp_acc'][-1])} (chance 0.5)",
+            curve["eval_nsp_acc"][-1] >= 0.75,
+        ),
+        Check(
+            f"pretraining helps the fine-tuned classifier: accuracy on sentences about words absent from the "
+            f"labelled data {fmt(final['pretrained']['test_unseen'])} pretrained vs {fmt(final['scratch']['test_unseen'])} "
+            f"from scratch (chance {fmt(chance)}; 'helps' = at least {fmt(MARGIN)} higher)",
+            gain >= MARGIN,
+        ),
     ]
     labelled = len(task["train"]["labels"])
     discussion = (
@@ -175,11 +204,14 @@ def run(fast: bool) -> Outcome:
         f"scratch {fmt(final['scratch']['test_seen'])}; training loss at the end: pretrained "
         f"{fmt(final['pretrained']['loss'])}, scratch {fmt(final['scratch']['loss'])}. The words a classifier trained "
         "from scratch has never seen keep their random embeddings, so it can only guess on them. "
-        + ("The pretrained encoder learned from unlabelled text that 'goat' behaves like 'dog' and 'plum' like "
-           "'apple' (they fill the same masked contexts), and the fine-tuned head transfers to them: that is what "
-           "'pretrain, then fine-tune' buys. " if gain >= MARGIN else
-           "Here pretraining did not give the encoder enough for the head to transfer to those words (too few "
-           "pretraining steps for the MLM to group them). ")
+        + (
+            "The pretrained encoder learned from unlabelled text that 'goat' behaves like 'dog' and 'plum' like "
+            "'apple' (they fill the same masked contexts), and the fine-tuned head transfers to them: that is what "
+            "'pretrain, then fine-tune' buys. "
+            if gain >= MARGIN
+            else "Here pretraining did not give the encoder enough for the head to transfer to those words (too few "
+            "pretraining steps for the MLM to group them). "
+        )
         + "The corpus is synthetic and tiny, so this shows the mechanism, not the size of the effect on real tasks. "
         "NSP here can be solved by noticing that a random segment is about a different thing (topic rather than "
         "coherence), the weakness ALBERT later pointed out; RoBERTa dropped NSP without loss."
@@ -200,7 +232,15 @@ def run(fast: bool) -> Outcome:
     axes[2].axhline(chance, color="grey", lw=0.5)
     axes[2].set(title="fine-tuned accuracy (held out)", xlabel="step", ylim=(0, 1.05))
     axes[2].legend(fontsize=7, loc="center right")
-    numbers = {"pretraining": curve, "mlm_majority_baseline": baseline, "finetune": runs, "final": final,
-               "gain_unseen": gain, "margin": MARGIN, "nsp_pairs": len(pairs["input_ids"]),
-               "vocab_size": config.vocab_size, "encoder_parameters": parameter_count(model.bert)}
+    numbers = {
+        "pretraining": curve,
+        "mlm_majority_baseline": baseline,
+        "finetune": runs,
+        "final": final,
+        "gain_unseen": gain,
+        "margin": MARGIN,
+        "nsp_pairs": len(pairs["input_ids"]),
+        "vocab_size": config.vocab_size,
+        "encoder_parameters": parameter_count(model.bert),
+    }
     return Outcome(numbers, checks, fig, discussion)

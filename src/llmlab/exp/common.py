@@ -20,8 +20,8 @@ from torch import nn
 @dataclass(frozen=True)
 class Claim:
     section: str  # the notes' heading it comes from
-    zh: str       # the notes' words (obvious repair errors of the rough repair fixed)
-    en: str       # English gloss
+    zh: str  # the notes' words (obvious repair errors of the rough repair fixed)
+    en: str  # English gloss
 
 
 @dataclass

@@ -23,18 +23,25 @@ TITLE = "dropout shrinks the overfitting gap; where the test-time scaling goes"
 CLAIM = Claim(
     section="dropout的作用是什么",
     zh="Dropout 是一种正则化方法，主要作用是防止过拟合。训练时：x̃ = x·m，m ∼ Bernoulli(p)，p为保留概率；"
-       "推理时：不丢节点，输出乘以 p 的缩放补偿（保持期望一致）。",
+    "推理时：不丢节点，输出乘以 p 的缩放补偿（保持期望一致）。",
     en="Dropout is a regularizer whose main effect is preventing overfitting. Training: x̃ = x·m with "
-       "m ~ Bernoulli(p), p the keep probability; inference: drop nothing and multiply outputs by p to keep "
-       "the expectation the same.",
+    "m ~ Bernoulli(p), p the keep probability; inference: drop nothing and multiply outputs by p to keep "
+    "the expectation the same.",
 )
 RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
 def train(p_drop: float, steps: int, train_set, val_set) -> dict:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 256), nn.ReLU(), InvertedDropout(p_drop),
-                          nn.Linear(256, 256), nn.ReLU(), InvertedDropout(p_drop), nn.Linear(256, 4))
+    model = nn.Sequential(
+        nn.Linear(16, 256),
+        nn.ReLU(),
+        InvertedDropout(p_drop),
+        nn.Linear(256, 256),
+        nn.ReLU(),
+        InvertedDropout(p_drop),
+        nn.Linear(256, 4),
+    )
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     val_curve = []
     for step in range(steps):
@@ -45,12 +52,19 @@ def train(p_drop: float, steps: int, train_set, val_set) -> dict:
         opt.step()
         if step % 10 == 9 or step == steps - 1:
             with torch.no_grad():
-                val_curve.append(nn.functional.cross_entropy(model.eval()(val_set[0]), val_set[1]).item())
+                val_curve.append(
+                    nn.functional.cross_entropy(model.eval()(val_set[0]), val_set[1]).item()
+                )
     with torch.no_grad():
         model.eval()
         train_loss = nn.functional.cross_entropy(model(train_set[0]), train_set[1]).item()
-    return {"train_loss": train_loss, "val_loss": val_curve[-1], "gap": val_curve[-1] - train_loss,
-            "best_val_loss": min(val_curve), "val_curve": val_curve}
+    return {
+        "train_loss": train_loss,
+        "val_loss": val_curve[-1],
+        "gap": val_curve[-1] - train_loss,
+        "best_val_loss": min(val_curve),
+        "val_curve": val_curve,
+    }
 
 
 def expectation_check(keep: float, samples: int) -> dict:
@@ -59,13 +73,20 @@ def expectation_check(keep: float, samples: int) -> dict:
     inverted, notes = InvertedDropout(1 - keep), ScaleAtInferenceDropout(keep)
     train_inverted, train_notes = inverted.train()(x).mean().item(), notes.train()(x).mean().item()
     infer_inverted, infer_notes = inverted.eval()(x).mean().item(), notes.eval()(x).mean().item()
-    mixed = infer_inverted * keep  # the notes' rule applied on top of a framework's (inverted) dropout
-    return {"keep": keep, "inverted_train_mean": train_inverted, "inverted_inference": infer_inverted,
-            "notes_train_mean": train_notes, "notes_inference": infer_notes,
-            "inverted_train_then_multiply_by_p": mixed,
-            "notes_rel_error": abs(infer_notes - train_notes) / train_notes,
-            "inverted_rel_error": abs(infer_inverted - train_inverted) / train_inverted,
-            "mixed_rel_error": abs(mixed - train_inverted) / train_inverted}
+    mixed = (
+        infer_inverted * keep
+    )  # the notes' rule applied on top of a framework's (inverted) dropout
+    return {
+        "keep": keep,
+        "inverted_train_mean": train_inverted,
+        "inverted_inference": infer_inverted,
+        "notes_train_mean": train_notes,
+        "notes_inference": infer_notes,
+        "inverted_train_then_multiply_by_p": mixed,
+        "notes_rel_error": abs(infer_notes - train_notes) / train_notes,
+        "inverted_rel_error": abs(infer_inverted - train_inverted) / train_inverted,
+        "mixed_rel_error": abs(mixed - train_inverted) / train_inverted,
+    }
 
 
 def run(fast: bool) -> Outcome:
@@ -77,20 +98,32 @@ def run(fast: bool) -> Outcome:
     expectation = expectation_check(keep=0.8, samples=20_000 if fast else 1_000_000)
 
     checks = [
-        Check(f"dropout shrinks the overfitting gap (val − train loss): {fmt(gaps[0])} at p_drop 0 → "
-              f"{fmt(gaps[-1])} at p_drop 0.5", gaps[-1] < gaps[0]),
-        Check(f"dropout improves validation loss: best over p_drop > 0 "
-              f"{fmt(min(results[str(p)]['val_loss'] for p in RATES[1:]))} vs {fmt(results['0.0']['val_loss'])} without",
-              min(results[str(p)]["val_loss"] for p in RATES[1:]) < results["0.0"]["val_loss"]),
-        Check(f"the notes' formula keeps the expectation (train mean {fmt(expectation['notes_train_mean'])}, "
-              f"inference {fmt(expectation['notes_inference'])}, keep p = 0.8)", expectation["notes_rel_error"] < 0.01),
-        Check(f"inverted dropout (torch.nn.Dropout, llmlab) needs no inference scaling: train mean "
-              f"{fmt(expectation['inverted_train_mean'])}, inference {fmt(expectation['inverted_inference'])}",
-              expectation["inverted_rel_error"] < 0.01),
-        Check(f"the notes' \"multiply by p at inference\" applied to inverted dropout keeps the expectation: "
-              f"gives {fmt(expectation['inverted_train_then_multiply_by_p'])} for a training mean of "
-              f"{fmt(expectation['inverted_train_mean'])} (off by {fmt(100 * expectation['mixed_rel_error'])}%)",
-              expectation["mixed_rel_error"] < 0.01),
+        Check(
+            f"dropout shrinks the overfitting gap (val − train loss): {fmt(gaps[0])} at p_drop 0 → "
+            f"{fmt(gaps[-1])} at p_drop 0.5",
+            gaps[-1] < gaps[0],
+        ),
+        Check(
+            f"dropout improves validation loss: best over p_drop > 0 "
+            f"{fmt(min(results[str(p)]['val_loss'] for p in RATES[1:]))} vs {fmt(results['0.0']['val_loss'])} without",
+            min(results[str(p)]["val_loss"] for p in RATES[1:]) < results["0.0"]["val_loss"],
+        ),
+        Check(
+            f"the notes' formula keeps the expectation (train mean {fmt(expectation['notes_train_mean'])}, "
+            f"inference {fmt(expectation['notes_inference'])}, keep p = 0.8)",
+            expectation["notes_rel_error"] < 0.01,
+        ),
+        Check(
+            f"inverted dropout (torch.nn.Dropout, llmlab) needs no inference scaling: train mean "
+            f"{fmt(expectation['inverted_train_mean'])}, inference {fmt(expectation['inverted_inference'])}",
+            expectation["inverted_rel_error"] < 0.01,
+        ),
+        Check(
+            f'the notes\' "multiply by p at inference" applied to inverted dropout keeps the expectation: '
+            f"gives {fmt(expectation['inverted_train_then_multiply_by_p'])} for a training mean of "
+            f"{fmt(expectation['inverted_train_mean'])} (off by {fmt(100 * expectation['mixed_rel_error'])}%)",
+            expectation["mixed_rel_error"] < 0.01,
+        ),
     ]
     discussion = (
         "The notes describe the original (2014) dropout: no scaling while training, multiply by the keep "
@@ -99,12 +132,19 @@ def run(fast: bool) -> Outcome:
         "activation equal, so the notes' formula is right for the layer it describes — but it does not hold "
         "for the dropout you actually use: multiplying by p at inference after training with "
         "torch.nn.Dropout shrinks every activation by p (the last check). Gap and loss per drop rate: "
-        + "; ".join(f"p_drop {p}: train {fmt(results[str(p)]['train_loss'])}, val {fmt(results[str(p)]['val_loss'])}"
-                    for p in RATES) + f". {n_train} noisy training samples, {steps} full-batch Adam steps."
+        + "; ".join(
+            f"p_drop {p}: train {fmt(results[str(p)]['train_loss'])}, val {fmt(results[str(p)]['val_loss'])}"
+            for p in RATES
+        )
+        + f". {n_train} noisy training samples, {steps} full-batch Adam steps."
     )
     fig, axes = new_figure(2, width=5)
-    axes[0].plot(RATES, [results[str(p)]["train_loss"] for p in RATES], marker="o", label="train loss")
-    axes[0].plot(RATES, [results[str(p)]["val_loss"] for p in RATES], marker="o", label="validation loss")
+    axes[0].plot(
+        RATES, [results[str(p)]["train_loss"] for p in RATES], marker="o", label="train loss"
+    )
+    axes[0].plot(
+        RATES, [results[str(p)]["val_loss"] for p in RATES], marker="o", label="validation loss"
+    )
     axes[0].plot(RATES, gaps, marker="o", label="gap")
     axes[0].set(title="final losses vs drop rate", xlabel="p_drop")
     axes[0].legend()

@@ -23,27 +23,55 @@ TITLE = "skip-gram vectors: neighbours and analogies vs one-hot"
 CLAIM = Claim(
     section="什么是embedding",
     zh="我们不能直接用 one-hot 编码：维度高、稀疏且不能表达语义关系。……用一个可学习的查找表（矩阵），将每个词映射为一个"
-       "低维稠密向量；在训练中可以自动调整向量，使相似词靠近；保留语义关系：“king − man + woman ≈ queen” 是 Word2Vec 的经典示例。",
+    "低维稠密向量；在训练中可以自动调整向量，使相似词靠近；保留语义关系：“king − man + woman ≈ queen” 是 Word2Vec 的经典示例。",
     en="One-hot codes are high-dimensional, sparse and express no semantic relation. An embedding is a learnable "
-       "lookup table mapping each word to a low-dimensional dense vector; training moves similar words close "
-       "together and keeps semantic relations: 'king − man + woman ≈ queen' is Word2Vec's classic example.",
+    "lookup table mapping each word to a low-dimensional dense vector; training moves similar words close "
+    "together and keeps semantic relations: 'king − man + woman ≈ queen' is Word2Vec's classic example.",
 )
 CORPUS = Path(__file__).resolve().parent.parent / "assets" / "lab_corpus.txt"
 
 PEOPLE = {  # (male, female), role
-    ("king", "queen"): "royal", ("prince", "princess"): "young royal", ("man", "woman"): "adult",
-    ("boy", "girl"): "young", ("father", "mother"): "parent", ("son", "daughter"): "child",
+    ("king", "queen"): "royal",
+    ("prince", "princess"): "young royal",
+    ("man", "woman"): "adult",
+    ("boy", "girl"): "young",
+    ("father", "mother"): "parent",
+    ("son", "daughter"): "child",
 }
-CAPITALS = {"france": "paris", "italy": "rome", "japan": "tokyo", "spain": "madrid", "germany": "berlin",
-            "china": "beijing", "egypt": "cairo", "russia": "moscow"}
-GROUPS = {"animal": ["cat", "dog", "horse", "cow", "sheep", "goat"], "fruit": ["apple", "banana", "orange", "grape", "pear", "plum"]}
-ROLE_CONTEXT = {"royal": ["palace", "crown", "throne", "rules", "kingdom"], "young royal": ["palace", "crown", "young", "castle", "heir"],
-                "adult": ["works", "office", "city", "job", "adult"], "young": ["school", "young", "plays", "toys", "class"],
-                "parent": ["family", "home", "children", "cares", "raises"], "child": ["family", "home", "parents", "grows", "child"]}
-ANALOGIES = [("man", "king", "woman", "queen"), ("man", "prince", "woman", "princess"), ("boy", "prince", "girl", "princess"),
-             ("father", "son", "mother", "daughter"), ("king", "queen", "man", "woman"), ("boy", "girl", "man", "woman"),
-             ("france", "paris", "italy", "rome"), ("japan", "tokyo", "spain", "madrid"), ("germany", "berlin", "china", "beijing"),
-             ("egypt", "cairo", "russia", "moscow")]
+CAPITALS = {
+    "france": "paris",
+    "italy": "rome",
+    "japan": "tokyo",
+    "spain": "madrid",
+    "germany": "berlin",
+    "china": "beijing",
+    "egypt": "cairo",
+    "russia": "moscow",
+}
+GROUPS = {
+    "animal": ["cat", "dog", "horse", "cow", "sheep", "goat"],
+    "fruit": ["apple", "banana", "orange", "grape", "pear", "plum"],
+}
+ROLE_CONTEXT = {
+    "royal": ["palace", "crown", "throne", "rules", "kingdom"],
+    "young royal": ["palace", "crown", "young", "castle", "heir"],
+    "adult": ["works", "office", "city", "job", "adult"],
+    "young": ["school", "young", "plays", "toys", "class"],
+    "parent": ["family", "home", "children", "cares", "raises"],
+    "child": ["family", "home", "parents", "grows", "child"],
+}
+ANALOGIES = [
+    ("man", "king", "woman", "queen"),
+    ("man", "prince", "woman", "princess"),
+    ("boy", "prince", "girl", "princess"),
+    ("father", "son", "mother", "daughter"),
+    ("king", "queen", "man", "woman"),
+    ("boy", "girl", "man", "woman"),
+    ("france", "paris", "italy", "rome"),
+    ("japan", "tokyo", "spain", "madrid"),
+    ("germany", "berlin", "china", "beijing"),
+    ("egypt", "cairo", "russia", "moscow"),
+]
 
 
 def write_corpus(path: Path = CORPUS, sentences: int = 12000, seed: int = 0) -> None:
@@ -56,31 +84,52 @@ def write_corpus(path: Path = CORPUS, sentences: int = 12000, seed: int = 0) -> 
             (male, female), role = rng.choice(list(PEOPLE.items()))
             word, pronoun, possessive = rng.choice([(male, "he", "his"), (female, "she", "her")])
             ctx = rng.sample(ROLE_CONTEXT[role], 2)
-            lines.append(rng.choice([f"the {word} said {pronoun} likes the {ctx[0]}",
-                                     f"{possessive} {ctx[0]} is where the {word} {ctx[1]}",
-                                     f"the {word} and {possessive} {ctx[0]} near the {ctx[1]}",
-                                     f"{pronoun} is the {word} of the {ctx[0]}"]))
+            lines.append(
+                rng.choice(
+                    [
+                        f"the {word} said {pronoun} likes the {ctx[0]}",
+                        f"{possessive} {ctx[0]} is where the {word} {ctx[1]}",
+                        f"the {word} and {possessive} {ctx[0]} near the {ctx[1]}",
+                        f"{pronoun} is the {word} of the {ctx[0]}",
+                    ]
+                )
+            )
         elif kind < 0.8:
             country, capital = rng.choice(list(CAPITALS.items()))
-            lines.append(rng.choice([f"{capital} is the capital of {country}", f"the capital city {capital} lies in {country}",
-                                     f"{country} is a country and {capital} its capital", f"people of {country} visit {capital}",
-                                     f"the city of {capital} is big", f"the country {country} has a long history"]))
+            lines.append(
+                rng.choice(
+                    [
+                        f"{capital} is the capital of {country}",
+                        f"the capital city {capital} lies in {country}",
+                        f"{country} is a country and {capital} its capital",
+                        f"people of {country} visit {capital}",
+                        f"the city of {capital} is big",
+                        f"the country {country} has a long history",
+                    ]
+                )
+            )
         else:
             group, words = rng.choice(list(GROUPS.items()))
             word = rng.choice(words)
-            verbs = {"animal": ["eats grass", "runs fast", "lives on the farm", "sleeps in the barn"],
-                     "fruit": ["is sweet", "grows on a tree", "is eaten fresh", "is sold at the market"]}[group]
+            verbs = {
+                "animal": ["eats grass", "runs fast", "lives on the farm", "sleeps in the barn"],
+                "fruit": ["is sweet", "grows on a tree", "is eaten fresh", "is sold at the market"],
+            }[group]
             lines.append(f"the {word} {rng.choice(verbs)}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def skipgram(tokens: list[int], vocab: int, dim: int, epochs: int, window: int = 3, negatives: int = 5):
+def skipgram(
+    tokens: list[int], vocab: int, dim: int, epochs: int, window: int = 3, negatives: int = 5
+):
     centre, context = [], []
     for offset in range(1, window + 1):
         centre += tokens[:-offset] + tokens[offset:]
         context += tokens[offset:] + tokens[:-offset]
     centre, context = torch.tensor(centre), torch.tensor(context)
-    counts = torch.bincount(context, minlength=vocab).float() ** 0.75  # word2vec's noise distribution
+    counts = (
+        torch.bincount(context, minlength=vocab).float() ** 0.75
+    )  # word2vec's noise distribution
     torch.manual_seed(0)
     inp, out = nn.Embedding(vocab, dim), nn.Embedding(vocab, dim)
     nn.init.uniform_(inp.weight, -0.5 / dim, 0.5 / dim)
@@ -93,9 +142,15 @@ def skipgram(tokens: list[int], vocab: int, dim: int, epochs: int, window: int =
         for start in range(0, len(order), 4096):
             idx = order[start : start + 4096]
             c, pos = inp(centre[idx]), out(context[idx])
-            neg = out(torch.multinomial(counts, len(idx) * negatives, replacement=True, generator=g).view(len(idx), negatives))
-            loss = -(nn.functional.logsigmoid((c * pos).sum(-1)).mean()
-                     + nn.functional.logsigmoid(-(neg @ c[:, :, None]).squeeze(-1)).sum(-1).mean())
+            neg = out(
+                torch.multinomial(counts, len(idx) * negatives, replacement=True, generator=g).view(
+                    len(idx), negatives
+                )
+            )
+            loss = -(
+                nn.functional.logsigmoid((c * pos).sum(-1)).mean()
+                + nn.functional.logsigmoid(-(neg @ c[:, :, None]).squeeze(-1)).sum(-1).mean()
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -109,7 +164,9 @@ def run(fast: bool) -> Outcome:
     words = " ".join(lines).split()
     vocab = sorted(set(words))
     index = {w: i for i, w in enumerate(vocab)}
-    vectors, losses = skipgram([index[w] for w in words], len(vocab), dim=16 if fast else 32, epochs=1 if fast else 4)
+    vectors, losses = skipgram(
+        [index[w] for w in words], len(vocab), dim=16 if fast else 32, epochs=1 if fast else 4
+    )
     unit = nn.functional.normalize(vectors, dim=1)
     cos = lambda a, b: (unit[index[a]] @ unit[index[b]]).item()  # noqa: E731
 
@@ -126,28 +183,43 @@ def run(fast: bool) -> Outcome:
             sims[index[w]] = -2
         return vocab[sims.argmax().item()]
 
-    analogies = [{"a": a, "b": b, "c": c, "expected": d, "got": solve(a, b, c)} for a, b, c, d in ANALOGIES]
+    analogies = [
+        {"a": a, "b": b, "c": c, "expected": d, "got": solve(a, b, c)} for a, b, c, d in ANALOGIES
+    ]
     analogy_acc = sum(x["got"] == x["expected"] for x in analogies) / len(analogies)
-    same = [cos(a, b) for g in GROUPS.values() for i, a in enumerate(g) for b in g[i + 1:]]
+    same = [cos(a, b) for g in GROUPS.values() for i, a in enumerate(g) for b in g[i + 1 :]]
     cross = [cos(a, b) for a in GROUPS["animal"] for b in GROUPS["fruit"]]
     same_mean, cross_mean = sum(same) / len(same), sum(cross) / len(cross)
     one_hot = torch.eye(len(vocab))
     one_hot_cos = (one_hot @ one_hot.T - torch.eye(len(vocab))).abs().max().item()
     neighbours = {w: nearest(w) for w in ("king", "queen", "paris", "cat", "apple")}
     checks = [
-        Check(f"one-hot codes: dimension {len(vocab)} (= vocabulary), {fmt(100 * (1 - 1 / len(vocab)))}% zeros, cosine "
-              f"between any two different words {fmt(one_hot_cos)} — no similarity at all", one_hot_cos == 0.0),
-        Check(f"dense {vectors.shape[1]}-d embeddings place related words close: mean cosine within animals/fruit "
-              f"{fmt(same_mean)} vs across {fmt(cross_mean)}", same_mean > cross_mean + 0.2),
-        Check(f"analogies b − a + c ≈ d: {sum(x['got'] == x['expected'] for x in analogies)}/{len(analogies)} correct "
-              f"(king − man + woman → {analogies[0]['got']})", analogy_acc >= 0.5),
+        Check(
+            f"one-hot codes: dimension {len(vocab)} (= vocabulary), {fmt(100 * (1 - 1 / len(vocab)))}% zeros, cosine "
+            f"between any two different words {fmt(one_hot_cos)} — no similarity at all",
+            one_hot_cos == 0.0,
+        ),
+        Check(
+            f"dense {vectors.shape[1]}-d embeddings place related words close: mean cosine within animals/fruit "
+            f"{fmt(same_mean)} vs across {fmt(cross_mean)}",
+            same_mean > cross_mean + 0.2,
+        ),
+        Check(
+            f"analogies b − a + c ≈ d: {sum(x['got'] == x['expected'] for x in analogies)}/{len(analogies)} correct "
+            f"(king − man + woman → {analogies[0]['got']})",
+            analogy_acc >= 0.5,
+        ),
     ]
     discussion = (
         f"Corpus: {len(lines)} templated sentences, {len(words)} tokens, {len(vocab)} word types "
         f"(`llmlab/assets/lab_corpus.txt`, generated by `write_corpus()`; synthetic, so relations are cleaner than in "
         "natural text). Skip-gram, window 3, 5 negatives, Adam. Nearest neighbours: "
-        + "; ".join(f"{w} → {', '.join(n)}" for w, n in neighbours.items()) + ". Analogies: "
-        + "; ".join(f"{x['b']} − {x['a']} + {x['c']} → {x['got']} (want {x['expected']})" for x in analogies) + "."
+        + "; ".join(f"{w} → {', '.join(n)}" for w, n in neighbours.items())
+        + ". Analogies: "
+        + "; ".join(
+            f"{x['b']} − {x['a']} + {x['c']} → {x['got']} (want {x['expected']})" for x in analogies
+        )
+        + "."
     )
     fig, axes = new_figure(2, width=5)
     axes[0].plot(losses)
@@ -160,7 +232,15 @@ def run(fast: bool) -> Outcome:
     for w, (px, py) in zip(shown, coords.tolist()):
         axes[1].annotate(w, (px, py), fontsize=7)
     axes[1].set(title="embeddings, first two principal components")
-    numbers = {"vocabulary": len(vocab), "tokens": len(words), "dim": vectors.shape[1], "analogy_accuracy": analogy_acc,
-               "analogies": analogies, "mean_cos_same_group": same_mean, "mean_cos_across_groups": cross_mean,
-               "one_hot_max_cos": one_hot_cos, "nearest_neighbours": neighbours}
+    numbers = {
+        "vocabulary": len(vocab),
+        "tokens": len(words),
+        "dim": vectors.shape[1],
+        "analogy_accuracy": analogy_acc,
+        "analogies": analogies,
+        "mean_cos_same_group": same_mean,
+        "mean_cos_across_groups": cross_mean,
+        "one_hot_max_cos": one_hot_cos,
+        "nearest_neighbours": neighbours,
+    }
     return Outcome(numbers, checks, fig, discussion)

@@ -23,10 +23,10 @@ TITLE = "long RNN with large init: gradient norm, and clipping"
 CLAIM = Claim(
     section="梯度消失和梯度爆炸的原因是什么 / 解决梯度消失和梯度爆炸的方法",
     zh="如果激活函数的导数或权重大于1，连乘后梯度指数级增大，导致模型权重更新剧烈，甚至数值溢出。……"
-       "梯度裁剪（Gradient Clipping）主要用于RNN、LSTM，在梯度过大时将其限制在某一范围内（如[-5, 5]）。",
+    "梯度裁剪（Gradient Clipping）主要用于RNN、LSTM，在梯度过大时将其限制在某一范围内（如[-5, 5]）。",
     en="If derivatives or weights exceed 1, the product grows exponentially, weight updates become violent "
-       "and can overflow. Gradient clipping, used mainly for RNNs/LSTMs, limits gradients to a range "
-       "(e.g. [-5, 5]) when they get too large.",
+    "and can overflow. Gradient clipping, used mainly for RNNs/LSTMs, limits gradients to a range "
+    "(e.g. [-5, 5]) when they get too large.",
 )
 
 GAINS = (0.5, 1.0, 2.0)
@@ -69,7 +69,11 @@ def run(fast: bool) -> Outcome:
             loss_of(rnn, head, *batch(torch.Generator().manual_seed(1), length)).backward()
             init_norms[str(gain)].append(grad_norm(rnn.parameters()))
 
-    clipping = {"none": None, "clip by norm (1.0)": ("norm", 1.0), "clip by value (0.05)": ("value", 0.05)}
+    clipping = {
+        "none": None,
+        "clip by norm (1.0)": ("norm", 1.0),
+        "clip by value (0.05)": ("value", 0.05),
+    }
     curves, norms, nonfinite = {}, {}, {}
     for name, clip in clipping.items():
         rnn, head = make_rnn(2.0, hidden)
@@ -91,20 +95,31 @@ def run(fast: bool) -> Outcome:
             nonfinite[name] += not math.isfinite(value)
             curves[name].append(value)
     tail = max(1, steps // 10)
-    final = {k: (sum(v[-tail:]) / tail if all(math.isfinite(x) for x in v[-tail:]) else float("inf"))
-             for k, v in curves.items()}
+    final = {
+        k: (sum(v[-tail:]) / tail if all(math.isfinite(x) for x in v[-tail:]) else float("inf"))
+        for k, v in curves.items()
+    }
 
     big, small = init_norms["2.0"], init_norms["0.5"]
     growth_big, growth_small = big[-1] / big[0], small[-1] / small[0]
     checks = [
-        Check(f"gain 2: gradient norm grows {fmt(growth_big)}× from length {lengths[0]} to {lengths[-1]} "
-              f"(exponential: ≥ 100×), gain 0.5 only {fmt(growth_small)}×", growth_big >= 100 and growth_small < 10),
-        Check(f"without clipping training is unstable: loss spikes to {fmt(max(curves['none']))} (clipped by norm: "
-              f"{fmt(max(curves['clip by norm (1.0)']))}), final loss {fmt(final['none'])} vs "
-              f"{fmt(final['clip by norm (1.0)'])}; max grad norm seen {fmt(max(norms['none']))}",
-              final["none"] > final["clip by norm (1.0)"] and max(curves["none"]) > 10 * max(curves["clip by norm (1.0)"])),
-        Check(f"clipping by value also stabilizes: final loss {fmt(final['clip by value (0.05)'])} < "
-              f"{fmt(final['none'])}", final["clip by value (0.05)"] < final["none"]),
+        Check(
+            f"gain 2: gradient norm grows {fmt(growth_big)}× from length {lengths[0]} to {lengths[-1]} "
+            f"(exponential: ≥ 100×), gain 0.5 only {fmt(growth_small)}×",
+            growth_big >= 100 and growth_small < 10,
+        ),
+        Check(
+            f"without clipping training is unstable: loss spikes to {fmt(max(curves['none']))} (clipped by norm: "
+            f"{fmt(max(curves['clip by norm (1.0)']))}), final loss {fmt(final['none'])} vs "
+            f"{fmt(final['clip by norm (1.0)'])}; max grad norm seen {fmt(max(norms['none']))}",
+            final["none"] > final["clip by norm (1.0)"]
+            and max(curves["none"]) > 10 * max(curves["clip by norm (1.0)"]),
+        ),
+        Check(
+            f"clipping by value also stabilizes: final loss {fmt(final['clip by value (0.05)'])} < "
+            f"{fmt(final['none'])}",
+            final["clip by value (0.05)"] < final["none"],
+        ),
     ]
     discussion = (
         f"Regression on a length-{train_length} sequence, SGD lr 0.1, {steps} steps, W_hh = 2 × orthogonal. "
@@ -126,6 +141,12 @@ def run(fast: bool) -> Outcome:
     axes[1].set(title="training loss (gain 2)", xlabel="step")
     axes[2].set(title="gradient norm before clipping", xlabel="step")
     axes[1].legend(fontsize=7)
-    numbers = {"max_loss": {k: max(v) for k, v in curves.items()}, "lengths": list(lengths), "grad_norm_at_init_by_gain": init_norms, "final_loss": final,
-               "nonfinite_losses": nonfinite, "max_grad_norm": {k: max(v) for k, v in norms.items()}}
+    numbers = {
+        "max_loss": {k: max(v) for k, v in curves.items()},
+        "lengths": list(lengths),
+        "grad_norm_at_init_by_gain": init_norms,
+        "final_loss": final,
+        "nonfinite_losses": nonfinite,
+        "max_grad_norm": {k: max(v) for k, v in norms.items()},
+    }
     return Outcome(numbers, checks, fig, discussion)

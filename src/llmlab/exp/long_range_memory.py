@@ -29,7 +29,7 @@ CLAIM = Claim(
     section="LSTM和GRU",
     zh="这两种模型相比于传统 RNN，能够更有效地学习和记忆长期依赖。……GRU 没有记忆单元和输出门，计算量和参数较少。",
     en="Compared with a plain RNN both models learn and remember long-term dependencies more effectively. GRU has "
-       "no memory cell or output gate, so it needs less computation and fewer parameters.",
+    "no memory cell or output gate, so it needs less computation and fewer parameters.",
 )
 SYMBOLS, DISTRACTORS, HIDDEN = 8, 8, 32
 
@@ -49,7 +49,9 @@ class Recaller(nn.Module):
             keep = torch.log(torch.empty(h).uniform_(1, t_max - 1))
             with torch.no_grad():
                 cell.bias_hh.zero_()
-                cell.bias_ih[h:2 * h] = keep  # gate block 1: LSTM (i, f, g, o) → f; GRU (r, z, n) → z
+                cell.bias_ih[h : 2 * h] = (
+                    keep  # gate block 1: LSTM (i, f, g, o) → f; GRU (r, z, n) → z
+                )
                 if isinstance(self.rnn, LSTM):
                     cell.bias_ih[:h] = -keep
 
@@ -69,9 +71,14 @@ def task(g, delay: int, size: int = 64):
 
 
 # name → (cell, initialisation); the first three are the comparison, the rest controls
-VARIANTS = {"RNN": ("RNN", "default"), "LSTM": ("LSTM", "chrono"), "GRU": ("GRU", "chrono"),
-            "RNN, orthogonal W_hh": ("RNN", "orthogonal"), "LSTM, default init": ("LSTM", "default"),
-            "GRU, default init": ("GRU", "default")}
+VARIANTS = {
+    "RNN": ("RNN", "default"),
+    "LSTM": ("LSTM", "chrono"),
+    "GRU": ("GRU", "chrono"),
+    "RNN, orthogonal W_hh": ("RNN", "orthogonal"),
+    "LSTM, default init": ("LSTM", "default"),
+    "GRU, default init": ("GRU", "default"),
+}
 
 
 def train(variant: str, delay: int, steps: int, t_max: int) -> float:
@@ -99,12 +106,16 @@ def train(variant: str, delay: int, steps: int, t_max: int) -> float:
 def controls_sentence(acc: dict, longest: int, best_rnn: float) -> str:
     default_gated = max(acc["LSTM, default init"][-1], acc["GRU, default init"][-1])
     if default_gated < best_rnn + 0.2:
-        return (f" The controls qualify the notes' claim: with torch's default init the gates start half closed, and "
-                f"within this budget the gated nets did no better than the RNN at delay {longest} (best "
-                f"{fmt(default_gated)}). The architecture gives LSTM/GRU a way to carry information far; an "
-                "initialisation (or a much longer training run) that opens the gates is what makes them use it.")
-    return (f" With torch's default init the gated nets also beat the RNN at delay {longest} (best "
-            f"{fmt(default_gated)}), so the advantage does not depend on the gate initialisation here.")
+        return (
+            f" The controls qualify the notes' claim: with torch's default init the gates start half closed, and "
+            f"within this budget the gated nets did no better than the RNN at delay {longest} (best "
+            f"{fmt(default_gated)}). The architecture gives LSTM/GRU a way to carry information far; an "
+            "initialisation (or a much longer training run) that opens the gates is what makes them use it."
+        )
+    return (
+        f" With torch's default init the gated nets also beat the RNN at delay {longest} (best "
+        f"{fmt(default_gated)}), so the advantage does not depend on the gate initialisation here."
+    )
 
 
 def run(fast: bool) -> Outcome:
@@ -115,18 +126,27 @@ def run(fast: bool) -> Outcome:
     params = {k: parameter_count(Recaller(k).rnn) for k in kinds}
     best_rnn = max(acc["RNN"][-1], acc["RNN, orthogonal W_hh"][-1])
     checks = [
-        Check(f"at delay {longest} LSTM and GRU remember better than the RNN: accuracy LSTM {fmt(acc['LSTM'][-1])}, "
-              f"GRU {fmt(acc['GRU'][-1])}, RNN {fmt(acc['RNN'][-1])} ({fmt(acc['RNN, orthogonal W_hh'][-1])} with "
-              f"orthogonal W_hh; chance {fmt(1 / SYMBOLS)}; 'better' = at least 0.2 above the better RNN)",
-              min(acc["LSTM"][-1], acc["GRU"][-1]) >= best_rnn + 0.2),
-        Check(f"GRU has ¾ of the LSTM's parameters: {params['GRU']} vs {params['LSTM']} "
-              f"(ratio {fmt(params['GRU'] / params['LSTM'])})", abs(params["GRU"] / params["LSTM"] - 0.75) < 0.01),
+        Check(
+            f"at delay {longest} LSTM and GRU remember better than the RNN: accuracy LSTM {fmt(acc['LSTM'][-1])}, "
+            f"GRU {fmt(acc['GRU'][-1])}, RNN {fmt(acc['RNN'][-1])} ({fmt(acc['RNN, orthogonal W_hh'][-1])} with "
+            f"orthogonal W_hh; chance {fmt(1 / SYMBOLS)}; 'better' = at least 0.2 above the better RNN)",
+            min(acc["LSTM"][-1], acc["GRU"][-1]) >= best_rnn + 0.2,
+        ),
+        Check(
+            f"GRU has ¾ of the LSTM's parameters: {params['GRU']} vs {params['LSTM']} "
+            f"(ratio {fmt(params['GRU'] / params['LSTM'])})",
+            abs(params["GRU"] / params["LSTM"] - 0.75) < 0.01,
+        ),
     ]
-    remembered = {v: max([d for d, a in zip(delays, acc[v]) if a >= 0.9], default=0) for v in VARIANTS}
+    remembered = {
+        v: max([d for d, a in zip(delays, acc[v]) if a >= 0.9], default=0) for v in VARIANTS
+    }
     discussion = (
         f"{steps} Adam steps (lr 3e-3, batch 64, gradient clipping 1.0) per model and delay; accuracy on 512 fresh "
         f"sequences. LSTM and GRU use the chrono gate init with T_max = {longest}. Accuracy by delay: "
-        + "; ".join(f"{v}: " + ", ".join(f"{d}→{fmt(a)}" for d, a in zip(delays, acc[v])) for v in VARIANTS)
+        + "; ".join(
+            f"{v}: " + ", ".join(f"{d}→{fmt(a)}" for d, a in zip(delays, acc[v])) for v in VARIANTS
+        )
         + ". Longest delay recalled with ≥ 90% accuracy: "
         + ", ".join(f"{v} {remembered[v] or 'none'}" for v in VARIANTS)
         + ". The LSTM's cell state is only scaled by the forget gate and added to, so the gradient to the first "
@@ -136,14 +156,29 @@ def run(fast: bool) -> Outcome:
     )
     fig, axes = new_figure(2, width=5)
     for i, v in enumerate(VARIANTS):
-        axes[0].plot(delays, acc[v], marker="o", label=v, color=f"C{i % 3}", ls="-" if i < 3 else "--")
+        axes[0].plot(
+            delays, acc[v], marker="o", label=v, color=f"C{i % 3}", ls="-" if i < 3 else "--"
+        )
     axes[0].axhline(1 / SYMBOLS, color="grey", lw=0.5)
-    axes[0].set(title="recall accuracy vs delay (dashed: controls)", xlabel="delay (steps)", ylim=(0, 1.05),
-                xscale="log")
+    axes[0].set(
+        title="recall accuracy vs delay (dashed: controls)",
+        xlabel="delay (steps)",
+        ylim=(0, 1.05),
+        xscale="log",
+    )
     axes[0].set_xticks(delays, [str(d) for d in delays], minor=False)
     axes[0].minorticks_off()
     axes[0].legend(fontsize=7)
     axes[1].bar(list(params), list(params.values()), color=["C0", "C1", "C2"])
     axes[1].set(title=f"parameters (input 16, hidden {HIDDEN})")
-    return Outcome({"delays": list(delays), "accuracy": acc, "parameters": params,
-                    "longest_recalled_delay": remembered}, checks, fig, discussion)
+    return Outcome(
+        {
+            "delays": list(delays),
+            "accuracy": acc,
+            "parameters": params,
+            "longest_recalled_delay": remembered,
+        },
+        checks,
+        fig,
+        discussion,
+    )

@@ -56,10 +56,15 @@ def run(fast: bool) -> Outcome:
     final = {k: sum(v[-tail:]) / tail for k, v in curves.items()}
     sgd, adaptive = final["SGD (lr 0.1)"], min(final["Adam (lr 1e-3)"], final["RMSProp (lr 1e-3)"])
     checks = [
-        Check(f"Adam/RMSProp reach a lower loss than SGD on the vanishing-gradient net: {fmt(adaptive)} vs {fmt(sgd)}",
-              adaptive < sgd),
-        Check(f"they move the first hidden layer where SGD cannot: relative change {fmt(moved['Adam (lr 1e-3)'])} "
-              f"(Adam) vs {fmt(moved['SGD (lr 0.1)'])} (SGD)", moved["Adam (lr 1e-3)"] > 100 * moved["SGD (lr 0.1)"]),
+        Check(
+            f"Adam/RMSProp reach a lower loss than SGD on the vanishing-gradient net: {fmt(adaptive)} vs {fmt(sgd)}",
+            adaptive < sgd,
+        ),
+        Check(
+            f"they move the first hidden layer where SGD cannot: relative change {fmt(moved['Adam (lr 1e-3)'])} "
+            f"(Adam) vs {fmt(moved['SGD (lr 0.1)'])} (SGD)",
+            moved["Adam (lr 1e-3)"] > 100 * moved["SGD (lr 0.1)"],
+        ),
     ]
     discussion = (
         "Adam and RMSProp divide each parameter's step by a running RMS of its own gradient, so a layer whose "
@@ -68,7 +73,8 @@ def run(fast: bool) -> Outcome:
         f"product, and below ~eps = 1e-8 (the 20-layer net's 1e-12 gradients) even Adam stalls. Mean loss over the last {tail} of {steps} steps: "
         + ", ".join(f"{k} {fmt(v)}" for k, v in final.items())
         + ". Relative change of the first hidden layer's weights: "
-        + ", ".join(f"{k} {fmt(v)}" for k, v in moved.items()) + "."
+        + ", ".join(f"{k} {fmt(v)}" for k, v in moved.items())
+        + "."
     )
     fig, axes = new_figure(2, width=5)
     for name, curve in curves.items():
@@ -79,4 +85,6 @@ def run(fast: bool) -> Outcome:
     axes[1].set_yscale("log")
     axes[1].set_xticks(range(len(moved)), [k.split(" ")[0] for k in moved])
     axes[1].set(title="first hidden layer: ‖ΔW‖ / ‖W‖")
-    return Outcome({"final_loss": final, "first_layer_relative_change": moved}, checks, fig, discussion)
+    return Outcome(
+        {"final_loss": final, "first_layer_relative_change": moved}, checks, fig, discussion
+    )

@@ -21,21 +21,21 @@ TITLE = "prediction stability of a CNN under input shifts, with and without pool
 CLAIM = Claim(
     section="池化的作用是什么 / 什么是平移不变性",
     zh="池化可以让网络对输入图像的平移产生较小的敏感度，增强了平移不变性。……在卷积神经网络（CNN）中，"
-       "卷积层和池化层自然具有平移不变性，因为卷积操作提取局部特征，池化操作则通过降维来减少位移对特征的影响。",
+    "卷积层和池化层自然具有平移不变性，因为卷积操作提取局部特征，池化操作则通过降维来减少位移对特征的影响。",
     en="Pooling makes the network less sensitive to translations of the input, strengthening translation "
-       "invariance. In CNNs, convolution and pooling layers give translation invariance: convolutions extract "
-       "local features and pooling reduces the effect of displacement.",
+    "invariance. In CNNs, convolution and pooling layers give translation invariance: convolutions extract "
+    "local features and pooling reduces the effect of displacement.",
 )
 SIZE = 16
 
 
 def shapes() -> torch.Tensor:
     s = torch.zeros(4, 5, 5)
-    s[0, 2, :], s[0, :, 2] = 1, 1                      # plus
-    s[1] = torch.eye(5) + torch.eye(5).flip(1)         # cross
+    s[0, 2, :], s[0, :, 2] = 1, 1  # plus
+    s[1] = torch.eye(5) + torch.eye(5).flip(1)  # cross
     s[1].clamp_(max=1)
     s[2, 0, :], s[2, -1, :], s[2, :, 0], s[2, :, -1] = 1, 1, 1, 1  # square outline
-    s[3, 1, :], s[3, 3, :] = 1, 1                      # two bars
+    s[3, 1, :], s[3, 3, :] = 1, 1  # two bars
     return s
 
 
@@ -90,18 +90,28 @@ def run(fast: bool) -> Outcome:
 
     mean_stab = {p: sum(v[1:]) / len(v[1:]) for p, v in stability.items()}
     checks = [
-        Check(f"max pooling makes predictions more shift-stable than no pooling: mean stability over shifts 1–5 "
-              f"{fmt(mean_stab['max'])} vs {fmt(mean_stab['none'])}", mean_stab["max"] > mean_stab["none"]),
-        Check(f"average pooling too: {fmt(mean_stab['avg'])} vs {fmt(mean_stab['none'])}", mean_stab["avg"] > mean_stab["none"]),
-        Check(f"global pooling is (nearly) invariant and still right: stability {fmt(mean_stab['global_max'])} (max), "
-              f"{fmt(mean_stab['global_avg'])} (avg); accuracy at {shifts[-1]} px {fmt(acc['global_max'][-1])}, "
-              f"{fmt(acc['global_avg'][-1])} vs {fmt(acc['none'][-1])} without pooling",
-              min(mean_stab["global_max"], mean_stab["global_avg"]) > mean_stab["none"]
-              and min(acc["global_max"][-1], acc["global_avg"][-1]) > acc["none"][-1] + 0.2),
+        Check(
+            f"max pooling makes predictions more shift-stable than no pooling: mean stability over shifts 1–5 "
+            f"{fmt(mean_stab['max'])} vs {fmt(mean_stab['none'])}",
+            mean_stab["max"] > mean_stab["none"],
+        ),
+        Check(
+            f"average pooling too: {fmt(mean_stab['avg'])} vs {fmt(mean_stab['none'])}",
+            mean_stab["avg"] > mean_stab["none"],
+        ),
+        Check(
+            f"global pooling is (nearly) invariant and still right: stability {fmt(mean_stab['global_max'])} (max), "
+            f"{fmt(mean_stab['global_avg'])} (avg); accuracy at {shifts[-1]} px {fmt(acc['global_max'][-1])}, "
+            f"{fmt(acc['global_avg'][-1])} vs {fmt(acc['none'][-1])} without pooling",
+            min(mean_stab["global_max"], mean_stab["global_avg"]) > mean_stab["none"]
+            and min(acc["global_max"][-1], acc["global_avg"][-1]) > acc["none"][-1] + 0.2,
+        ),
     ]
     discussion = (
-        f"Accuracy at shift {shifts[-1]} px: " + ", ".join(f"{p} {fmt(a[-1])}" for p, a in acc.items())
-        + f"; at shift 0: " + ", ".join(f"{p} {fmt(a[0])}" for p, a in acc.items())
+        f"Accuracy at shift {shifts[-1]} px: "
+        + ", ".join(f"{p} {fmt(a[-1])}" for p, a in acc.items())
+        + "; at shift 0: "
+        + ", ".join(f"{p} {fmt(a[0])}" for p, a in acc.items())
         + ". Convolution alone is translation-*equivariant* (the feature map moves with the input); a "
         "flatten + linear classifier then sees the features at new positions it never saw in training. "
         "2×2 pooling absorbs shifts within its window only, which is why its stability falls with the "
@@ -115,5 +125,14 @@ def run(fast: bool) -> Outcome:
     axes[0].set(title="test accuracy vs shift", xlabel="shift (px)")
     axes[1].set(title="prediction unchanged vs shift", xlabel="shift (px)")
     axes[0].legend()
-    return Outcome({"shifts": list(shifts), "accuracy": acc, "stability": stability,
-                    "mean_stability_shift_1_to_5": mean_stab}, checks, fig, discussion)
+    return Outcome(
+        {
+            "shifts": list(shifts),
+            "accuracy": acc,
+            "stability": stability,
+            "mean_stability_shift_1_to_5": mean_stab,
+        },
+        checks,
+        fig,
+        discussion,
+    )

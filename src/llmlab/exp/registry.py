@@ -33,7 +33,9 @@ class ExperimentUnavailable(LlmlabError):
 
 def load(name: str) -> ModuleType:
     if name not in EXPERIMENTS:
-        raise LlmlabError(f"unknown experiment '{name}' (run `llmlab exp list`; known: {', '.join(EXPERIMENTS)})")
+        raise LlmlabError(
+            f"unknown experiment '{name}' (run `llmlab exp list`; known: {', '.join(EXPERIMENTS)})"
+        )
     try:
         return importlib.import_module(f"llmlab.exp.{name.replace('-', '_')}")
     except ImportError as exc:

@@ -22,16 +22,23 @@ def load_results(results_dir: str | Path) -> list[dict]:
         if path.exists():
             results.append(json.loads(path.read_text(encoding="utf-8")))
     if not results:
-        raise LlmlabError(f"no experiment results under {results_dir} (run `llmlab exp run --all` first)")
+        raise LlmlabError(
+            f"no experiment results under {results_dir} (run `llmlab exp run --all` first)"
+        )
     return results
 
 
 def table(results: list[dict], link=lambda r: f"{r['name']}/report.md") -> list[str]:
-    lines = ["| experiment | claim (notes) | verdict | checks held | time (s) |", "|---|---|---|---|---|"]
+    lines = [
+        "| experiment | claim (notes) | verdict | checks held | time (s) |",
+        "|---|---|---|---|---|",
+    ]
     for r in results:
         held = sum(c["held"] for c in r["checks"])
-        lines.append(f"| [{r['name']}]({link(r)}) | {r['claim']['en']} | **{r['verdict']}** | "
-                     f"{held}/{len(r['checks'])} | {r['timings']['total_seconds']:.0f} |")
+        lines.append(
+            f"| [{r['name']}]({link(r)}) | {r['claim']['en']} | **{r['verdict']}** | "
+            f"{held}/{len(r['checks'])} | {r['timings']['total_seconds']:.0f} |"
+        )
     return lines
 
 

@@ -36,10 +36,10 @@ TITLE = "sequential dependency and parallel scaling: LSTM vs Transformer layer"
 CLAIM = Claim(
     section="Transformer为什么可以并行",
     zh="RNN/LSTM 必须按时间步一个一个处理序列，下一个位置依赖前一个位置的隐藏状态，无法并行。"
-       "Transformer 完全去除了这种时间步依赖，所有位置可以同时进行计算。",
+    "Transformer 完全去除了这种时间步依赖，所有位置可以同时进行计算。",
     en="An RNN/LSTM must process a sequence one time step at a time — each position depends on the previous "
-       "hidden state — so it cannot parallelize. The Transformer removes that dependency: all positions are "
-       "computed at once.",
+    "hidden state — so it cannot parallelize. The Transformer removes that dependency: all positions are "
+    "computed at once.",
 )
 
 D_MODEL, HEADS, D_FF, BATCH = 64, 4, 128, 8
@@ -47,7 +47,10 @@ D_MODEL, HEADS, D_FF, BATCH = 64, 4, 128, 8
 # carries about ±0.1 of noise; a gap smaller than this is not counted as a difference.
 SPEEDUP_MARGIN = 0.15
 # Pairs compared in the parallel-scaling check: each Transformer layer against the LSTM of the same stack.
-PAIRS = (("torch Transformer layer (SDPA)", "torch.nn.LSTM"), ("llmlab Transformer layer", "llmlab LSTM"))
+PAIRS = (
+    ("torch Transformer layer (SDPA)", "torch.nn.LSTM"),
+    ("llmlab Transformer layer", "llmlab LSTM"),
+)
 
 
 def build_models() -> dict:
@@ -56,7 +59,8 @@ def build_models() -> dict:
         "torch.nn.LSTM": torch.nn.LSTM(D_MODEL, D_MODEL, batch_first=True),
         "llmlab LSTM": LSTM(D_MODEL, D_MODEL),
         "torch Transformer layer (SDPA)": torch.nn.TransformerEncoderLayer(
-            D_MODEL, HEADS, D_FF, dropout=0.0, batch_first=True),
+            D_MODEL, HEADS, D_FF, dropout=0.0, batch_first=True
+        ),
         "llmlab Transformer layer": EncoderLayer(D_MODEL, HEADS, D_FF),
     }
 
@@ -139,8 +143,12 @@ def run(fast: bool) -> Outcome:
     models = build_models()
     params = {k: parameter_count(m) for k, m in models.items()}
     fused = {k: uses_fused_attention(m) for k, m in models.items() if "Transformer" in k}
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")  # other work competes for cores
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    load = (
+        os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    )  # other work competes for cores
 
     # 1. critical path, from the autograd graph (torch.nn.LSTM is one fused node, so its loop is hidden)
     depth = {"llmlab LSTM": [], "llmlab Transformer layer": []}
@@ -161,27 +169,44 @@ def run(fast: bool) -> Outcome:
         for name, model in models.items():
             times[name].append(best_time(model, x, repeats))
 
-    rel_params = max(abs(p - params["torch.nn.LSTM"]) for p in params.values()) / params["torch.nn.LSTM"]
+    rel_params = (
+        max(abs(p - params["torch.nn.LSTM"]) for p in params.values()) / params["torch.nn.LSTM"]
+    )
     checks = [
-        Check("equal parameters: " + ", ".join(f"{k} {v}" for k, v in params.items())
-              + f" (at most {fmt(100 * rel_params)}% apart)", rel_params < 0.02),
-        Check(f"the LSTM's critical path grows with T: autograd depth {lstm_depth[0]} at T={lengths[0]} → "
-              f"{lstm_depth[-1]} at T={lengths[-1]} ({fmt(ops_per_step)} dependent ops per time step, T sequential "
-              f"steps), within 10% of proportional to T",
-              lstm_depth[-1] / lstm_depth[0] >= 0.9 * lengths[-1] / lengths[0]),
-        Check(f"the Transformer layer's critical path does not grow with T: autograd depth "
-              + ", ".join(str(d) for d in tf_depth) + f" for T = {', '.join(map(str, lengths))}",
-              len(set(tf_depth)) == 1),
-        Check("the timed torch Transformer layer runs fused F.scaled_dot_product_attention "
-              f"({fused['torch Transformer layer (SDPA)']}); llmlab's builds the T×T scores by hand "
-              f"({not fused['llmlab Transformer layer']})", fused["torch Transformer layer (SDPA)"]),
+        Check(
+            "equal parameters: "
+            + ", ".join(f"{k} {v}" for k, v in params.items())
+            + f" (at most {fmt(100 * rel_params)}% apart)",
+            rel_params < 0.02,
+        ),
+        Check(
+            f"the LSTM's critical path grows with T: autograd depth {lstm_depth[0]} at T={lengths[0]} → "
+            f"{lstm_depth[-1]} at T={lengths[-1]} ({fmt(ops_per_step)} dependent ops per time step, T sequential "
+            f"steps), within 10% of proportional to T",
+            lstm_depth[-1] / lstm_depth[0] >= 0.9 * lengths[-1] / lengths[0],
+        ),
+        Check(
+            "the Transformer layer's critical path does not grow with T: autograd depth "
+            + ", ".join(str(d) for d in tf_depth)
+            + f" for T = {', '.join(map(str, lengths))}",
+            len(set(tf_depth)) == 1,
+        ),
+        Check(
+            "the timed torch Transformer layer runs fused F.scaled_dot_product_attention "
+            f"({fused['torch Transformer layer (SDPA)']}); llmlab's builds the T×T scores by hand "
+            f"({not fused['llmlab Transformer layer']})",
+            fused["torch Transformer layer (SDPA)"],
+        ),
     ]
     for transformer, lstm in PAIRS:
-        checks.append(Check(
-            f"parallel scaling at T={parallel_length} ({cores} cores available), speedup = time at 1 thread / "
-            f"time at 2 threads: {transformer} {fmt(speedup[transformer])}×, {lstm} {fmt(speedup[lstm])}× "
-            f"(counted when the Transformer's speedup is ≥ 1 + {SPEEDUP_MARGIN} and ≥ the LSTM's + {SPEEDUP_MARGIN})",
-            cores >= 2 and speedup[transformer] >= max(1.0, speedup[lstm]) + SPEEDUP_MARGIN))
+        checks.append(
+            Check(
+                f"parallel scaling at T={parallel_length} ({cores} cores available), speedup = time at 1 thread / "
+                f"time at 2 threads: {transformer} {fmt(speedup[transformer])}×, {lstm} {fmt(speedup[lstm])}× "
+                f"(counted when the Transformer's speedup is ≥ 1 + {SPEEDUP_MARGIN} and ≥ the LSTM's + {SPEEDUP_MARGIN})",
+                cores >= 2 and speedup[transformer] >= max(1.0, speedup[lstm]) + SPEEDUP_MARGIN,
+            )
+        )
 
     ms = {k: {t: 1000 * s for t, s in v.items()} for k, v in scaling.items()}
     discussion = (
@@ -200,7 +225,10 @@ def run(fast: bool) -> Outcome:
         "matrix); llmlab's layer (the seq2seq model's, kept as is because its tests compare it with torch) "
         "materialises the scores, so it does more memory traffic — its time is reported, and it is compared "
         "with llmlab's own Python-loop LSTM, torch's layer with torch's C++ LSTM. One-thread times (ms): "
-        + "; ".join(f"{k}: " + ", ".join(f"T={t} {fmt(1000 * s)}" for t, s in zip(lengths, v)) for k, v in times.items())
+        + "; ".join(
+            f"{k}: " + ", ".join(f"T={t} {fmt(1000 * s)}" for t, s in zip(lengths, v))
+            for k, v in times.items()
+        )
     )
     lstm_2t, tf_2t = ms["torch.nn.LSTM"][2], ms["torch Transformer layer (SDPA)"][2]
     if lstm_2t < tf_2t:
@@ -214,28 +242,66 @@ def run(fast: bool) -> Outcome:
             "faster on every machine"
         )
     else:
-        discussion += (f". Wall clock at T={parallel_length} on 2 threads: torch's Transformer layer {fmt(tf_2t)} ms, "
-                       f"torch.nn.LSTM {fmt(lstm_2t)} ms")
+        discussion += (
+            f". Wall clock at T={parallel_length} on 2 threads: torch's Transformer layer {fmt(tf_2t)} ms, "
+            f"torch.nn.LSTM {fmt(lstm_2t)} ms"
+        )
 
     color = {name: f"C{i}" for i, name in enumerate(models)}  # one colour per model in every panel
     fig, axes = new_figure(3, width=5)
     for name, v in times.items():
-        axes[0].loglog(lengths, [1000 * s for s in v], marker="o", base=2, label=name, color=color[name])
-    axes[0].set(title=f"forward + backward time, 1 thread (batch {BATCH})", xlabel="sequence length", ylabel="ms")
+        axes[0].loglog(
+            lengths, [1000 * s for s in v], marker="o", base=2, label=name, color=color[name]
+        )
+    axes[0].set(
+        title=f"forward + backward time, 1 thread (batch {BATCH})",
+        xlabel="sequence length",
+        ylabel="ms",
+    )
     axes[0].legend(fontsize=7)
     names = list(speedup)
     axes[1].bar(range(len(names)), [speedup[k] for k in names], color=[color[k] for k in names])
     axes[1].axhline(1, color="grey", lw=0.5)
-    axes[1].set_xticks(range(len(names)), [k.replace("Transformer layer", "Transformer").replace(".nn.", " ").replace(" ", "\n")
-                                           for k in names], fontsize=7)
-    axes[1].set(title=f"speedup from a 2nd thread (T={parallel_length})", ylabel="time 1 thread / time 2 threads")
+    axes[1].set_xticks(
+        range(len(names)),
+        [
+            k.replace("Transformer layer", "Transformer").replace(".nn.", " ").replace(" ", "\n")
+            for k in names
+        ],
+        fontsize=7,
+    )
+    axes[1].set(
+        title=f"speedup from a 2nd thread (T={parallel_length})",
+        ylabel="time 1 thread / time 2 threads",
+    )
     for name, v in depth.items():
         axes[2].plot(lengths, v, marker="o", label=name, color=color[name])
-    axes[2].set(title="critical path: autograd graph depth", xlabel="sequence length", ylabel="dependent ops")
+    axes[2].set(
+        title="critical path: autograd graph depth",
+        xlabel="sequence length",
+        ylabel="dependent ops",
+    )
     axes[2].legend(fontsize=7)
-    numbers = {"lengths": list(lengths), "parameters": params, "parallel_length": parallel_length,
-               "cores_available": cores, "uses_scaled_dot_product_attention": fused,
-               "critical_path_graph_depth": depth, "lstm_dependent_ops_per_time_step": ops_per_step}
-    return Outcome(numbers, checks, fig, discussion, timings={
-        "seconds": times, "parallel_seconds": {k: {"1 thread": v[1], "2 threads": v[2]} for k, v in scaling.items()},
-        "two_thread_speedup": speedup, "load_average_at_start": load})
+    numbers = {
+        "lengths": list(lengths),
+        "parameters": params,
+        "parallel_length": parallel_length,
+        "cores_available": cores,
+        "uses_scaled_dot_product_attention": fused,
+        "critical_path_graph_depth": depth,
+        "lstm_dependent_ops_per_time_step": ops_per_step,
+    }
+    return Outcome(
+        numbers,
+        checks,
+        fig,
+        discussion,
+        timings={
+            "seconds": times,
+            "parallel_seconds": {
+                k: {"1 thread": v[1], "2 threads": v[2]} for k, v in scaling.items()
+            },
+            "two_thread_speedup": speedup,
+            "load_average_at_start": load,
+        },
+    )

@@ -51,7 +51,9 @@ def run_experiment(name: str, out_dir: str | Path, fast: bool = False, seed: int
         "discussion": outcome.discussion,
         "timings": rounded({**outcome.timings, "total_seconds": seconds}, 4),
     }
-    (folder / "result.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (folder / "result.json").write_text(
+        json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     (folder / "report.md").write_text(render_report(result), encoding="utf-8")
     return result
 
@@ -67,7 +69,8 @@ def render_report(result: dict, image: str = "plot.png") -> str:
         ">",
         f"> *{claim['en']}*",
         "",
-        f"**Verdict: {result['verdict']}**" + (" (fast mode: tiny sizes)" if result["fast"] else ""),
+        f"**Verdict: {result['verdict']}**"
+        + (" (fast mode: tiny sizes)" if result["fast"] else ""),
         "",
         "## Measured",
         "",
@@ -75,6 +78,12 @@ def render_report(result: dict, image: str = "plot.png") -> str:
     lines += [f"- {'✅' if c['held'] else '❌'} {c['text']}" for c in result["checks"]]
     if result["discussion"]:
         lines += ["", "## Discussion", "", result["discussion"]]
-    lines += ["", f"![{result['name']}]({image})", "", f"Seed {result['seed']}; took "
-              f"{result['timings']['total_seconds']:.1f} s. All numbers: `result.json`.", ""]
+    lines += [
+        "",
+        f"![{result['name']}]({image})",
+        "",
+        f"Seed {result['seed']}; took "
+        f"{result['timings']['total_seconds']:.1f} s. All numbers: `result.json`.",
+        "",
+    ]
     return "\n".join(lines)

@@ -22,7 +22,7 @@ CLAIM = Claim(
     section="为什么sigmoid会饱和",
     zh="Sigmoid 在输入绝对值很大时输出接近0或1，导数接近0。导致梯度几乎不传递，这叫做饱和，最终引发梯度消失问题。",
     en="For inputs of large magnitude sigmoid outputs approach 0 or 1 and its derivative approaches 0, so "
-       "almost no gradient passes: this is saturation, and it ends in vanishing gradients.",
+    "almost no gradient passes: this is saturation, and it ends in vanishing gradients.",
 )
 SATURATED = 0.01  # σ′ below this (σ within ~1% of 0 or 1)
 
@@ -30,7 +30,7 @@ SATURATED = 0.01  # σ′ below this (σ within ~1% of 0 or 1)
 def saturated_share(scale: float, width: int = 256) -> float:
     g = torch.Generator().manual_seed(3)
     x = torch.randn(1024, 64, generator=g) * scale
-    w = torch.randn(64, width, generator=g) / 64 ** 0.5  # Xavier-like: z has the input's scale
+    w = torch.randn(64, width, generator=g) / 64**0.5  # Xavier-like: z has the input's scale
     return (sigmoid_derivative(x @ w) < SATURATED).float().mean().item()
 
 
@@ -38,12 +38,17 @@ def train(weight_scale: float, steps: int, data) -> tuple[float, float, list[flo
     """(first-layer gradient norm at init, mean loss of the last 5 steps, loss curve)."""
     x, y = data
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 64), nn.Sigmoid(), nn.Linear(64, 64), nn.Sigmoid(), nn.Linear(64, 4))
+    model = nn.Sequential(
+        nn.Linear(16, 64), nn.Sigmoid(), nn.Linear(64, 64), nn.Sigmoid(), nn.Linear(64, 4)
+    )
     with torch.no_grad():
         for layer in model[::2]:
             xavier_normal_(layer.weight)
             layer.bias.zero_()
-        for layer in (model[0], model[2]):  # scale the hidden layers only: same starting loss, more saturation
+        for layer in (
+            model[0],
+            model[2],
+        ):  # scale the hidden layers only: same starting loss, more saturation
             layer.weight.mul_(weight_scale)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     curve, first_grad = [], 0.0
@@ -60,7 +65,10 @@ def train(weight_scale: float, steps: int, data) -> tuple[float, float, list[flo
 
 def run(fast: bool) -> Outcome:
     xs = torch.linspace(-10, 10, 401)
-    d0, d5 = sigmoid_derivative(torch.tensor(0.0)).item(), sigmoid_derivative(torch.tensor(5.0)).item()
+    d0, d5 = (
+        sigmoid_derivative(torch.tensor(0.0)).item(),
+        sigmoid_derivative(torch.tensor(5.0)).item(),
+    )
     scales = (0.5, 1, 2, 4, 8, 16)
     shares = [saturated_share(s) for s in scales]
     weight_scales = (1, 4, 16)
@@ -73,16 +81,26 @@ def run(fast: bool) -> Outcome:
 
     monotone = all(a <= b for a, b in zip(shares, shares[1:]))
     checks = [
-        Check(f"σ′ peaks at 0.25 at x = 0 ({fmt(d0)}) and is {fmt(d5)} at x = 5", abs(d0 - 0.25) < 1e-6 and d5 < 0.01),
-        Check(f"the share of saturated units grows with input scale: {', '.join(f'{s}→{fmt(p)}' for s, p in zip(scales, shares))}",
-              monotone and shares[-1] > 0.5 and shares[1] < 0.05),
-        Check(f"saturation shrinks the first layer's gradient: {fmt(first_grad['1'])} at hidden-weight scale 1 vs "
-              f"{fmt(first_grad[big])} at scale {big} (per unit of weight: {fmt(first_grad['1'])} vs "
-              f"{fmt(first_grad[big] / int(big))})", first_grad[big] / int(big) < first_grad["1"] / 2),
-        Check(f"saturated nets learn slower: after {steps} steps the loss is {fmt(final['1'])} at hidden-weight "
-              f"scale 1 vs {fmt(final[str(weight_scales[-1])])} at scale {weight_scales[-1]} "
-              f"(started at {fmt(curves['1'][0])} and {fmt(curves[str(weight_scales[-1])][0])})",
-              final["1"] < final[str(weight_scales[-1])]),
+        Check(
+            f"σ′ peaks at 0.25 at x = 0 ({fmt(d0)}) and is {fmt(d5)} at x = 5",
+            abs(d0 - 0.25) < 1e-6 and d5 < 0.01,
+        ),
+        Check(
+            f"the share of saturated units grows with input scale: {', '.join(f'{s}→{fmt(p)}' for s, p in zip(scales, shares))}",
+            monotone and shares[-1] > 0.5 and shares[1] < 0.05,
+        ),
+        Check(
+            f"saturation shrinks the first layer's gradient: {fmt(first_grad['1'])} at hidden-weight scale 1 vs "
+            f"{fmt(first_grad[big])} at scale {big} (per unit of weight: {fmt(first_grad['1'])} vs "
+            f"{fmt(first_grad[big] / int(big))})",
+            first_grad[big] / int(big) < first_grad["1"] / 2,
+        ),
+        Check(
+            f"saturated nets learn slower: after {steps} steps the loss is {fmt(final['1'])} at hidden-weight "
+            f"scale 1 vs {fmt(final[str(weight_scales[-1])])} at scale {weight_scales[-1]} "
+            f"(started at {fmt(curves['1'][0])} and {fmt(curves[str(weight_scales[-1])][0])})",
+            final["1"] < final[str(weight_scales[-1])],
+        ),
     ]
     discussion = (
         "Saturated share = fraction of pre-activations z with σ′(z) < 0.01 in a 256-unit layer whose "
@@ -102,7 +120,12 @@ def run(fast: bool) -> Outcome:
         axes[2].plot(c, label=f"weight scale {s}")
     axes[2].set(title="training loss", xlabel="step")
     axes[2].legend()
-    numbers = {"sigmoid_derivative_at_0": d0, "sigmoid_derivative_at_5": d5, "input_scales": list(scales),
-               "saturated_share": shares, "final_loss_by_hidden_weight_scale": final,
-               "first_layer_grad_norm_at_init": first_grad}
+    numbers = {
+        "sigmoid_derivative_at_0": d0,
+        "sigmoid_derivative_at_5": d5,
+        "input_scales": list(scales),
+        "saturated_share": shares,
+        "final_loss_by_hidden_weight_scale": final,
+        "first_layer_grad_norm_at_init": first_grad,
+    }
     return Outcome(numbers, checks, fig, discussion)

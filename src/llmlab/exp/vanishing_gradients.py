@@ -15,8 +15,15 @@ import math
 import torch
 from torch import nn
 
-from llmlab.exp.common import (Check, Claim, Outcome, fmt, layer_grad_norms, new_figure,
-                               teacher_classification)
+from llmlab.exp.common import (
+    Check,
+    Claim,
+    Outcome,
+    fmt,
+    layer_grad_norms,
+    new_figure,
+    teacher_classification,
+)
 from llmlab.nn import init
 from llmlab.nn.norms import BatchNorm, LayerNorm
 
@@ -25,11 +32,11 @@ TITLE = "gradient norm by layer in a 20-layer MLP"
 CLAIM = Claim(
     section="梯度消失和梯度爆炸的原因是什么 / 解决梯度消失和梯度爆炸的方法",
     zh="在反向传播时，梯度是各层导数的连乘。如果激活函数（如sigmoid或tanh）的导数小于1，连续相乘后梯度迅速趋近0，"
-       "导致前面层几乎不更新。……对于ReLU：使用He初始化；对于sigmoid或tanh：使用Xavier初始化；"
-       "使用残差连接、Batch Normalization、LayerNorm 缓解梯度消失。",
+    "导致前面层几乎不更新。……对于ReLU：使用He初始化；对于sigmoid或tanh：使用Xavier初始化；"
+    "使用残差连接、Batch Normalization、LayerNorm 缓解梯度消失。",
     en="In backprop the gradient is a product of per-layer derivatives; if the activation's derivative "
-       "is below 1 (sigmoid, tanh) the product quickly goes to 0 and early layers barely update. "
-       "Remedies: He init for ReLU, Xavier for sigmoid/tanh, residual connections, BatchNorm, LayerNorm.",
+    "is below 1 (sigmoid, tanh) the product quickly goes to 0 and early layers barely update. "
+    "Remedies: He init for ReLU, Xavier for sigmoid/tanh, residual connections, BatchNorm, LayerNorm.",
 )
 
 VARIANTS = {  # name: (activation, init, residual, norm)
@@ -94,20 +101,35 @@ def run(fast: bool) -> Outcome:
     s = ratio["sigmoid"]
     typical = {k: math.exp(sum(math.log(g) for g in v) / len(v)) for k, v in at_init.items()}
     checks = [
-        Check(f"sigmoid: first-layer gradient is {fmt(s)}× the last layer's at init (vanished: < 1e-2)", s < 1e-2),
-        Check(f"tanh (derivative ≤ 1) keeps more than sigmoid (≤ 0.25): ratio {fmt(ratio['tanh'])} vs {fmt(s)}",
-              ratio["tanh"] > s),
-        Check(f"ReLU + He keeps the gradient flowing: ratio {fmt(ratio['relu+he'])} (≥ 100× sigmoid's)",
-              ratio["relu+he"] >= 100 * s),
-        Check(f"He beats Xavier for ReLU: typical (geometric-mean) layer gradient {fmt(typical['relu+he'])} "
-              f"vs {fmt(typical['relu+xavier'])} — Xavier halves the signal's variance at every ReLU layer",
-              typical["relu+he"] > 10 * typical["relu+xavier"]),
-        Check(f"a residual connection fixes sigmoid: ratio {fmt(ratio['sigmoid+residual'])} (≥ 100× plain)",
-              ratio["sigmoid+residual"] >= 100 * s),
-        Check(f"LayerNorm helps sigmoid: ratio {fmt(ratio['sigmoid+layernorm'])} (≥ 10× plain)",
-              ratio["sigmoid+layernorm"] >= 10 * s),
-        Check(f"BatchNorm helps sigmoid: ratio {fmt(ratio['sigmoid+batchnorm'])} (≥ 10× plain)",
-              ratio["sigmoid+batchnorm"] >= 10 * s),
+        Check(
+            f"sigmoid: first-layer gradient is {fmt(s)}× the last layer's at init (vanished: < 1e-2)",
+            s < 1e-2,
+        ),
+        Check(
+            f"tanh (derivative ≤ 1) keeps more than sigmoid (≤ 0.25): ratio {fmt(ratio['tanh'])} vs {fmt(s)}",
+            ratio["tanh"] > s,
+        ),
+        Check(
+            f"ReLU + He keeps the gradient flowing: ratio {fmt(ratio['relu+he'])} (≥ 100× sigmoid's)",
+            ratio["relu+he"] >= 100 * s,
+        ),
+        Check(
+            f"He beats Xavier for ReLU: typical (geometric-mean) layer gradient {fmt(typical['relu+he'])} "
+            f"vs {fmt(typical['relu+xavier'])} — Xavier halves the signal's variance at every ReLU layer",
+            typical["relu+he"] > 10 * typical["relu+xavier"],
+        ),
+        Check(
+            f"a residual connection fixes sigmoid: ratio {fmt(ratio['sigmoid+residual'])} (≥ 100× plain)",
+            ratio["sigmoid+residual"] >= 100 * s,
+        ),
+        Check(
+            f"LayerNorm helps sigmoid: ratio {fmt(ratio['sigmoid+layernorm'])} (≥ 10× plain)",
+            ratio["sigmoid+layernorm"] >= 10 * s,
+        ),
+        Check(
+            f"BatchNorm helps sigmoid: ratio {fmt(ratio['sigmoid+batchnorm'])} (≥ 10× plain)",
+            ratio["sigmoid+batchnorm"] >= 10 * s,
+        ),
     ]
     final = {k: sum(v[-10:]) / len(v[-10:]) for k, v in losses.items()}
     discussion = (
@@ -134,6 +156,10 @@ def run(fast: bool) -> Outcome:
     axes[1].set(title=f"after {steps} SGD steps", xlabel="layer")
     axes[2].set(title="training loss", xlabel="step", yscale="log")
     axes[0].legend(fontsize=7)
-    numbers = {"grad_norm_at_init": at_init, "grad_norm_after_training": after,
-               "first_over_last_at_init": ratio, "final_train_loss": final}
+    numbers = {
+        "grad_norm_at_init": at_init,
+        "grad_norm_after_training": after,
+        "first_over_last_at_init": ratio,
+        "final_train_loss": final,
+    }
     return Outcome(numbers, checks, fig, discussion)

@@ -140,7 +140,9 @@ def _float32_value(value) -> float:
     return float(str(np.float32(value)))
 
 
-def end_of_turn_token_id(tokens: list[str], chat_template: str | None, eos_token_id: int | None) -> int | None:
+def end_of_turn_token_id(
+    tokens: list[str], chat_template: str | None, eos_token_id: int | None
+) -> int | None:
     """The id generation should stop on: the chat template's end-of-turn token when it has one.
 
     GGUF files carry a single `tokenizer.ggml.eos_token_id`, and converters disagree about whether
@@ -155,7 +157,9 @@ def end_of_turn_token_id(tokens: list[str], chat_template: str | None, eos_token
     return eos_token_id
 
 
-def _rope_scaling(metadata: dict, arch: str, rope_factors: torch.Tensor | None, theta: float, head_dim: int):
+def _rope_scaling(
+    metadata: dict, arch: str, rope_factors: torch.Tensor | None, theta: float, head_dim: int
+):
     kind = metadata.get(f"{arch}.rope.scaling.type")
     factor = metadata.get(f"{arch}.rope.scaling.factor")
     original = metadata.get(f"{arch}.rope.scaling.original_context_length")
@@ -173,7 +177,9 @@ def _rope_scaling(metadata: dict, arch: str, rope_factors: torch.Tensor | None, 
     raise LlmlabError(f"unsupported rope scaling type '{kind}' in GGUF metadata")
 
 
-def _llama3_scaling_from_factors(factors: torch.Tensor, theta: float, head_dim: int, original) -> dict:
+def _llama3_scaling_from_factors(
+    factors: torch.Tensor, theta: float, head_dim: int, original
+) -> dict:
     """Llama 3.1 files store rope scaling as per-frequency divisors (`rope_freqs.weight`) instead of
     the four config numbers. Rebuild the config from them: the largest divisor is `factor`; we try
     the published low/high frequency factors and keep the set that reproduces the tensor."""
@@ -184,7 +190,9 @@ def _llama3_scaling_from_factors(factors: torch.Tensor, theta: float, head_dim: 
         for low, high in [(1.0, 4.0), (1.0, 2.0), (2.0, 4.0)]:
             smooth = (original_context / wavelen - low) / (high - low)
             expected = torch.ones_like(wavelen)  # high frequencies: unscaled
-            expected[wavelen > original_context / low] = factor  # low frequencies: divided by factor
+            expected[wavelen > original_context / low] = (
+                factor  # low frequencies: divided by factor
+            )
             middle = (wavelen >= original_context / high) & (wavelen <= original_context / low)
             # in between, a smooth blend: divisor 1 / ((1 - s) / factor + s)
             expected[middle] = 1.0 / ((1 - smooth[middle]) / factor + smooth[middle])
@@ -196,7 +204,9 @@ def _llama3_scaling_from_factors(factors: torch.Tensor, theta: float, head_dim: 
                     "high_freq_factor": high,
                     "original_max_position_embeddings": original_context,
                 }
-    raise LlmlabError("GGUF rope_freqs.weight does not match llama3 rope scaling; this rope variant is unsupported")
+    raise LlmlabError(
+        "GGUF rope_freqs.weight does not match llama3 rope scaling; this rope variant is unsupported"
+    )
 
 
 def build_hf_config(metadata: dict, tensor_names: set[str], path: str) -> dict:
@@ -235,7 +245,9 @@ def build_hf_config(metadata: dict, tensor_names: set[str], path: str) -> dict:
         "num_key_value_heads": kv_heads,
         "head_dim": head_dim,
         "max_position_embeddings": int(metadata.get(f"{arch}.context_length", 2048)),
-        "rms_norm_eps": _float32_value(metadata.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)),
+        "rms_norm_eps": _float32_value(
+            metadata.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)
+        ),
         "rope_theta": _float32_value(metadata.get(f"{arch}.rope.freq_base", 10000.0)),
         "rope_scaling": None,  # filled by read_gguf, which has the rope_freqs tensor
         "tie_word_embeddings": "output.weight" not in tensor_names,
@@ -318,7 +330,11 @@ def read_gguf(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
         state_dict[name] = values
 
     config["rope_scaling"] = _rope_scaling(
-        metadata, metadata["general.architecture"], rope_factors, config["rope_theta"], config["head_dim"]
+        metadata,
+        metadata["general.architecture"],
+        rope_factors,
+        config["rope_theta"],
+        config["head_dim"],
     )
     if config["vocab_size"] is None:
         config["vocab_size"] = state_dict["model.embed_tokens.weight"].shape[0]

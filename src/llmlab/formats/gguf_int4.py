@@ -39,11 +39,15 @@ Q4_1_GROUP = 32
 log = logging.getLogger("llmlab.formats")
 
 
-def q4_1_parts(raw: np.ndarray, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def q4_1_parts(
+    raw: np.ndarray, rows: int, cols: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Raw Q4_1 bytes of a [rows, cols] matrix → codes [rows, cols] uint8, d and m [rows, cols/32]."""
     data = np.ascontiguousarray(raw).reshape(-1).view(np.uint8)
     if data.size != rows * cols // 32 * Q4_1_BLOCK_BYTES:
-        raise CorruptFileError(f"Q4_1 tensor of {data.size} bytes does not hold a {rows}×{cols} matrix")
+        raise CorruptFileError(
+            f"Q4_1 tensor of {data.size} bytes does not hold a {rows}×{cols} matrix"
+        )
     blocks = torch.from_numpy(data.copy()).view(rows, cols // 32, Q4_1_BLOCK_BYTES)
     d = blocks[..., 0:2].contiguous().view(torch.float16).float().squeeze(-1)
     m = blocks[..., 2:4].contiguous().view(torch.float16).float().squeeze(-1)
@@ -57,8 +61,12 @@ def _regroup(layer: Int4Linear, group_size: int) -> Int4Linear:
     if group_size == layer.group_size:
         return layer
     if layer.in_features % group_size:
-        log.warning("int4 group size %d does not divide %d inputs: keeping the file's group of %d",
-                    group_size, layer.in_features, layer.group_size)
+        log.warning(
+            "int4 group size %d does not divide %d inputs: keeping the file's group of %d",
+            group_size,
+            layer.in_features,
+            layer.group_size,
+        )
         return layer
     return Int4Linear.from_weight(layer.dequantized_weight(), group_size)
 
@@ -73,7 +81,9 @@ def read_gguf_int4(path: str | Path, dtype=None, group_size: int = Q4_1_GROUP):
     reader = open_gguf(path)
     metadata = read_metadata(reader)
     config = build_hf_config(metadata, {t.name for t in reader.tensors}, path)
-    permuted = config["model_type"] == "llama"  # see read_gguf: llama.cpp permutes Q/K rows for llama only
+    permuted = (
+        config["model_type"] == "llama"
+    )  # see read_gguf: llama.cpp permutes Q/K rows for llama only
     heads = {"q_proj": config["num_attention_heads"], "k_proj": config["num_key_value_heads"]}
     floats: dict[str, torch.Tensor] = {}
     layers: dict[str, Int4Linear] = {}
@@ -82,12 +92,19 @@ def read_gguf_int4(path: str | Path, dtype=None, group_size: int = Q4_1_GROUP):
         name = hf_tensor_name(tensor.name)
         shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
         projection = name.split(".")[-2] if name else ""
-        if tensor.tensor_type.name == "Q4_1" and name and name.endswith(".weight") and len(shape) == 2 \
-                and name != "model.embed_tokens.weight":
+        if (
+            tensor.tensor_type.name == "Q4_1"
+            and name
+            and name.endswith(".weight")
+            and len(shape) == 2
+            and name != "model.embed_tokens.weight"
+        ):
             parts = q4_1_parts(tensor.data, *shape)
             if permuted and projection in heads:
                 parts = tuple(undo_rope_permutation(p, heads[projection]) for p in parts)
-            layers[name.removesuffix(".weight")] = _regroup(Int4Linear(*parts, group_size=Q4_1_GROUP), group_size)
+            layers[name.removesuffix(".weight")] = _regroup(
+                Int4Linear(*parts, group_size=Q4_1_GROUP), group_size
+            )
             continue
         values = dequantize(tensor.data, tensor.tensor_type.name, shape, tensor.name)
         if name is None:
@@ -96,8 +113,13 @@ def read_gguf_int4(path: str | Path, dtype=None, group_size: int = Q4_1_GROUP):
         if permuted and projection in heads:
             values = undo_rope_permutation(values, heads[projection])
         floats[name] = values
-    config["rope_scaling"] = _rope_scaling(metadata, metadata["general.architecture"], rope_factors,
-                                           config["rope_theta"], config["head_dim"])
+    config["rope_scaling"] = _rope_scaling(
+        metadata,
+        metadata["general.architecture"],
+        rope_factors,
+        config["rope_theta"],
+        config["head_dim"],
+    )
     if config["vocab_size"] is None:
         config["vocab_size"] = floats["model.embed_tokens.weight"].shape[0]
 
@@ -113,10 +135,18 @@ def read_gguf_int4(path: str | Path, dtype=None, group_size: int = Q4_1_GROUP):
         fits = head.shape[1] % group_size == 0
         model.lm_head = Int4Linear.from_weight(head, group_size if fits else Q4_1_GROUP)
     target = pick_dtype(dtype, torch.device("cpu"))
-    missing, unexpected = model.load_state_dict({k: v.to(target) for k, v in floats.items()}, strict=False, assign=True)
-    missing = [k for k in missing if not any(k.startswith(prefix) for prefix in [*layers, "lm_head"])]
+    missing, unexpected = model.load_state_dict(
+        {k: v.to(target) for k, v in floats.items()}, strict=False, assign=True
+    )
+    missing = [
+        k for k in missing if not any(k.startswith(prefix) for prefix in [*layers, "lm_head"])
+    ]
     if missing or unexpected:
-        raise CorruptFileError(f"{path}: tensors do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model.model.rotary = RotaryEmbedding(model_config.head_dim, model_config.rope_theta, model_config.rope_scaling)
+        raise CorruptFileError(
+            f"{path}: tensors do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    model.model.rotary = RotaryEmbedding(
+        model_config.head_dim, model_config.rope_theta, model_config.rope_scaling
+    )
     model.source_path = path
     return model.eval(), load_tokenizer(path)

@@ -167,7 +167,9 @@ DEQUANTIZERS = {
 }
 
 
-def dequantize(raw: np.ndarray, type_name: str, shape: tuple[int, ...], tensor_name: str = "?") -> torch.Tensor:
+def dequantize(
+    raw: np.ndarray, type_name: str, shape: tuple[int, ...], tensor_name: str = "?"
+) -> torch.Tensor:
     """Raw GGUF tensor data (any numpy dtype; its bytes are what count) → float32 torch tensor.
 
     `shape` is the logical shape in row-major (PyTorch) order, i.e. GGUF's dims reversed.

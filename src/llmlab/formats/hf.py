@@ -47,7 +47,9 @@ def weight_files(folder: str | Path) -> list[Path]:
         return [folder / SINGLE_FILE]
     found = sorted(folder.glob("*.safetensors"))
     if not found:
-        raise CorruptFileError(f"{folder}: no .safetensors weights found (pytorch_model.bin is not supported)")
+        raise CorruptFileError(
+            f"{folder}: no .safetensors weights found (pytorch_model.bin is not supported)"
+        )
     return found
 
 
@@ -61,7 +63,9 @@ def read_safetensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]
             for name in f.keys():
                 tensors[name] = f.get_tensor(name)
     except (SafetensorError, OSError, RuntimeError) as exc:
-        raise CorruptFileError(f"{path}: unreadable safetensors file, truncated or corrupt ({exc})") from None
+        raise CorruptFileError(
+            f"{path}: unreadable safetensors file, truncated or corrupt ({exc})"
+        ) from None
     return tensors
 
 
@@ -73,7 +77,9 @@ def read_hf_folder(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return config, state_dict
 
 
-def save_hf_folder(model: torch.nn.Module, folder: str | Path, tokenizer=None, max_shard_bytes: int = 2 * 1024**3):
+def save_hf_folder(
+    model: torch.nn.Module, folder: str | Path, tokenizer=None, max_shard_bytes: int = 2 * 1024**3
+):
     """Write config.json, safetensors weights (sharded above max_shard_bytes) and the tokenizer.
 
     Tied weights are written once, under the name Hugging Face expects (the embedding)."""
@@ -107,7 +113,9 @@ def save_hf_folder(model: torch.nn.Module, folder: str | Path, tokenizer=None, m
     return folder
 
 
-def _split_into_shards(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
+def _split_into_shards(
+    tensors: dict[str, torch.Tensor], max_bytes: int
+) -> list[dict[str, torch.Tensor]]:
     shards, current, size = [], {}, 0
     for name, tensor in tensors.items():
         nbytes = tensor.numel() * tensor.element_size()

@@ -27,30 +27,60 @@ PREFIX = "base_model.model."
 
 
 def peft_config_dict(config: LoraConfig, base_model_name_or_path: str | None = None) -> dict:
-    targets = config.target_modules if isinstance(config.target_modules, str) else sorted(config.target_modules)
+    targets = (
+        config.target_modules
+        if isinstance(config.target_modules, str)
+        else sorted(config.target_modules)
+    )
     return {
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model_name_or_path,
-        "r": config.r, "lora_alpha": config.alpha, "lora_dropout": config.dropout, "target_modules": targets,
-        "use_rslora": config.use_rslora, "bias": "none", "fan_in_fan_out": False, "init_lora_weights": True,
-        "inference_mode": True, "modules_to_save": None, "use_dora": False, "rank_pattern": {}, "alpha_pattern": {},
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model_name_or_path,
+        "r": config.r,
+        "lora_alpha": config.alpha,
+        "lora_dropout": config.dropout,
+        "target_modules": targets,
+        "use_rslora": config.use_rslora,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "init_lora_weights": True,
+        "inference_mode": True,
+        "modules_to_save": None,
+        "use_dora": False,
+        "rank_pattern": {},
+        "alpha_pattern": {},
     }
 
 
 def config_from_peft(raw: dict, path: Path) -> LoraConfig:
     if raw.get("peft_type", "LORA") != "LORA":
         raise CorruptFileError(f"{path}: peft_type {raw.get('peft_type')} is not LORA")
-    unsupported = {"use_dora": raw.get("use_dora"), "bias": raw.get("bias", "none") != "none",
-                   "rank_pattern": raw.get("rank_pattern"), "alpha_pattern": raw.get("alpha_pattern"),
-                   "modules_to_save": raw.get("modules_to_save"), "fan_in_fan_out": raw.get("fan_in_fan_out")}
+    unsupported = {
+        "use_dora": raw.get("use_dora"),
+        "bias": raw.get("bias", "none") != "none",
+        "rank_pattern": raw.get("rank_pattern"),
+        "alpha_pattern": raw.get("alpha_pattern"),
+        "modules_to_save": raw.get("modules_to_save"),
+        "fan_in_fan_out": raw.get("fan_in_fan_out"),
+    }
     bad = [k for k, v in unsupported.items() if v]
     if bad:
         raise LoraError(f"{path}: adapter option(s) not supported: {', '.join(bad)}")
-    return LoraConfig(r=int(raw["r"]), alpha=float(raw.get("lora_alpha", 8)), dropout=float(raw.get("lora_dropout", 0.0)),
-                      target_modules=raw.get("target_modules") or "all-linear", use_rslora=bool(raw.get("use_rslora")))
+    return LoraConfig(
+        r=int(raw["r"]),
+        alpha=float(raw.get("lora_alpha", 8)),
+        dropout=float(raw.get("lora_dropout", 0.0)),
+        target_modules=raw.get("target_modules") or "all-linear",
+        use_rslora=bool(raw.get("use_rslora")),
+    )
 
 
-def save_adapter(model: torch.nn.Module, folder: str | Path, adapter_name: str = "default",
-                 base_model_name_or_path: str | None = None) -> Path:
+def save_adapter(
+    model: torch.nn.Module,
+    folder: str | Path,
+    adapter_name: str = "default",
+    base_model_name_or_path: str | None = None,
+) -> Path:
     folder = Path(folder)
     layers = lora_layers(model)
     config = getattr(model, "lora_configs", {}).get(adapter_name)
@@ -59,8 +89,12 @@ def save_adapter(model: torch.nn.Module, folder: str | Path, adapter_name: str =
     tensors = {}
     for name, layer in layers.items():
         if adapter_name in layer.lora_A:
-            tensors[f"{PREFIX}{name}.lora_A.weight"] = layer.lora_A[adapter_name].weight.detach().cpu().contiguous()
-            tensors[f"{PREFIX}{name}.lora_B.weight"] = layer.lora_B[adapter_name].weight.detach().cpu().contiguous()
+            tensors[f"{PREFIX}{name}.lora_A.weight"] = (
+                layer.lora_A[adapter_name].weight.detach().cpu().contiguous()
+            )
+            tensors[f"{PREFIX}{name}.lora_B.weight"] = (
+                layer.lora_B[adapter_name].weight.detach().cpu().contiguous()
+            )
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     base = base_model_name_or_path or getattr(model, "source_path", None)
@@ -72,7 +106,9 @@ def read_adapter(folder: str | Path) -> tuple[LoraConfig, dict[str, torch.Tensor
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not config_path.exists() or not weights_path.exists():
-        raise CorruptFileError(f"{folder}: not a PEFT adapter folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+        raise CorruptFileError(
+            f"{folder}: not a PEFT adapter folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})"
+        )
     try:
         raw = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
@@ -80,15 +116,19 @@ def read_adapter(folder: str | Path) -> tuple[LoraConfig, dict[str, torch.Tensor
     return config_from_peft(raw, config_path), load_file(str(weights_path))
 
 
-def load_adapter(model: torch.nn.Module, folder: str | Path, adapter_name: str = "default",
-                 base_dtype: str | None = None) -> torch.nn.Module:
+def load_adapter(
+    model: torch.nn.Module,
+    folder: str | Path,
+    adapter_name: str = "default",
+    base_dtype: str | None = None,
+) -> torch.nn.Module:
     """Add adapter `adapter_name` from a PEFT folder (creating the LoRA layers it names)."""
     config, tensors = read_adapter(folder)
     weights: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         if not key.startswith(PREFIX) or not key.endswith((".lora_A.weight", ".lora_B.weight")):
             raise CorruptFileError(f"{folder}: unexpected adapter key {key}")
-        module, kind = key[len(PREFIX):].rsplit(".", 2)[0], key.rsplit(".", 2)[1]
+        module, kind = key[len(PREFIX) :].rsplit(".", 2)[0], key.rsplit(".", 2)[1]
         weights.setdefault(module, {})[kind] = tensor
     # Target exactly the modules the file holds: its target_modules may be broader than what was saved.
     config.target_modules = "|".join(re.escape(m) for m in weights)
@@ -101,10 +141,13 @@ def load_adapter(model: torch.nn.Module, folder: str | Path, adapter_name: str =
         for kind, tensor in pair.items():
             target = getattr(layer, kind)[adapter_name].weight
             if target.shape != tensor.shape:
-                raise CorruptFileError(f"{folder}: {module}.{kind} has shape {tuple(tensor.shape)}, "
-                                       f"the model needs {tuple(target.shape)}")
+                raise CorruptFileError(
+                    f"{folder}: {module}.{kind} has shape {tuple(tensor.shape)}, "
+                    f"the model needs {tuple(target.shape)}"
+                )
             with torch.no_grad():
                 target.copy_(tensor)
-    model.lora_configs[adapter_name].target_modules = sorted({m.rsplit(".", 1)[-1] for m in weights})
+    model.lora_configs[adapter_name].target_modules = sorted(
+        {m.rsplit(".", 1)[-1] for m in weights}
+    )
     return model
-

@@ -50,14 +50,24 @@ class BertConfig:
     architectures: list[str] = field(default_factory=lambda: ["BertModel"])
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size", "num_labels"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+            "num_labels",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise LlmlabError(f"BERT config: {name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads:
-            raise LlmlabError(f"BERT config: hidden_size {self.hidden_size} is not divisible by "
-                              f"num_attention_heads {self.num_attention_heads}")
+            raise LlmlabError(
+                f"BERT config: hidden_size {self.hidden_size} is not divisible by "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
         get_activation(self.hidden_act)  # fail now, not in the first forward pass
 
     @property
@@ -65,7 +75,7 @@ class BertConfig:
         return self.hidden_size // self.num_attention_heads
 
     @classmethod
-    def from_hf(cls, config: dict) -> "BertConfig":
+    def from_hf(cls, config: dict) -> BertConfig:
         """Read a Hugging Face config.json dict; refuse variants this file does not implement."""
         model_type = config.get("model_type", "bert")
         if model_type not in MODEL_TYPES:
@@ -73,9 +83,12 @@ class BertConfig:
         position_type = config.get("position_embedding_type", "absolute")
         if position_type != "absolute":
             raise UnsupportedArchitectureError(
-                f"BERT position_embedding_type '{position_type}' is not supported (only 'absolute')")
+                f"BERT position_embedding_type '{position_type}' is not supported (only 'absolute')"
+            )
         if config.get("is_decoder") or config.get("add_cross_attention"):
-            raise UnsupportedArchitectureError("BERT as a decoder / with cross-attention is not supported")
+            raise UnsupportedArchitectureError(
+                "BERT as a decoder / with cross-attention is not supported"
+            )
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in config.items() if k in known and v is not None}
         if "num_labels" not in values and isinstance(config.get("id2label"), dict):
@@ -98,7 +111,9 @@ class BertEmbeddings(nn.Module):
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.word_embeddings = nn.Embedding(
+            cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id
+        )
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
@@ -108,7 +123,9 @@ class BertEmbeddings(nn.Module):
         seq_len = input_ids.shape[1]
         max_len = self.position_embeddings.num_embeddings
         if seq_len > max_len:
-            raise ContextLengthError(f"input of {seq_len} tokens is longer than this BERT's {max_len} positions")
+            raise ContextLengthError(
+                f"input of {seq_len} tokens is longer than this BERT's {max_len} positions"
+            )
         if position_ids is None:
             position_ids = torch.arange(seq_len, device=input_ids.device).unsqueeze(0)
         if token_type_ids is None:
@@ -126,12 +143,20 @@ class BertLayer(nn.Module):
         h, i, eps = cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps
         self.num_heads, self.head_dim = cfg.num_attention_heads, cfg.head_dim
         self.attention_dropout = cfg.attention_probs_dropout_prob
-        self.attention = nn.ModuleDict({
-            "self": nn.ModuleDict({"query": nn.Linear(h, h), "key": nn.Linear(h, h), "value": nn.Linear(h, h)}),
-            "output": nn.ModuleDict({"dense": nn.Linear(h, h), "LayerNorm": nn.LayerNorm(h, eps=eps)}),
-        })
+        self.attention = nn.ModuleDict(
+            {
+                "self": nn.ModuleDict(
+                    {"query": nn.Linear(h, h), "key": nn.Linear(h, h), "value": nn.Linear(h, h)}
+                ),
+                "output": nn.ModuleDict(
+                    {"dense": nn.Linear(h, h), "LayerNorm": nn.LayerNorm(h, eps=eps)}
+                ),
+            }
+        )
         self.intermediate = nn.ModuleDict({"dense": nn.Linear(h, i)})
-        self.output = nn.ModuleDict({"dense": nn.Linear(i, h), "LayerNorm": nn.LayerNorm(h, eps=eps)})
+        self.output = nn.ModuleDict(
+            {"dense": nn.Linear(i, h), "LayerNorm": nn.LayerNorm(h, eps=eps)}
+        )
         self.act = get_activation(cfg.hidden_act)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
@@ -143,8 +168,9 @@ class BertLayer(nn.Module):
             return t.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
 
         q, k, v = (split_heads(qkv[name](x)) for name in ("query", "key", "value"))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep_mask,
-                                           dropout_p=self.attention_dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=keep_mask, dropout_p=self.attention_dropout if self.training else 0.0
+        )
         y = y.transpose(1, 2).reshape(batch, seq, hidden)
         x = out["LayerNorm"](x + self.dropout(out["dense"](y)))
         ffn = self.output["dense"](self.act(self.intermediate["dense"](x)))
@@ -187,12 +213,24 @@ class BertModel(nn.Module):
         super().__init__()
         self.config = replace(cfg, architectures=["BertModel"])
         self.embeddings = BertEmbeddings(cfg)
-        self.encoder = nn.ModuleDict({"layer": nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_hidden_layers))})
-        self.pooler = nn.ModuleDict({"dense": nn.Linear(cfg.hidden_size, cfg.hidden_size)}) if add_pooling_layer else None
+        self.encoder = nn.ModuleDict(
+            {"layer": nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_hidden_layers))}
+        )
+        self.pooler = (
+            nn.ModuleDict({"dense": nn.Linear(cfg.hidden_size, cfg.hidden_size)})
+            if add_pooling_layer
+            else None
+        )
         self.apply(lambda m: init_bert_weights(m, cfg.initializer_range))
 
-    def encode(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-               output_hidden_states: bool = False) -> BertEncoderOutput:
+    def encode(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        output_hidden_states: bool = False,
+    ) -> BertEncoderOutput:
         # attention_mask [b, s]: 1 = real token, 0 = padding. SDPA wants True = may attend, shaped to
         # broadcast over heads and query positions.
         keep_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
@@ -204,8 +242,12 @@ class BertModel(nn.Module):
         pooled = torch.tanh(self.pooler["dense"](x[:, 0])) if self.pooler is not None else None
         return BertEncoderOutput(x, pooled, tuple(all_states) if output_hidden_states else None)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> torch.Tensor:
-        return self.encode(input_ids, attention_mask, token_type_ids, position_ids).last_hidden_state
+    def forward(
+        self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None
+    ) -> torch.Tensor:
+        return self.encode(
+            input_ids, attention_mask, token_type_ids, position_ids
+        ).last_hidden_state
 
 
 class BertLMPredictionHead(nn.Module):
@@ -213,10 +255,12 @@ class BertLMPredictionHead(nn.Module):
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
-        self.transform = nn.ModuleDict({
-            "dense": nn.Linear(cfg.hidden_size, cfg.hidden_size),
-            "LayerNorm": nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps),
-        })
+        self.transform = nn.ModuleDict(
+            {
+                "dense": nn.Linear(cfg.hidden_size, cfg.hidden_size),
+                "LayerNorm": nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps),
+            }
+        )
         self.act = get_activation(cfg.hidden_act)
         self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size)
         self.bias = self.decoder.bias  # HF names the output bias both `bias` and `decoder.bias`
@@ -240,7 +284,9 @@ class _BertWithMLMHead(nn.Module):
         self.tied_weight_keys = {"cls.predictions.decoder.bias": "cls.predictions.bias"}
         if cfg.tie_word_embeddings:
             self.cls["predictions"].decoder.weight = self.bert.embeddings.word_embeddings.weight
-            self.tied_weight_keys["cls.predictions.decoder.weight"] = "bert.embeddings.word_embeddings.weight"
+            self.tied_weight_keys["cls.predictions.decoder.weight"] = (
+                "bert.embeddings.word_embeddings.weight"
+            )
 
 
 class BertForPreTraining(_BertWithMLMHead):
@@ -250,9 +296,15 @@ class BertForPreTraining(_BertWithMLMHead):
         super().__init__()
         self._build(cfg, add_pooling_layer=True, nsp=True)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> PreTrainingOutput:
-        hidden, pooled, _ = self.bert.encode(input_ids, attention_mask, token_type_ids, position_ids)
-        return PreTrainingOutput(self.cls["predictions"](hidden), self.cls["seq_relationship"](pooled))
+    def forward(
+        self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None
+    ) -> PreTrainingOutput:
+        hidden, pooled, _ = self.bert.encode(
+            input_ids, attention_mask, token_type_ids, position_ids
+        )
+        return PreTrainingOutput(
+            self.cls["predictions"](hidden), self.cls["seq_relationship"](pooled)
+        )
 
 
 class BertForMaskedLM(_BertWithMLMHead):
@@ -262,8 +314,12 @@ class BertForMaskedLM(_BertWithMLMHead):
         super().__init__()
         self._build(cfg, add_pooling_layer=False, nsp=False)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> torch.Tensor:
-        return self.cls["predictions"](self.bert(input_ids, attention_mask, token_type_ids, position_ids))
+    def forward(
+        self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None
+    ) -> torch.Tensor:
+        return self.cls["predictions"](
+            self.bert(input_ids, attention_mask, token_type_ids, position_ids)
+        )
 
 
 class BertForSequenceClassification(nn.Module):
@@ -275,13 +331,21 @@ class BertForSequenceClassification(nn.Module):
         super().__init__()
         self.config = replace(cfg, architectures=["BertForSequenceClassification"])
         self.bert = BertModel(cfg)
-        p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
+        p = (
+            cfg.classifier_dropout
+            if cfg.classifier_dropout is not None
+            else cfg.hidden_dropout_prob
+        )
         self.dropout = nn.Dropout(p)
         self.classifier = nn.Linear(cfg.hidden_size, cfg.num_labels)
         init_bert_weights(self.classifier, cfg.initializer_range)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> torch.Tensor:
-        pooled = self.bert.encode(input_ids, attention_mask, token_type_ids, position_ids).pooled_output
+    def forward(
+        self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None
+    ) -> torch.Tensor:
+        pooled = self.bert.encode(
+            input_ids, attention_mask, token_type_ids, position_ids
+        ).pooled_output
         return self.classifier(self.dropout(pooled))
 
 
@@ -294,8 +358,9 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
 
 
 # ------------------------------------------------------------------------------ sentence embeddings
-def mean_pooled_embeddings(model: nn.Module, input_ids, attention_mask, normalize: bool = True,
-                           token_type_ids=None) -> torch.Tensor:
+def mean_pooled_embeddings(
+    model: nn.Module, input_ids, attention_mask, normalize: bool = True, token_type_ids=None
+) -> torch.Tensor:
     """sentence-transformers pooling: average the last hidden states over real (non-padding) tokens,
     then (optionally) scale to unit length. Works on BertModel or any model with a `.bert`."""
     encoder = getattr(model, "bert", model)
@@ -306,8 +371,14 @@ def mean_pooled_embeddings(model: nn.Module, input_ids, attention_mask, normaliz
 
 
 @torch.inference_mode()
-def embed(texts: str | list[str], tokenizer, model: nn.Module, batch_size: int = 32, normalize: bool = True,
-          max_length: int | None = None) -> torch.Tensor:
+def embed(
+    texts: str | list[str],
+    tokenizer,
+    model: nn.Module,
+    batch_size: int = 32,
+    normalize: bool = True,
+    max_length: int | None = None,
+) -> torch.Tensor:
     """Embed texts with a HF tokenizer and a BERT: returns [len(texts), hidden] on the model's device.
 
     Texts are batched in length order (less padding, same result) and returned in input order."""
@@ -315,14 +386,25 @@ def embed(texts: str | list[str], tokenizer, model: nn.Module, batch_size: int =
     encoder = getattr(model, "bert", model)
     device = next(encoder.parameters()).device
     limit = encoder.config.max_position_embeddings
-    max_length = min(max_length or limit, limit, getattr(tokenizer, "model_max_length", limit) or limit)
+    max_length = min(
+        max_length or limit, limit, getattr(tokenizer, "model_max_length", limit) or limit
+    )
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.empty(len(texts), encoder.config.hidden_size, device=device)
     for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
-        batch = tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt")
-        batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        index = order[start : start + batch_size]
+        batch = tokenizer(
+            [texts[i] for i in index],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        batch = {
+            k: v.to(device)
+            for k, v in batch.items()
+            if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
         out[index] = mean_pooled_embeddings(encoder, normalize=normalize, **batch).float()
     return out
 
@@ -332,7 +414,7 @@ _OPTIONAL_PREFIXES = ("pooler.", "cls.", "classifier.")  # heads a checkpoint ma
 
 
 def _strip_bert(key: str) -> str:
-    return key[len("bert."):] if key.startswith("bert.") else key
+    return key[len("bert.") :] if key.startswith("bert.") else key
 
 
 def load_hf_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
@@ -348,35 +430,52 @@ def load_hf_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> li
     unexpected, dropped_heads = [], []
     for key, tensor in state_dict.items():
         # TF-era checkpoints call LayerNorm parameters gamma/beta.
-        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
+            "LayerNorm.beta", "LayerNorm.bias"
+        )
         if key.endswith(("position_ids", "embeddings.token_type_ids")):
             continue  # index buffers HF sometimes saves; we compute them
         if key in tied:
             if tied[key] not in state_dict:
-                loaded[tied[key]] = tensor  # only the alias was saved; it feeds the shared parameter
+                loaded[tied[key]] = (
+                    tensor  # only the alias was saved; it feeds the shared parameter
+                )
             continue
         target = key if key in expected else by_bare_name.get(_strip_bert(key))
         if target is None:
-            (dropped_heads if _strip_bert(key).startswith(_OPTIONAL_PREFIXES) else unexpected).append(key)
+            (
+                dropped_heads if _strip_bert(key).startswith(_OPTIONAL_PREFIXES) else unexpected
+            ).append(key)
             continue
         if tuple(tensor.shape) != tuple(expected[target].shape):
-            raise LlmlabError(f"weight '{key}' has shape {tuple(tensor.shape)} but the config implies "
-                              f"{tuple(expected[target].shape)}")
+            raise LlmlabError(
+                f"weight '{key}' has shape {tuple(tensor.shape)} but the config implies "
+                f"{tuple(expected[target].shape)}"
+            )
         loaded[target] = tensor
     if unexpected:
-        raise LlmlabError(f"checkpoint has {len(unexpected)} tensors this BERT does not use, e.g. '{unexpected[0]}'")
+        raise LlmlabError(
+            f"checkpoint has {len(unexpected)} tensors this BERT does not use, e.g. '{unexpected[0]}'"
+        )
     missing = [k for k in expected if k not in loaded and k not in tied]
     required = [k for k in missing if not _strip_bert(k).startswith(_OPTIONAL_PREFIXES)]
     if required:
-        raise LlmlabError(f"checkpoint is missing {len(required)} encoder weights, e.g. '{required[0]}'")
+        raise LlmlabError(
+            f"checkpoint is missing {len(required)} encoder weights, e.g. '{required[0]}'"
+        )
     model.load_state_dict(loaded, strict=False)
     if missing:
-        warnings.warn(f"BERT checkpoint has no weights for {', '.join(sorted({k.rsplit('.', 1)[0] for k in missing}))}; "
-                      "they are randomly initialised (fine for embeddings; fine-tune before using those heads)",
-                      stacklevel=2)
+        warnings.warn(
+            f"BERT checkpoint has no weights for {', '.join(sorted({k.rsplit('.', 1)[0] for k in missing}))}; "
+            "they are randomly initialised (fine for embeddings; fine-tune before using those heads)",
+            stacklevel=2,
+        )
     if dropped_heads:
-        warnings.warn(f"ignored {len(dropped_heads)} checkpoint tensors for heads this architecture does not "
-                      f"have, e.g. '{dropped_heads[0]}'", stacklevel=2)
+        warnings.warn(
+            f"ignored {len(dropped_heads)} checkpoint tensors for heads this architecture does not "
+            f"have, e.g. '{dropped_heads[0]}'",
+            stacklevel=2,
+        )
     model.missing_weights = missing
     return missing
 
@@ -396,7 +495,8 @@ def model_from_hf(config: dict, state_dict: dict[str, torch.Tensor] | None) -> n
     name = names[0]
     if name not in ARCHITECTURES:
         raise UnsupportedArchitectureError(
-            f"BERT architecture '{name}' is not supported (supported: {', '.join(ARCHITECTURES)})")
+            f"BERT architecture '{name}' is not supported (supported: {', '.join(ARCHITECTURES)})"
+        )
     model = ARCHITECTURES[name](cfg)
     if state_dict is not None:
         load_hf_weights(model, state_dict)

@@ -21,7 +21,9 @@ POOLINGS = ("none", "max", "avg", "global_avg", "global_max")
 
 
 class SmallCNN(nn.Module):
-    def __init__(self, num_classes: int, image_size: int = 16, channels: int = 16, pooling: str = "max"):
+    def __init__(
+        self, num_classes: int, image_size: int = 16, channels: int = 16, pooling: str = "max"
+    ):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")

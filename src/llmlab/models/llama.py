@@ -26,7 +26,11 @@ from llmlab.errors import CorruptFileError, UnsupportedArchitectureError
 from llmlab.nn.rotary import RotaryEmbedding, apply_rotary, rope_inverse_frequencies
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
-_ARCHITECTURE_NAMES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+_ARCHITECTURE_NAMES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+}
 
 
 @dataclass
@@ -64,27 +68,46 @@ class LlamaConfig:
                 f"num_attention_heads={self.num_attention_heads} is not a multiple of "
                 f"num_key_value_heads={self.num_key_value_heads}"
             )
-        rope_inverse_frequencies(self.head_dim, self.rope_theta, self.rope_scaling)  # validates scaling
+        rope_inverse_frequencies(
+            self.head_dim, self.rope_theta, self.rope_scaling
+        )  # validates scaling
 
     @classmethod
-    def from_hf(cls, hf: dict) -> "LlamaConfig":
+    def from_hf(cls, hf: dict) -> LlamaConfig:
         """Build from a Hugging Face config.json dict (transformers 4 or 5 spelling)."""
         model_type = hf.get("model_type", "llama")
         if model_type not in MODEL_TYPES:
-            raise UnsupportedArchitectureError(f"model_type '{model_type}' is not a Llama-family decoder")
+            raise UnsupportedArchitectureError(
+                f"model_type '{model_type}' is not a Llama-family decoder"
+            )
         if hf.get("hidden_act", "silu") != "silu":
-            raise UnsupportedArchitectureError(f"hidden_act '{hf['hidden_act']}' is not supported (only silu)")
+            raise UnsupportedArchitectureError(
+                f"hidden_act '{hf['hidden_act']}' is not supported (only silu)"
+            )
         rope = dict(hf.get("rope_parameters") or {})  # transformers 5 keeps theta and scaling here
         theta = hf.get("rope_theta", rope.pop("rope_theta", 10000.0))
-        scaling = hf.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+        scaling = hf.get("rope_scaling") or (
+            rope if rope.get("rope_type", "default") != "default" else None
+        )
         sliding_window = hf.get("sliding_window")
         if model_type == "qwen2":
             if hf.get("use_sliding_window"):
-                raise UnsupportedArchitectureError("Qwen2 with use_sliding_window=true is not supported")
+                raise UnsupportedArchitectureError(
+                    "Qwen2 with use_sliding_window=true is not supported"
+                )
             sliding_window = None
-        known = {f for f in cls.__dataclass_fields__ if f not in ("extra", "rope_theta", "rope_scaling", "sliding_window")}
+        known = {
+            f
+            for f in cls.__dataclass_fields__
+            if f not in ("extra", "rope_theta", "rope_scaling", "sliding_window")
+        }
         kwargs = {k: hf[k] for k in known if hf.get(k) is not None}
-        kwargs.update(rope_theta=theta, rope_scaling=scaling, sliding_window=sliding_window, model_type=model_type)
+        kwargs.update(
+            rope_theta=theta,
+            rope_scaling=scaling,
+            sliding_window=sliding_window,
+            model_type=model_type,
+        )
         kwargs["qkv_bias"] = model_type == "qwen2"
         extra = {k: v for k, v in hf.items() if k not in known and k not in _DERIVED_HF_KEYS}
         return cls(**kwargs, extra=extra)
@@ -102,8 +125,16 @@ class LlamaConfig:
 
 
 # Keys of config.json that from_hf interprets (or that to_hf rewrites) instead of passing through.
-_DERIVED_HF_KEYS = {"rope_theta", "rope_scaling", "rope_parameters", "sliding_window", "use_sliding_window",
-                    "architectures", "hidden_act", "model_type"}
+_DERIVED_HF_KEYS = {
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "sliding_window",
+    "use_sliding_window",
+    "architectures",
+    "hidden_act",
+    "model_type",
+}
 
 
 class RMSNorm(nn.Module):
@@ -127,7 +158,16 @@ class KVCache:
     (The serving engine replaces this with a paged cache shared by many requests.)
     """
 
-    def __init__(self, num_layers, batch_size, kv_heads, head_dim, max_length, device=None, dtype=torch.float32):
+    def __init__(
+        self,
+        num_layers,
+        batch_size,
+        kv_heads,
+        head_dim,
+        max_length,
+        device=None,
+        dtype=torch.float32,
+    ):
         shape = (batch_size, kv_heads, max_length, head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
@@ -135,23 +175,34 @@ class KVCache:
         self.length = 0
 
     @classmethod
-    def for_model(cls, model: "LlamaForCausalLM", batch_size: int, max_length: int) -> "KVCache":
+    def for_model(cls, model: LlamaForCausalLM, batch_size: int, max_length: int) -> KVCache:
         c = model.config
         weight = model.model.embed_tokens.weight
-        return cls(c.num_hidden_layers, batch_size, c.num_key_value_heads, c.head_dim, max_length,
-                   weight.device, weight.dtype)
+        return cls(
+            c.num_hidden_layers,
+            batch_size,
+            c.num_key_value_heads,
+            c.head_dim,
+            max_length,
+            weight.device,
+            weight.dtype,
+        )
 
-    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def store(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Append this step's k/v for one layer; return all keys/values so far."""
         end = self.length + k.shape[2]
         if end > self.max_length:
             raise ValueError(f"KV cache overflow: {end} tokens > max_length {self.max_length}")
-        self.keys[layer][:, :, self.length:end] = k
-        self.values[layer][:, :, self.length:end] = v
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
-def attention_mask(q_positions: torch.Tensor, k_positions: torch.Tensor, sliding_window: int | None):
+def attention_mask(
+    q_positions: torch.Tensor, k_positions: torch.Tensor, sliding_window: int | None
+):
     """Boolean [Tq, Tk] mask, True where a query may attend: causal, optionally windowed."""
     distance = q_positions[:, None] - k_positions[None, :]
     allowed = distance >= 0
@@ -165,12 +216,18 @@ class Attention(nn.Module):
         super().__init__()
         c = config
         self.layer_index = layer_index
-        self.num_heads, self.num_kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.head_dim,
+        )
         qkv_bias = c.attention_bias or c.qkv_bias
         self.q_proj = nn.Linear(c.hidden_size, self.num_heads * self.head_dim, bias=qkv_bias)
         self.k_proj = nn.Linear(c.hidden_size, self.num_kv_heads * self.head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(c.hidden_size, self.num_kv_heads * self.head_dim, bias=qkv_bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, c.hidden_size, bias=c.attention_bias)
+        self.o_proj = nn.Linear(
+            self.num_heads * self.head_dim, c.hidden_size, bias=c.attention_bias
+        )
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None):
         batch, length, _ = x.shape
@@ -182,7 +239,12 @@ class Attention(nn.Module):
             k, v = cache.store(self.layer_index, k, v)
         # Grouped-query attention: each K/V head serves num_heads / num_kv_heads query heads.
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None and length > 1, enable_gqa=self.num_kv_heads != self.num_heads
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=mask is None and length > 1,
+            enable_gqa=self.num_kv_heads != self.num_heads,
         )
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
@@ -221,7 +283,9 @@ class LlamaModel(nn.Module):
         super().__init__()
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(config, i) for i in range(config.num_hidden_layers)
+        )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling)
 
@@ -232,8 +296,11 @@ class LlamaModel(nn.Module):
         cos, sin = self.rotary(positions)
         mask = None  # plain causal attention from position 0 is SDPA's is_causal fast path
         if (start > 0 and length > 1) or self.config.sliding_window is not None:
-            mask = attention_mask(positions, torch.arange(start + length, device=input_ids.device),
-                                  self.config.sliding_window)
+            mask = attention_mask(
+                positions,
+                torch.arange(start + length, device=input_ids.device),
+                self.config.sliding_window,
+            )
         x = self.embed_tokens(input_ids)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, cache)
@@ -267,7 +334,9 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(self.model(input_ids, cache)).float()
 
 
-def model_from_hf(config: dict, state_dict: dict[str, torch.Tensor] | None = None) -> LlamaForCausalLM:
+def model_from_hf(
+    config: dict, state_dict: dict[str, torch.Tensor] | None = None
+) -> LlamaForCausalLM:
     """Build a model from a config.json dict and (optionally) load a Hugging Face state dict."""
     model_config = LlamaConfig.from_hf(config)
     if state_dict is None:
@@ -286,5 +355,7 @@ def model_from_hf(config: dict, state_dict: dict[str, torch.Tensor] | None = Non
     if model_config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     # Buffers are not in the checkpoint: recompute them off the meta device.
-    model.model.rotary = RotaryEmbedding(model_config.head_dim, model_config.rope_theta, model_config.rope_scaling)
+    model.model.rotary = RotaryEmbedding(
+        model_config.head_dim, model_config.rope_theta, model_config.rope_scaling
+    )
     return model.eval()

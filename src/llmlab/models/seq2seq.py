@@ -47,7 +47,9 @@ def padding_mask(pad: torch.Tensor | None) -> torch.Tensor | None:
     """[B, S] bool (True = padding) → additive [B, 1, 1, S] mask over keys."""
     if pad is None:
         return None
-    return torch.zeros(pad.shape, device=pad.device).masked_fill(pad, float("-inf"))[:, None, None, :]
+    return torch.zeros(pad.shape, device=pad.device).masked_fill(pad, float("-inf"))[
+        :, None, None, :
+    ]
 
 
 class MultiHeadAttention(nn.Module):
@@ -58,7 +60,9 @@ class MultiHeadAttention(nn.Module):
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
         self.n_heads, self.head_dim = n_heads, d_model // n_heads
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d_model, d_model) for _ in range(4))
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
+            nn.Linear(d_model, d_model) for _ in range(4)
+        )
         self.dropout = nn.Dropout(dropout)
         self.rotary = RotaryEmbedding(self.head_dim, theta=10000.0) if rotary else None
         self.last_weights: torch.Tensor | None = None  # [B, heads, Tq, Tk], kept for inspection
@@ -68,7 +72,11 @@ class MultiHeadAttention(nn.Module):
         return x.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
 
     def forward(self, query, key, value, mask=None):
-        q, k, v = self._split(self.q_proj(query)), self._split(self.k_proj(key)), self._split(self.v_proj(value))
+        q, k, v = (
+            self._split(self.q_proj(query)),
+            self._split(self.k_proj(key)),
+            self._split(self.v_proj(value)),
+        )
         if self.rotary is not None:
             q = apply_rotary(q, *self.rotary(torch.arange(q.shape[2], device=q.device)))
             k = apply_rotary(k, *self.rotary(torch.arange(k.shape[2], device=k.device)))
@@ -91,7 +99,9 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, rotary: bool = False):
+    def __init__(
+        self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, rotary: bool = False
+    ):
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout, rotary)
         self.ffn = FeedForward(d_model, d_ff, dropout)
@@ -104,13 +114,23 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, rotary: bool = False):
+    def __init__(
+        self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, rotary: bool = False
+    ):
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout, rotary)
         self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout)
         self.ffn = FeedForward(d_model, d_ff, dropout)
-        self.norm1, self.norm2, self.norm3 = LayerNorm(d_model), LayerNorm(d_model), LayerNorm(d_model)
-        self.dropout1, self.dropout2, self.dropout3 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
+        self.norm1, self.norm2, self.norm3 = (
+            LayerNorm(d_model),
+            LayerNorm(d_model),
+            LayerNorm(d_model),
+        )
+        self.dropout1, self.dropout2, self.dropout3 = (
+            nn.Dropout(dropout),
+            nn.Dropout(dropout),
+            nn.Dropout(dropout),
+        )
 
     def forward(self, x, memory, self_mask=None, memory_mask=None):
         x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, self_mask)))
@@ -121,7 +141,9 @@ class DecoderLayer(nn.Module):
 def sinusoidal_positions(max_len: int, d_model: int) -> torch.Tensor:
     """PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(pos / 10000^(2i/d))."""
     position = torch.arange(max_len, dtype=torch.float32)[:, None]
-    frequency = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    frequency = torch.exp(
+        torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model)
+    )
     table = torch.zeros(max_len, d_model)
     table[:, 0::2] = torch.sin(position * frequency)
     table[:, 1::2] = torch.cos(position * frequency)
@@ -129,20 +151,39 @@ def sinusoidal_positions(max_len: int, d_model: int) -> torch.Tensor:
 
 
 class Seq2SeqTransformer(nn.Module):
-    def __init__(self, src_vocab: int, tgt_vocab: int, d_model: int = 64, n_heads: int = 4, n_layers: int = 2,
-                 d_ff: int = 256, dropout: float = 0.0, positions: str = "sinusoidal", max_len: int = 512):
+    def __init__(
+        self,
+        src_vocab: int,
+        tgt_vocab: int,
+        d_model: int = 64,
+        n_heads: int = 4,
+        n_layers: int = 2,
+        d_ff: int = 256,
+        dropout: float = 0.0,
+        positions: str = "sinusoidal",
+        max_len: int = 512,
+    ):
         super().__init__()
         if positions not in POSITION_KINDS:
             raise ValueError(f"positions must be one of {POSITION_KINDS}, got {positions!r}")
         self.d_model, self.positions = d_model, positions
-        self.src_embed, self.tgt_embed = nn.Embedding(src_vocab, d_model), nn.Embedding(tgt_vocab, d_model)
+        self.src_embed, self.tgt_embed = (
+            nn.Embedding(src_vocab, d_model),
+            nn.Embedding(tgt_vocab, d_model),
+        )
         if positions == "sinusoidal":
-            self.register_buffer("position_table", sinusoidal_positions(max_len, d_model), persistent=False)
+            self.register_buffer(
+                "position_table", sinusoidal_positions(max_len, d_model), persistent=False
+            )
         elif positions == "learned":
             self.position_embed = nn.Embedding(max_len, d_model)
         rotary = positions == "rotary"
-        self.encoder = nn.ModuleList(EncoderLayer(d_model, n_heads, d_ff, dropout, rotary) for _ in range(n_layers))
-        self.decoder = nn.ModuleList(DecoderLayer(d_model, n_heads, d_ff, dropout, rotary) for _ in range(n_layers))
+        self.encoder = nn.ModuleList(
+            EncoderLayer(d_model, n_heads, d_ff, dropout, rotary) for _ in range(n_layers)
+        )
+        self.decoder = nn.ModuleList(
+            DecoderLayer(d_model, n_heads, d_ff, dropout, rotary) for _ in range(n_layers)
+        )
         self.dropout = nn.Dropout(dropout)
         self.lm_head = nn.Linear(d_model, tgt_vocab)
 
@@ -160,7 +201,9 @@ class Seq2SeqTransformer(nn.Module):
             x = layer(x, mask)
         return x
 
-    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(
+        self, tgt: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x, self_mask = self._embed(self.tgt_embed, tgt), causal_mask(tgt.shape[1], tgt.device)
         for layer in self.decoder:
             x = layer(x, memory, self_mask, padding_mask(src_pad))
@@ -171,14 +214,20 @@ class Seq2SeqTransformer(nn.Module):
         return self.decode(tgt_in, self.encode(src, src_pad), src_pad)
 
 
-def seq2seq_loss(model: Seq2SeqTransformer, src, tgt, src_pad=None, pad_id: int = -100) -> torch.Tensor:
+def seq2seq_loss(
+    model: Seq2SeqTransformer, src, tgt, src_pad=None, pad_id: int = -100
+) -> torch.Tensor:
     """Teacher forcing: feed tgt[:, :-1] (starting with BOS), predict tgt[:, 1:]; pad_id is ignored."""
     logits = model(src, tgt[:, :-1], src_pad)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1), ignore_index=pad_id)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1), ignore_index=pad_id
+    )
 
 
 @torch.no_grad()
-def greedy_decode(model: Seq2SeqTransformer, src, bos_id: int, max_len: int, src_pad=None) -> torch.Tensor:
+def greedy_decode(
+    model: Seq2SeqTransformer, src, bos_id: int, max_len: int, src_pad=None
+) -> torch.Tensor:
     """Generate max_len tokens after BOS, one at a time, each the argmax of the next-token logits."""
     memory = model.encode(src, src_pad)
     out = torch.full((src.shape[0], 1), bos_id, dtype=torch.long, device=src.device)

@@ -10,7 +10,7 @@ Several HF names mean the same curve: "gelu_new", "gelu_fast", "gelu_accurate" a
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -58,4 +58,6 @@ def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         return ACTIVATIONS[name]
     except (KeyError, TypeError):
         known = ", ".join(sorted(ACTIVATIONS))
-        raise UnsupportedArchitectureError(f"activation '{name}' is not supported (known: {known})") from None
+        raise UnsupportedArchitectureError(
+            f"activation '{name}' is not supported (known: {known})"
+        ) from None

@@ -11,7 +11,7 @@ torch.nn.functional counterpart (tests/test_lab_activations_init.py).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -45,7 +45,9 @@ class LoraConfig:
     r: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
-    target_modules: list | str = field(default_factory=lambda: list(DEFAULT_TARGETS))  # names, regex or "all-linear"
+    target_modules: list | str = field(
+        default_factory=lambda: list(DEFAULT_TARGETS)
+    )  # names, regex or "all-linear"
     use_rslora: bool = False
 
     @property
@@ -75,7 +77,10 @@ class LoraLinear(nn.Linear):
     def __init__(self, base: nn.Linear):
         nn.Module.__init__(self)
         self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight, self.bias = base.weight, base.bias  # same Parameters: no copy, same state-dict keys
+        self.weight, self.bias = (
+            base.weight,
+            base.bias,
+        )  # same Parameters: no copy, same state-dict keys
         self.weight.requires_grad_(False)
         if self.bias is not None:
             self.bias.requires_grad_(False)
@@ -96,7 +101,9 @@ class LoraLinear(nn.Linear):
         self.lora_B[name] = nn.Linear(config.r, self.out_features, bias=False, device=device)
         nn.init.kaiming_uniform_(self.lora_A[name].weight, a=math.sqrt(5))  # nn.Linear's own init
         nn.init.zeros_(self.lora_B[name].weight)
-        self.lora_dropout[name] = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.lora_dropout[name] = (
+            nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        )
         self.scaling[name] = config.scaling
         if not self.active:
             self.active = [name]
@@ -189,8 +196,13 @@ def _layers_or_fail(model: nn.Module) -> dict[str, LoraLinear]:
     return layers
 
 
-def add_lora(model: nn.Module, config: LoraConfig | None = None, adapter_name: str = "default",
-             base_dtype: str | None = None, **options) -> nn.Module:
+def add_lora(
+    model: nn.Module,
+    config: LoraConfig | None = None,
+    adapter_name: str = "default",
+    base_dtype: str | None = None,
+    **options,
+) -> nn.Module:
     """Freeze every base parameter and add adapter `adapter_name` to each targeted Linear.
 
     `options` are LoraConfig fields (r, alpha, dropout, target_modules, use_rslora). Calling it
@@ -200,8 +212,13 @@ def add_lora(model: nn.Module, config: LoraConfig | None = None, adapter_name: s
     for p in model.parameters():
         if id(p) not in existing:
             p.requires_grad_(False)
-    targets = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and not _is_adapter_part(name) and matches_target(name, config.target_modules, m)]
+    targets = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear)
+        and not _is_adapter_part(name)
+        and matches_target(name, config.target_modules, m)
+    ]
     if not targets:
         raise LoraError(f"no Linear module matches target_modules={config.target_modules!r}")
     for name, module in targets:
@@ -307,7 +324,9 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     """Merge the active adapters and put plain nn.Linear layers back (no LoRA keys in state_dict)."""
     for name, layer in _layers_or_fail(model).items():
         layer.merge()
-        plain = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
+        plain = nn.Linear(
+            layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta"
+        )
         plain.weight, plain.bias = layer.weight, layer.bias
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, plain)
@@ -317,14 +336,21 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     return model
 
 
-def save_adapter(model: nn.Module, folder, adapter_name: str = "default", base_model_name_or_path: str | None = None):
+def save_adapter(
+    model: nn.Module,
+    folder,
+    adapter_name: str = "default",
+    base_model_name_or_path: str | None = None,
+):
     """Write adapter `adapter_name` as a PEFT folder (see llmlab/formats/peft.py)."""
     from llmlab.formats.peft import save_adapter as save
 
     return save(model, folder, adapter_name, base_model_name_or_path)
 
 
-def load_adapter(model: nn.Module, folder, adapter_name: str = "default", base_dtype: str | None = None):
+def load_adapter(
+    model: nn.Module, folder, adapter_name: str = "default", base_dtype: str | None = None
+):
     """Add adapter `adapter_name` from a PEFT folder (ours or peft's)."""
     from llmlab.formats.peft import load_adapter as load
 

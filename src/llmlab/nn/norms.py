@@ -43,7 +43,9 @@ class BatchNorm(nn.Module):
                 raise ValueError("BatchNorm needs more than one value per channel when training")
             with torch.no_grad():
                 self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
-                self.running_var.mul_(1 - self.momentum).add_(self.momentum * var * count / (count - 1))
+                self.running_var.mul_(1 - self.momentum).add_(
+                    self.momentum * var * count / (count - 1)
+                )
         else:
             mean, var = self.running_mean, self.running_var
         x_hat = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)

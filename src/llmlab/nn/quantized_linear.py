@@ -23,7 +23,8 @@ from llmlab.errors import LlmlabError
 
 _HAS_INT8_KERNEL = hasattr(torch.ops.aten, "_weight_int8pack_mm")
 _HAS_INT4_KERNEL = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and hasattr(
-    torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
+    torch.ops.aten, "_convert_weight_to_int4pack_for_cpu"
+)
 KERNEL_DTYPE = torch.bfloat16
 
 
@@ -59,8 +60,13 @@ class _QuantizedLinear(nn.Module):
 
 
 class Int8Linear(_QuantizedLinear):
-    def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None,
-                 use_kernel: bool | None = None):
+    def __init__(
+        self,
+        qweight: torch.Tensor,
+        scales: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        use_kernel: bool | None = None,
+    ):
         super().__init__()
         self.out_features, self.in_features = qweight.shape
         self.register_buffer("qweight", qweight.to(torch.int8))
@@ -69,7 +75,7 @@ class Int8Linear(_QuantizedLinear):
         self.use_kernel = _HAS_INT8_KERNEL if use_kernel is None else use_kernel
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, use_kernel: bool | None = None) -> "Int8Linear":
+    def from_linear(cls, linear: nn.Linear, use_kernel: bool | None = None) -> Int8Linear:
         w = linear.weight.detach().float()
         scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
         q = (w / scales[:, None]).round().clamp(-127, 127)
@@ -85,41 +91,67 @@ class Int8Linear(_QuantizedLinear):
 class Int4Linear(_QuantizedLinear):
     """codes [out, in] in 0…15, scales and minimums [out, in / group_size]."""
 
-    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, minimums: torch.Tensor, group_size: int,
-                 bias: torch.Tensor | None = None, use_kernel: bool | None = None):
+    def __init__(
+        self,
+        codes: torch.Tensor,
+        scales: torch.Tensor,
+        minimums: torch.Tensor,
+        group_size: int,
+        bias: torch.Tensor | None = None,
+        use_kernel: bool | None = None,
+    ):
         super().__init__()
         self.out_features, self.in_features = codes.shape
         if self.in_features % group_size:
-            raise LlmlabError(f"int4 group size {group_size} does not divide the layer's {self.in_features} inputs")
+            raise LlmlabError(
+                f"int4 group size {group_size} does not divide the layer's {self.in_features} inputs"
+            )
         self.group_size = group_size
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
-        kernel_fits = self.in_features % 32 == 0 and self.out_features % 16 == 0  # the packer's tiling
+        kernel_fits = (
+            self.in_features % 32 == 0 and self.out_features % 16 == 0
+        )  # the packer's tiling
         self.use_kernel = (_HAS_INT4_KERNEL and kernel_fits) if use_kernel is None else use_kernel
         if self.use_kernel:
             # The kernel's affine form is (q − 8)·scale + zero, so zero = minimum + 8·scale.
-            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).cpu(), 1)
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+                codes.to(torch.int32).cpu(), 1
+            )
             zeros = minimums.float() + 8 * scales.float()
             self.register_buffer("packed", packed)
-            self.register_buffer("scales_and_zeros", torch.stack([scales.float(), zeros], -1).transpose(0, 1)
-                                 .contiguous().to(KERNEL_DTYPE))
+            self.register_buffer(
+                "scales_and_zeros",
+                torch.stack([scales.float(), zeros], -1)
+                .transpose(0, 1)
+                .contiguous()
+                .to(KERNEL_DTYPE),
+            )
         else:
             self.register_buffer("codes", codes.to(torch.uint8))
         self.register_buffer("scales", scales.float())
         self.register_buffer("minimums", minimums.float())
 
     @classmethod
-    def from_weight(cls, weight: torch.Tensor, group_size: int = 32, bias=None, use_kernel=None) -> "Int4Linear":
+    def from_weight(
+        cls, weight: torch.Tensor, group_size: int = 32, bias=None, use_kernel=None
+    ) -> Int4Linear:
         out_features, in_features = weight.shape
         if in_features % group_size:
-            raise LlmlabError(f"int4 group size {group_size} does not divide the layer's {in_features} inputs")
-        groups = weight.detach().float().reshape(out_features, in_features // group_size, group_size)
+            raise LlmlabError(
+                f"int4 group size {group_size} does not divide the layer's {in_features} inputs"
+            )
+        groups = (
+            weight.detach().float().reshape(out_features, in_features // group_size, group_size)
+        )
         low, high = groups.amin(-1), groups.amax(-1)
         scales = ((high - low) / 15).clamp(min=1e-12)
         codes = ((groups - low[..., None]) / scales[..., None]).round().clamp(0, 15)
-        return cls(codes.reshape(out_features, in_features), scales, low, group_size, bias, use_kernel)
+        return cls(
+            codes.reshape(out_features, in_features), scales, low, group_size, bias, use_kernel
+        )
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, group_size: int = 32, use_kernel=None) -> "Int4Linear":
+    def from_linear(cls, linear: nn.Linear, group_size: int = 32, use_kernel=None) -> Int4Linear:
         return cls.from_weight(linear.weight, group_size, linear.bias, use_kernel)
 
     def _codes(self) -> torch.Tensor:
@@ -129,15 +161,23 @@ class Int4Linear(_QuantizedLinear):
         eye = torch.eye(self.in_features, dtype=KERNEL_DTYPE)
         ones = torch.stack([torch.ones_like(self.scales), torch.full_like(self.scales, 8.0)], -1)
         ones = ones.transpose(0, 1).contiguous().to(KERNEL_DTYPE)
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, self.group_size, ones).float().T
+        return (
+            torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, self.group_size, ones)
+            .float()
+            .T
+        )
 
     def dequantized_weight(self) -> torch.Tensor:
         g = self.group_size
         codes = self._codes().reshape(self.out_features, -1, g)
-        return (codes * self.scales[..., None] + self.minimums[..., None]).reshape(self.out_features, self.in_features)
+        return (codes * self.scales[..., None] + self.minimums[..., None]).reshape(
+            self.out_features, self.in_features
+        )
 
     def _kernel_matmul(self, x2):
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.packed, self.group_size, self.scales_and_zeros)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x2, self.packed, self.group_size, self.scales_and_zeros
+        )
 
 
 def quantize_linear(linear: nn.Linear, quant: str, group_size: int = 32) -> nn.Module:
@@ -156,7 +196,9 @@ def quantize_model(model: nn.Module, quant: str, group_size: int = 32) -> nn.Mod
         raise LlmlabError(f"unknown quantization '{quant}' (choose int8 or int4)")
     if quant == "int4" and group_size not in (32, 64, 128, 256):
         raise LlmlabError(f"int4 group size must be 32, 64, 128 or 256, got {group_size}")
-    targets = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    targets = [
+        (name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)
+    ]
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

@@ -51,22 +51,28 @@ class ElmanCell(_GatedCell):
         self.activation = torch.tanh if nonlinearity == "tanh" else torch.relu
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return self.activation(x @ self.weight_ih.T + self.bias_ih + h @ self.weight_hh.T + self.bias_hh)
+        return self.activation(
+            x @ self.weight_ih.T + self.bias_ih + h @ self.weight_hh.T + self.bias_hh
+        )
 
 
 class LSTMCell(_GatedCell):
     """Input, forget and output gates around a cell state c that is only scaled and added to:
 
-        i = σ(W_ii x + W_hi h + b_i)      f = σ(W_if x + W_hf h + b_f)
-        g = tanh(W_ig x + W_hg h + b_g)   o = σ(W_io x + W_ho h + b_o)
-        c' = f ⊙ c + i ⊙ g                h' = o ⊙ tanh(c')
+    i = σ(W_ii x + W_hi h + b_i)      f = σ(W_if x + W_hf h + b_f)
+    g = tanh(W_ig x + W_hg h + b_g)   o = σ(W_io x + W_ho h + b_o)
+    c' = f ⊙ c + i ⊙ g                h' = o ⊙ tanh(c')
     """
 
     gate_blocks = 4
 
-    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h, c = state
-        i, f, g, o = (x @ self.weight_ih.T + self.bias_ih + h @ self.weight_hh.T + self.bias_hh).chunk(4, dim=-1)
+        i, f, g, o = (
+            x @ self.weight_ih.T + self.bias_ih + h @ self.weight_hh.T + self.bias_hh
+        ).chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c
@@ -75,9 +81,9 @@ class LSTMCell(_GatedCell):
 class GRUCell(_GatedCell):
     """Reset gate r and update gate z; no separate cell state:
 
-        r = σ(W_ir x + b_ir + W_hr h + b_hr)      z = σ(W_iz x + b_iz + W_hz h + b_hz)
-        n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
-        h' = (1 − z) ⊙ n + z ⊙ h
+    r = σ(W_ir x + b_ir + W_hr h + b_hr)      z = σ(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+    h' = (1 − z) ⊙ n + z ⊙ h
     """
 
     gate_blocks = 3
@@ -132,7 +138,9 @@ class _Recurrent(nn.Module):
 class RNN(_Recurrent):
     """Elman RNN (torch.nn.RNN with batch_first=True)."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh"):
+    def __init__(
+        self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh"
+    ):
         sizes = [input_size] + [hidden_size] * (num_layers - 1)
         super().__init__([ElmanCell(s, hidden_size, nonlinearity) for s in sizes])
 

@@ -17,7 +17,9 @@ from llmlab.errors import UnsupportedArchitectureError
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
 
-def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
+def rope_inverse_frequencies(
+    head_dim: int, theta: float, scaling: dict | None = None
+) -> torch.Tensor:
     """Per-pair angular frequencies, adjusted for the checkpoint's rope_scaling."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
     rope_type = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
@@ -53,7 +55,9 @@ class RotaryEmbedding(torch.nn.Module):
 
     def __init__(self, head_dim: int, theta: float, scaling: dict | None = None):
         super().__init__()
-        self.register_buffer("inv_freq", rope_inverse_frequencies(head_dim, theta, scaling), persistent=False)
+        self.register_buffer(
+            "inv_freq", rope_inverse_frequencies(head_dim, theta, scaling), persistent=False
+        )
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions [..., T] → cos, sin of shape [..., T, head_dim] in float32."""

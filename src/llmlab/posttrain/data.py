@@ -41,15 +41,23 @@ class Pair:
     ref_rejected: float | None = None
 
 
-def read_pairs(tokenizer, name: str, system: str | None = None, max_length: int = 512) -> list[Pair]:
+def read_pairs(
+    tokenizer, name: str, system: str | None = None, max_length: int = 512
+) -> list[Pair]:
     pairs = []
     for number, row in enumerate(read_jsonl(name), 1):
         if not all(k in row for k in ("prompt", "chosen", "rejected")):
             raise SFTDataError(f"{name}: line {number} needs prompt, chosen and rejected")
         p = prompt_ids(tokenizer, row["prompt"], system)
         room = max(1, max_length - len(p))
-        pairs.append(Pair(p, completion_ids(tokenizer, row["chosen"])[:room], completion_ids(tokenizer, row["rejected"])[:room],
-                          float(row.get("margin", 0.0))))
+        pairs.append(
+            Pair(
+                p,
+                completion_ids(tokenizer, row["chosen"])[:room],
+                completion_ids(tokenizer, row["rejected"])[:room],
+                float(row.get("margin", 0.0)),
+            )
+        )
     if not pairs:
         raise SFTDataError(f"{name}: no preference pairs")
     return pairs
@@ -62,26 +70,35 @@ def _pad(rows: list[list[int]], pad_id: int) -> torch.Tensor:
 
 def dpo_collate(pairs: list[Pair], pad_id: int) -> dict:
     rows = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
-    masks = [[0] * len(p.prompt) + [1] * len(p.chosen) for p in pairs] + \
-            [[0] * len(p.prompt) + [1] * len(p.rejected) for p in pairs]
+    masks = [[0] * len(p.prompt) + [1] * len(p.chosen) for p in pairs] + [
+        [0] * len(p.prompt) + [1] * len(p.rejected) for p in pairs
+    ]
     completions = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    batch = {"input_ids": _pad(rows, pad_id), "completion_mask": _pad(masks, 0),
-             # the same pairs split, for the prefix-shared forward (posttrain/shared_prefix.py)
-             "prompt_ids": _pad([p.prompt for p in pairs], pad_id),
-             "prompt_lengths": torch.tensor([len(p.prompt) for p in pairs]),
-             "completion_ids": _pad(completions, pad_id),
-             "completion_lengths": torch.tensor([len(c) for c in completions])}
+    batch = {
+        "input_ids": _pad(rows, pad_id),
+        "completion_mask": _pad(masks, 0),
+        # the same pairs split, for the prefix-shared forward (posttrain/shared_prefix.py)
+        "prompt_ids": _pad([p.prompt for p in pairs], pad_id),
+        "prompt_lengths": torch.tensor([len(p.prompt) for p in pairs]),
+        "completion_ids": _pad(completions, pad_id),
+        "completion_lengths": torch.tensor([len(c) for c in completions]),
+    }
     if all(p.ref_chosen is not None for p in pairs):
-        batch["ref_logps"] = torch.tensor([p.ref_chosen for p in pairs] + [p.ref_rejected for p in pairs])
+        batch["ref_logps"] = torch.tensor(
+            [p.ref_chosen for p in pairs] + [p.ref_rejected for p in pairs]
+        )
     return batch
 
 
 def reward_collate(pairs: list[Pair], pad_id: int) -> dict:
     chosen = [p.prompt + p.chosen for p in pairs]
     rejected = [p.prompt + p.rejected for p in pairs]
-    batch = {"chosen_ids": _pad(chosen, pad_id), "rejected_ids": _pad(rejected, pad_id),
-             "chosen_lengths": torch.tensor([len(r) for r in chosen]),
-             "rejected_lengths": torch.tensor([len(r) for r in rejected])}
+    batch = {
+        "chosen_ids": _pad(chosen, pad_id),
+        "rejected_ids": _pad(rejected, pad_id),
+        "chosen_lengths": torch.tensor([len(r) for r in chosen]),
+        "rejected_lengths": torch.tensor([len(r) for r in rejected]),
+    }
     if any(p.margin for p in pairs):
         batch["margin"] = torch.tensor([p.margin for p in pairs])
     return batch

@@ -38,30 +38,57 @@ def engine_sampler_for(model, tokenizer, prompts: list[dict], max_new_tokens: in
 
 
 class EngineSampler:
-    def __init__(self, model, tokenizer, max_seqs: int, max_tokens_per_seq: int, block_size: int = 16):
+    def __init__(
+        self, model, tokenizer, max_seqs: int, max_tokens_per_seq: int, block_size: int = 16
+    ):
         from llmlab.engine import LLMEngine
 
         self.model = model
-        blocks = max_seqs * (math.ceil(max_tokens_per_seq / block_size) + 1)  # room for every sequence at once
+        blocks = max_seqs * (
+            math.ceil(max_tokens_per_seq / block_size) + 1
+        )  # room for every sequence at once
         # pack_weights=False: the packed fast path keeps its own copy of the weights and re-copies it
         # whenever they change, i.e. after every optimizer step here; call the policy's modules instead.
-        self.engine = LLMEngine(model, tokenizer, max_num_seqs=max_seqs, block_size=block_size, num_kv_blocks=blocks,
-                                enable_prefix_caching=False, pack_weights=False)
+        self.engine = LLMEngine(
+            model,
+            tokenizer,
+            max_num_seqs=max_seqs,
+            block_size=block_size,
+            num_kv_blocks=blocks,
+            enable_prefix_caching=False,
+            pack_weights=False,
+        )
         self._ids = itertools.count()
 
     @torch.no_grad()
-    def sample_groups(self, prompts: list[list[int]], n: int, max_new_tokens: int, temperature: float = 1.0,
-                      eos_id: int | None = None, pad_id: int = 0,
-                      generator: torch.Generator | None = None) -> list[Group]:
+    def sample_groups(
+        self,
+        prompts: list[list[int]],
+        n: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        eos_id: int | None = None,
+        pad_id: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> list[Group]:
         from llmlab.engine import SamplingParams
 
         was_training = self.model.training
         self.model.eval()  # no LoRA dropout while sampling
         order = []
         for prompt in prompts:
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator is not None else None
-            params = SamplingParams(n=n, max_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                                    stop_token_ids=[eos_id] if eos_id is not None else [])
+            seed = (
+                int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+                if generator is not None
+                else None
+            )
+            params = SamplingParams(
+                n=n,
+                max_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seed,
+                stop_token_ids=[eos_id] if eos_id is not None else [],
+            )
             request_id = f"rollout-{next(self._ids)}"
             self.engine.add_request(request_id, list(prompt), params)
             order.append(request_id)
@@ -73,7 +100,9 @@ class EngineSampler:
                         finished[out.request_id] = out
         finally:
             self.model.train(was_training)
-        return [self._group(prompt, finished[r], eos_id, pad_id) for prompt, r in zip(prompts, order)]
+        return [
+            self._group(prompt, finished[r], eos_id, pad_id) for prompt, r in zip(prompts, order)
+        ]
 
     @staticmethod
     def _group(prompt: list[int], out, eos_id, pad_id) -> Group:
@@ -81,9 +110,13 @@ class EngineSampler:
         for c in sorted(out.outputs, key=lambda c: c.index):
             ids = list(c.token_ids)
             if c.finish_reason == "stop" and eos_id is not None:
-                ids.append(eos_id)  # the engine drops the stop token; the policy still learns to emit it
+                ids.append(
+                    eos_id
+                )  # the engine drops the stop token; the policy still learns to emit it
             completions.append(ids)
         width = max(1, max(len(c) for c in completions))
         rows = torch.tensor([prompt + c + [pad_id] * (width - len(c)) for c in completions])
-        mask = torch.tensor([[0] * len(prompt) + [1] * len(c) + [0] * (width - len(c)) for c in completions])
+        mask = torch.tensor(
+            [[0] * len(prompt) + [1] * len(c) + [0] * (width - len(c)) for c in completions]
+        )
         return Group(rows, mask, len(prompt))

@@ -1,10 +1,10 @@
 """Scalar heads on a decoder: a reward model (score of the last token) and a policy with a value head.
 
-    rm = RewardModel(backbone)                   # backbone: LlamaForCausalLM (its lm_head is unused)
-    scores = rm(input_ids, lengths)              # [batch]: score at each row's last real token
-    policy = PolicyWithValue(model)
-    logits, values = policy.logits_and_values(input_ids)   # [B, T, V], [B, T]
-    logits = policy(input_ids)                   # plain LM call, so samplers and objectives see a decoder
+rm = RewardModel(backbone)                   # backbone: LlamaForCausalLM (its lm_head is unused)
+scores = rm(input_ids, lengths)              # [batch]: score at each row's last real token
+policy = PolicyWithValue(model)
+logits, values = policy.logits_and_values(input_ids)   # [B, T, V], [B, T]
+logits = policy(input_ids)                   # plain LM call, so samplers and objectives see a decoder
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ class RewardModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.score = nn.Linear(backbone.config.hidden_size, 1, bias=False)
-        nn.init.normal_(self.score.weight, std=1 / (backbone.config.hidden_size + 1))  # small start: scores near 0
+        nn.init.normal_(
+            self.score.weight, std=1 / (backbone.config.hidden_size + 1)
+        )  # small start: scores near 0
 
     @property
     def config(self):
@@ -40,7 +42,10 @@ class RewardModel(nn.Module):
         return self.score(last.float()).squeeze(-1)
 
     def save_head(self, folder: str | Path):
-        save_file({"score.weight": self.score.weight.detach().cpu().contiguous()}, str(Path(folder) / HEAD_FILE))
+        save_file(
+            {"score.weight": self.score.weight.detach().cpu().contiguous()},
+            str(Path(folder) / HEAD_FILE),
+        )
 
     def load_head(self, folder: str | Path):
         self.score.weight.data.copy_(load_file(str(Path(folder) / HEAD_FILE))["score.weight"])

@@ -21,7 +21,9 @@ NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 def exact_answer(text: str, ids, example: dict) -> float:
     numbers = NUMBER.findall(text.replace(",", ""))
-    return float(bool(numbers) and "answer" in example and float(numbers[-1]) == float(example["answer"]))
+    return float(
+        bool(numbers) and "answer" in example and float(numbers[-1]) == float(example["answer"])
+    )
 
 
 def answer_format(text: str, ids, example: dict) -> float:
@@ -36,7 +38,7 @@ RULES = {"exact_answer": exact_answer, "format": answer_format, "length_penalty"
 
 
 def make_reward(spec: str):
-    """"rule" or "w*rule+w*rule" → one reward function."""
+    """ "rule" or "w*rule+w*rule" → one reward function."""
     terms = []
     for part in spec.replace(" ", "").split("+"):
         weight, _, name = part.rpartition("*")
@@ -53,6 +55,8 @@ def reward_model_scorer(reward_model):
     def score(text, ids, example) -> float:
         tokens = torch.tensor([list(example["prompt_ids"]) + list(ids)])
         device = next(reward_model.parameters()).device
-        return float(reward_model(tokens.to(device), torch.tensor([tokens.shape[1]], device=device))[0])
+        return float(
+            reward_model(tokens.to(device), torch.tensor([tokens.shape[1]], device=device))[0]
+        )
 
     return score

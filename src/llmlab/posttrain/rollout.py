@@ -31,12 +31,23 @@ class Group:
         return self.input_ids[row][self.completion_mask[row].bool()].tolist()
 
     def texts(self, tokenizer) -> list[str]:
-        return [tokenizer.decode(self.completion_ids(i), skip_special_tokens=True) for i in range(len(self.input_ids))]
+        return [
+            tokenizer.decode(self.completion_ids(i), skip_special_tokens=True)
+            for i in range(len(self.input_ids))
+        ]
 
 
 @torch.no_grad()
-def sample_group(model, prompt_ids: list[int], n: int, max_new_tokens: int, temperature: float = 1.0,
-                 eos_id: int | None = None, pad_id: int = 0, generator: torch.Generator | None = None) -> Group:
+def sample_group(
+    model,
+    prompt_ids: list[int],
+    n: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+    generator: torch.Generator | None = None,
+) -> Group:
     was_training = model.training
     model.eval()
     device = model.lm_head.weight.device
@@ -69,30 +80,65 @@ def sample_group(model, prompt_ids: list[int], n: int, max_new_tokens: int, temp
 
 def pad_rows(rows: list[torch.Tensor], pad: int) -> torch.Tensor:
     width = max(r.shape[-1] for r in rows)
-    return torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=pad) for r in rows])
+    return torch.cat(
+        [torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=pad) for r in rows]
+    )
 
 
-def sample_groups(model, prompts: list[dict], n: int, max_new_tokens: int, temperature: float, eos_id: int | None,
-                  pad_id: int, generator=None, engine=None) -> list[Group]:
+def sample_groups(
+    model,
+    prompts: list[dict],
+    n: int,
+    max_new_tokens: int,
+    temperature: float,
+    eos_id: int | None,
+    pad_id: int,
+    generator=None,
+    engine=None,
+) -> list[Group]:
     """n samples of each prompt dict ("prompt_ids"), one Group per prompt: all in one batch on
     `engine` (an EngineSampler), or one prompt at a time on the reference path when it is None."""
     if engine is not None:
-        return engine.sample_groups([p["prompt_ids"] for p in prompts], n, max_new_tokens, temperature, eos_id, pad_id,
-                                    generator)
-    return [sample_group(model, p["prompt_ids"], n, max_new_tokens, temperature, eos_id, pad_id, generator)
-            for p in prompts]
+        return engine.sample_groups(
+            [p["prompt_ids"] for p in prompts],
+            n,
+            max_new_tokens,
+            temperature,
+            eos_id,
+            pad_id,
+            generator,
+        )
+    return [
+        sample_group(
+            model, p["prompt_ids"], n, max_new_tokens, temperature, eos_id, pad_id, generator
+        )
+        for p in prompts
+    ]
 
 
 @torch.no_grad()
-def collect(model, prompts: list[dict], reward_fn, group_size: int, max_new_tokens: int, temperature: float,
-            eos_id: int | None, pad_id: int, tokenizer=None, generator=None, engine=None) -> dict:
+def collect(
+    model,
+    prompts: list[dict],
+    reward_fn,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    eos_id: int | None,
+    pad_id: int,
+    tokenizer=None,
+    generator=None,
+    engine=None,
+) -> dict:
     """Sample `group_size` completions per prompt and score them.
 
     prompts: dicts with "prompt_ids" (and whatever the reward function reads, e.g. "answer").
     reward_fn(text, completion_ids, prompt) -> float. `engine`: an EngineSampler (all prompts decode
     in one engine batch); None: the reference path, one prompt's group at a time. Returns
     input_ids / completion_mask [N·G, T] (right-padded) and scores [N·G]."""
-    groups = sample_groups(model, prompts, group_size, max_new_tokens, temperature, eos_id, pad_id, generator, engine)
+    groups = sample_groups(
+        model, prompts, group_size, max_new_tokens, temperature, eos_id, pad_id, generator, engine
+    )
     ids, masks, scores = [], [], []
     for prompt, group in zip(prompts, groups):
         texts = group.texts(tokenizer) if tokenizer is not None else [""] * group_size
@@ -100,8 +146,11 @@ def collect(model, prompts: list[dict], reward_fn, group_size: int, max_new_toke
             scores.append(float(reward_fn(texts[row], group.completion_ids(row), prompt)))
         ids.append(group.input_ids)
         masks.append(group.completion_mask)
-    return {"input_ids": pad_rows(ids, pad_id), "completion_mask": pad_rows(masks, 0),
-            "scores": torch.tensor(scores)}
+    return {
+        "input_ids": pad_rows(ids, pad_id),
+        "completion_mask": pad_rows(masks, 0),
+        "scores": torch.tensor(scores),
+    }
 
 
 class RolloutSource:
@@ -109,28 +158,71 @@ class RolloutSource:
     `prepare(batch)` add what the objective needs (old log-probs, reference log-probs, advantages).
     Reusing a rollout for several steps is PPO's "epochs": the clipped ratio keeps those updates close."""
 
-    def __init__(self, model, prompts: list[dict], reward_fn, prepare, prompts_per_step: int, group_size: int,
-                 max_new_tokens: int, temperature: float, eos_id, pad_id: int, tokenizer=None, reuse: int = 1,
-                 seed: int = 0, sampler_model=None, use_engine: bool = True):
+    def __init__(
+        self,
+        model,
+        prompts: list[dict],
+        reward_fn,
+        prepare,
+        prompts_per_step: int,
+        group_size: int,
+        max_new_tokens: int,
+        temperature: float,
+        eos_id,
+        pad_id: int,
+        tokenizer=None,
+        reuse: int = 1,
+        seed: int = 0,
+        sampler_model=None,
+        use_engine: bool = True,
+    ):
         self.model, self.prompts, self.reward_fn, self.prepare = model, prompts, reward_fn, prepare
         self.sampler_model = sampler_model or model
         self.prompts_per_step, self.group_size, self.reuse = prompts_per_step, group_size, reuse
-        self.max_new_tokens, self.temperature, self.eos_id, self.pad_id = max_new_tokens, temperature, eos_id, pad_id
+        self.max_new_tokens, self.temperature, self.eos_id, self.pad_id = (
+            max_new_tokens,
+            temperature,
+            eos_id,
+            pad_id,
+        )
         self.tokenizer = tokenizer
         self.generator = torch.Generator().manual_seed(seed)
         self.cursor, self.used, self.batch = 0, reuse, None
         from llmlab.posttrain.engine_rollout import engine_sampler_for
 
         # The serving engine over the sampler's own weights, when it can run them.
-        self.engine = engine_sampler_for(self.sampler_model, tokenizer, prompts, max_new_tokens,
-                                         prompts_per_step * group_size) if use_engine else None
+        self.engine = (
+            engine_sampler_for(
+                self.sampler_model,
+                tokenizer,
+                prompts,
+                max_new_tokens,
+                prompts_per_step * group_size,
+            )
+            if use_engine
+            else None
+        )
 
     def next_batch(self) -> dict:
         if self.used >= self.reuse:
-            chosen = [self.prompts[(self.cursor + i) % len(self.prompts)] for i in range(self.prompts_per_step)]
+            chosen = [
+                self.prompts[(self.cursor + i) % len(self.prompts)]
+                for i in range(self.prompts_per_step)
+            ]
             self.cursor = (self.cursor + self.prompts_per_step) % len(self.prompts)
-            batch = collect(self.sampler_model, chosen, self.reward_fn, self.group_size, self.max_new_tokens,
-                            self.temperature, self.eos_id, self.pad_id, self.tokenizer, self.generator, self.engine)
+            batch = collect(
+                self.sampler_model,
+                chosen,
+                self.reward_fn,
+                self.group_size,
+                self.max_new_tokens,
+                self.temperature,
+                self.eos_id,
+                self.pad_id,
+                self.tokenizer,
+                self.generator,
+                self.engine,
+            )
             self.batch, self.used = self.prepare(batch), 0
         self.used += 1
         return self.batch

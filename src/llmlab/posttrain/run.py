@@ -39,7 +39,9 @@ class LoraSection:
 
 @dataclass
 class PostDataSection:
-    train: str = ""  # jsonl: messages (sft), prompt/chosen/rejected (reward, dpo), prompt/answer (ppo, grpo)
+    train: str = (
+        ""  # jsonl: messages (sft), prompt/chosen/rejected (reward, dpo), prompt/answer (ppo, grpo)
+    )
     eval: str = ""  # held-out jsonl; "" → the last eval_fraction of train
     eval_fraction: float = 0.1
     system: str = ""  # system prompt added to every conversation / prompt
@@ -51,7 +53,9 @@ class PostDataSection:
 class PreferenceSection:
     beta: float = 0.1
     loss_type: str = "sigmoid"  # sigmoid | ipo
-    precompute_ref_log_probs: bool = False  # reference log-probs once before training, not every step
+    precompute_ref_log_probs: bool = (
+        False  # reference log-probs once before training, not every step
+    )
 
 
 @dataclass
@@ -94,10 +98,19 @@ def load_policy(config: PostTrainConfig):
     model, tokenizer = llmlab.load(config.model.name, device="cpu", dtype="float32")
     lora = config.lora
     if config.model.adapter:
-        load_adapter(model, config.model.adapter, base_dtype=lora.base_dtype or None)  # keeps training it
+        load_adapter(
+            model, config.model.adapter, base_dtype=lora.base_dtype or None
+        )  # keeps training it
     elif lora.enabled:
-        add_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules,
-                 use_rslora=lora.use_rslora, base_dtype=lora.base_dtype or None)
+        add_lora(
+            model,
+            r=lora.r,
+            alpha=lora.alpha,
+            dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            use_rslora=lora.use_rslora,
+            base_dtype=lora.base_dtype or None,
+        )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -118,7 +131,9 @@ def save_result(model, tokenizer, config: PostTrainConfig, summary: dict) -> dic
 
     run = Path(config.run_dir)
     if lora_layers(model):
-        summary["adapter_dir"] = str(save_adapter(model, run / "adapter", base_model_name_or_path=config.model.name))
+        summary["adapter_dir"] = str(
+            save_adapter(model, run / "adapter", base_model_name_or_path=config.model.name)
+        )
     else:
         summary["model_dir"] = str(save_hf_folder(model, run / "model", tokenizer=tokenizer))
     return summary
@@ -131,12 +146,30 @@ def run_sft(config: PostTrainConfig) -> dict:
 
     model, tokenizer = load_policy(config)
     d = config.data
-    train, held_out = split(read_conversations(_required(d.train, "data.train")), config, read_conversations)
+    train, held_out = split(
+        read_conversations(_required(d.train, "data.train")), config, read_conversations
+    )
     render = lambda convs: render_all(tokenizer, convs, d.system or None, d.seq_len + 1)  # noqa: E731
-    batches = lambda rows, seed: sft_batches(rows, config.train.batch_size, d.seq_len, tokenizer.pad_token_id,  # noqa: E731
-                                             tokenizer.eos_token_id, d.packing, seed)
+
+    def batches(rows, seed):
+        return sft_batches(
+            rows,
+            config.train.batch_size,
+            d.seq_len,
+            tokenizer.pad_token_id,
+            tokenizer.eos_token_id,
+            d.packing,
+            seed,
+        )
+
     eval_data = batches(render(held_out), 0) if held_out else None
-    trainer = Trainer(model, SFTObjective(), batches(render(train), config.train.seed), config, eval_data=eval_data)
+    trainer = Trainer(
+        model,
+        SFTObjective(),
+        batches(render(train), config.train.seed),
+        config,
+        eval_data=eval_data,
+    )
     summary = trainer.fit()
     trainer.close()
     return save_result(model, tokenizer, config, summary)
@@ -150,8 +183,14 @@ def _pairs(config: PostTrainConfig, tokenizer, collate):
     read = lambda name: read_pairs(tokenizer, name, d.system or None, d.seq_len)  # noqa: E731
     train, held_out = split(read(_required(d.train, "data.train")), config, read)
     pad = tokenizer.pad_token_id
-    train_batches = ShuffledBatches(train, config.train.batch_size, lambda rows: collate(rows, pad), config.train.seed)
-    eval_batches = ShuffledBatches(held_out, config.train.batch_size, lambda rows: collate(rows, pad), 0) if held_out else None
+    train_batches = ShuffledBatches(
+        train, config.train.batch_size, lambda rows: collate(rows, pad), config.train.seed
+    )
+    eval_batches = (
+        ShuffledBatches(held_out, config.train.batch_size, lambda rows: collate(rows, pad), 0)
+        if held_out
+        else None
+    )
     return train_batches, eval_batches
 
 
@@ -169,8 +208,12 @@ def run_dpo(config: PostTrainConfig) -> dict:
     if config.dpo.precompute_ref_log_probs:
         for source in (train, held_out):
             if source is not None:
-                precompute_reference_logps(reference, source.items, tokenizer.pad_token_id, config.train.batch_size)
-        reference = None  # every batch carries its ref_logps now; a frozen copy (full fine-tuning) is freed
+                precompute_reference_logps(
+                    reference, source.items, tokenizer.pad_token_id, config.train.batch_size
+                )
+        reference = (
+            None  # every batch carries its ref_logps now; a frozen copy (full fine-tuning) is freed
+        )
     objective = DPOObjective(reference, config.dpo.beta, config.dpo.loss_type)
     trainer = Trainer(model, objective, train, config, eval_data=held_out)
     summary = trainer.fit()
@@ -231,7 +274,9 @@ def run_rl(config: PostTrainConfig, method: str) -> dict:
     if rl.kl_estimator not in ("k1", "k3"):
         raise ConfigError(f"rl.kl_estimator '{rl.kl_estimator}' (choose k1, k3)")
     policy, tokenizer = load_policy(config)
-    prompts = read_prompts(tokenizer, _required(config.data.train, "data.train"), config.data.system or None)
+    prompts = read_prompts(
+        tokenizer, _required(config.data.train, "data.train"), config.data.system or None
+    )
     reference = Reference(policy)
     if method == "grpo":
         model, sampler = policy, policy
@@ -242,10 +287,23 @@ def run_rl(config: PostTrainConfig, method: str) -> dict:
         sampler = policy
         prepare = prepare_ppo(model, reference, rl.kl_coef, rl.kl_estimator, rl.gamma, rl.lam)
         objective = PPOObjective(rl.clip, rl.value_clip, rl.vf_coef)
-    source = RolloutSource(model, prompts, _reward_fn(config), prepare, rl.prompts_per_step, rl.group_size,
-                           rl.max_new_tokens, rl.temperature, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                           tokenizer=tokenizer, reuse=rl.reuse, seed=config.train.seed, sampler_model=sampler,
-                           use_engine=rl.rollout_engine)
+    source = RolloutSource(
+        model,
+        prompts,
+        _reward_fn(config),
+        prepare,
+        rl.prompts_per_step,
+        rl.group_size,
+        rl.max_new_tokens,
+        rl.temperature,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        tokenizer=tokenizer,
+        reuse=rl.reuse,
+        seed=config.train.seed,
+        sampler_model=sampler,
+        use_engine=rl.rollout_engine,
+    )
     trainer = Trainer(model, objective, source, config)
     summary = trainer.fit()
     trainer.close()
@@ -264,8 +322,14 @@ def _required(value: str, key: str) -> str:
     return value
 
 
-RUNNERS = {"sft": run_sft, "lora": run_sft, "reward": run_reward, "dpo": run_dpo,
-           "ppo": lambda c: run_rl(c, "ppo"), "grpo": lambda c: run_rl(c, "grpo")}
+RUNNERS = {
+    "sft": run_sft,
+    "lora": run_sft,
+    "reward": run_reward,
+    "dpo": run_dpo,
+    "ppo": lambda c: run_rl(c, "ppo"),
+    "grpo": lambda c: run_rl(c, "grpo"),
+}
 
 
 def run(method: str, config: PostTrainConfig) -> dict:

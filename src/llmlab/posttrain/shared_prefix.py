@@ -29,7 +29,11 @@ from llmlab.train.losses import summed_logps
 
 
 def supports_shared_prefix(model, batch: dict) -> bool:
-    return isinstance(model, LlamaForCausalLM) and model.config.sliding_window is None and "prompt_ids" in batch
+    return (
+        isinstance(model, LlamaForCausalLM)
+        and model.config.sliding_window is None
+        and "prompt_ids" in batch
+    )
 
 
 def _padded(flat: torch.Tensor, slots: torch.Tensor, rows: int, length: int) -> torch.Tensor:
@@ -49,19 +53,40 @@ def shared_prefix_logps(model: LlamaForCausalLM, batch: dict) -> torch.Tensor:
     completions, completion_lengths = batch["completion_ids"], batch["completion_lengths"]
     decoder, device = model.model, prompts.device
     (b, p), (n, c) = prompts.shape, completions.shape
-    owner = torch.arange(n, device=device) % b  # completion row → its prompt (chosen rows, then rejected)
+    owner = (
+        torch.arange(n, device=device) % b
+    )  # completion row → its prompt (chosen rows, then rejected)
     owner_lengths = prompt_lengths[owner]
     # Only real tokens go through the linear layers: flat index ("slot") of each in the padded layouts.
-    p_slots = (torch.arange(p, device=device)[None] < prompt_lengths[:, None]).flatten().nonzero().squeeze(1)
-    c_slots = (torch.arange(c, device=device)[None] < completion_lengths[:, None]).flatten().nonzero().squeeze(1)
+    p_slots = (
+        (torch.arange(p, device=device)[None] < prompt_lengths[:, None])
+        .flatten()
+        .nonzero()
+        .squeeze(1)
+    )
+    c_slots = (
+        (torch.arange(c, device=device)[None] < completion_lengths[:, None])
+        .flatten()
+        .nonzero()
+        .squeeze(1)
+    )
     tp = len(p_slots)
-    positions = torch.cat([(p_slots % p), (owner_lengths[:, None] + torch.arange(c, device=device)).flatten()[c_slots]])
+    positions = torch.cat(
+        [
+            (p_slots % p),
+            (owner_lengths[:, None] + torch.arange(c, device=device)).flatten()[c_slots],
+        ]
+    )
     cos, sin = decoder.rotary(positions)
     cos, sin = cos[:, None], sin[:, None]  # [tokens, 1, hd]: broadcast over heads
     prompt_visible = torch.arange(p, device=device)[None, :] < owner_lengths[:, None]  # [2B, P]
     causal = torch.ones(c, c, dtype=torch.bool, device=device).tril()
-    mask = torch.cat([prompt_visible[:, None, :].expand(n, c, p), causal.expand(n, c, c)], -1)[:, None]
-    x = decoder.embed_tokens(torch.cat([prompts.flatten()[p_slots], completions.flatten()[c_slots]]))  # [tokens, H]
+    mask = torch.cat([prompt_visible[:, None, :].expand(n, c, p), causal.expand(n, c, c)], -1)[
+        :, None
+    ]
+    x = decoder.embed_tokens(
+        torch.cat([prompts.flatten()[p_slots], completions.flatten()[c_slots]])
+    )  # [tokens, H]
     total = len(x)
     for layer in decoder.layers:
         attn = layer.self_attn
@@ -74,16 +99,25 @@ def shared_prefix_logps(model: LlamaForCausalLM, batch: dict) -> torch.Tensor:
         qc, kc, vc = (_padded(t[tp:], c_slots, n, c) for t in (q, k, v))
         gqa = kv_heads != heads
         out_p = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=gqa)
-        out_c = F.scaled_dot_product_attention(qc, torch.cat([kp[owner], kc], 2), torch.cat([vp[owner], vc], 2),
-                                               attn_mask=mask, enable_gqa=gqa)
+        out_c = F.scaled_dot_product_attention(
+            qc,
+            torch.cat([kp[owner], kc], 2),
+            torch.cat([vp[owner], vc], 2),
+            attn_mask=mask,
+            enable_gqa=gqa,
+        )
         x = x + attn.o_proj(torch.cat([_unpadded(out_p, p_slots), _unpadded(out_c, c_slots)]))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
     # Completion token j is predicted by the state before it: its prompt's last state for j = 0.
     p_row = torch.full((b * p,), -1, dtype=torch.long, device=device).index_copy(
-        0, p_slots, torch.arange(tp, device=device))
+        0, p_slots, torch.arange(tp, device=device)
+    )
     c_row = torch.full((n * c,), -1, dtype=torch.long, device=device).index_copy(
-        0, c_slots, torch.arange(tp, total, device=device))
+        0, c_slots, torch.arange(tp, total, device=device)
+    )
     rows, cols = c_slots // c, c_slots % c
     last_prompt = p_row[owner * p + owner_lengths - 1]
     predictors = torch.where(cols == 0, last_prompt[rows], c_row[(c_slots - 1).clamp(min=0)])
-    return summed_logps(model.lm_head(decoder.norm(x[predictors])), completions[rows, cols], rows, n)
+    return summed_logps(
+        model.lm_head(decoder.norm(x[predictors])), completions[rows, cols], rows, n
+    )

@@ -37,17 +37,26 @@ from llmlab.serve.protocol import (
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param=None, code=None):
+    def __init__(
+        self, status: int, message: str, type_: str = "invalid_request_error", param=None, code=None
+    ):
         super().__init__(message)
         self.status, self.body = status, error_body(message, type_, param, code)
 
 
-def _error_response(status: int, message: str, type_="invalid_request_error", param=None, code=None):
+def _error_response(
+    status: int, message: str, type_="invalid_request_error", param=None, code=None
+):
     return JSONResponse(error_body(message, type_, param, code), status_code=status)
 
 
-def create_app(engine: AsyncEngine, tokenizer, model_name: str, api_key: str | None = None,
-               aliases: tuple[str, ...] = ()) -> FastAPI:
+def create_app(
+    engine: AsyncEngine,
+    tokenizer,
+    model_name: str,
+    api_key: str | None = None,
+    aliases: tuple[str, ...] = (),
+) -> FastAPI:
     from llmlab.tokenize.tokenizer import apply_chat
 
     metrics = ServerMetrics()
@@ -58,7 +67,9 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, api_key: str | N
     async def lifespan(app):
         engine.start()
         yield
-        await asyncio.to_thread(engine.stop, True)  # uvicorn has stopped accepting: drain, then stop
+        await asyncio.to_thread(
+            engine.stop, True
+        )  # uvicorn has stopped accepting: drain, then stop
 
     app = FastAPI(title="llmlab", lifespan=lifespan)
     app.state.engine, app.state.metrics = engine, metrics
@@ -69,10 +80,14 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, api_key: str | N
         metrics.request_errors_total += 1
         first = exc.errors()[0] if exc.errors() else {}
         if first.get("type") == "json_invalid":
-            return _error_response(400, f"malformed JSON body: {first.get('ctx', {}).get('error', 'cannot parse')}")
+            return _error_response(
+                400, f"malformed JSON body: {first.get('ctx', {}).get('error', 'cannot parse')}"
+            )
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         param = ".".join(loc) or None
-        return _error_response(400, f"invalid parameter {param}: {first.get('msg', 'bad value')}", param=param)
+        return _error_response(
+            400, f"invalid parameter {param}: {first.get('msg', 'bad value')}", param=param
+        )
 
     @app.exception_handler(APIError)
     async def on_api_error(request, exc: APIError):
@@ -81,20 +96,32 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, api_key: str | N
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request, exc: StarletteHTTPException):
-        return _error_response(exc.status_code, str(exc.detail), "invalid_request_error" if exc.status_code < 500 else "server_error")
+        return _error_response(
+            exc.status_code,
+            str(exc.detail),
+            "invalid_request_error" if exc.status_code < 500 else "server_error",
+        )
 
     @app.middleware("http")
     async def check_api_key(request: Request, call_next):
         if api_key and request.url.path.startswith("/v1/"):
             if request.headers.get("authorization", "") != f"Bearer {api_key}":
-                return _error_response(401, "invalid or missing API key (send Authorization: Bearer KEY)",
-                                       "authentication_error", code="invalid_api_key")
+                return _error_response(
+                    401,
+                    "invalid or missing API key (send Authorization: Bearer KEY)",
+                    "authentication_error",
+                    code="invalid_api_key",
+                )
         return await call_next(request)
 
     def check_model(name: str):
         if name not in served_names:
-            raise APIError(404, f"the model '{name}' does not exist; this server serves '{model_name}'",
-                           param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"the model '{name}' does not exist; this server serves '{model_name}'",
+                param="model",
+                code="model_not_found",
+            )
 
     def submit(prompt_ids: list[int], params_fn, prefix: str):
         metrics.requests_total += 1
@@ -105,8 +132,12 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, api_key: str | N
         except QueueFullError as exc:
             raise APIError(429, str(exc), "rate_limit_error", code="queue_full") from None
         except ContextLengthError as exc:
-            raise APIError(400, str(exc), param="messages" if prefix == "chatcmpl" else "prompt",
-                           code="context_length_exceeded") from None
+            raise APIError(
+                400,
+                str(exc),
+                param="messages" if prefix == "chatcmpl" else "prompt",
+                code="context_length_exceeded",
+            ) from None
         except LlmlabError as exc:
             raise APIError(400, str(exc)) from None
 
@@ -120,7 +151,9 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, api_key: str | N
 
     @app.get("/metrics")
     async def metrics_text():
-        return PlainTextResponse(metrics.render(engine.engine.stats()), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(
+            metrics.render(engine.engine.stats()), media_type="text/plain; version=0.0.4"
+        )
 
     @app.get("/v1/models")
     async def models():
@@ -133,15 +166,29 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, api_key: str | N
             prompt_ids = apply_chat(tokenizer, [m.model_dump() for m in body.messages])
         except LlmlabError as exc:
             raise APIError(400, str(exc), param="messages") from None
-        request_id, results = submit(prompt_ids, lambda: body.to_sampling_params(default_max_tokens(prompt_ids)), "chatcmpl")
+        request_id, results = submit(
+            prompt_ids, lambda: body.to_sampling_params(default_max_tokens(prompt_ids)), "chatcmpl"
+        )
         if body.stream:
             return _sse(_chat_chunks(request_id, body, len(prompt_ids), results))
         final = await _collect(results, request)
-        choices = [{"index": o.index, "message": {"role": "assistant", "content": o.text},
-                    "logprobs": chat_logprobs(o.logprobs, tokenizer) if body.logprobs else None,
-                    "finish_reason": o.finish_reason} for o in final.outputs]
-        return {"id": request_id, "object": "chat.completion", "created": int(time.time()), "model": body.model,
-                "choices": choices, "usage": usage(len(prompt_ids), final.num_generated_tokens)}
+        choices = [
+            {
+                "index": o.index,
+                "message": {"role": "assistant", "content": o.text},
+                "logprobs": chat_logprobs(o.logprobs, tokenizer) if body.logprobs else None,
+                "finish_reason": o.finish_reason,
+            }
+            for o in final.outputs
+        ]
+        return {
+            "id": request_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": choices,
+            "usage": usage(len(prompt_ids), final.num_generated_tokens),
+        }
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
@@ -165,34 +212,71 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, api_key: str | N
         for p, final in enumerate(finals):
             completion_tokens += final.num_generated_tokens
             for o in final.outputs:
-                choices.append({"index": p * body.n + o.index, "text": o.text, "finish_reason": o.finish_reason,
-                                "logprobs": completion_logprobs(o.logprobs, tokenizer) if body.logprobs is not None else None})
-        return {"id": submitted[0][1], "object": "text_completion", "created": int(time.time()), "model": body.model,
-                "choices": choices, "usage": usage(sum(len(s[0]) for s in submitted), completion_tokens)}
+                choices.append(
+                    {
+                        "index": p * body.n + o.index,
+                        "text": o.text,
+                        "finish_reason": o.finish_reason,
+                        "logprobs": completion_logprobs(o.logprobs, tokenizer)
+                        if body.logprobs is not None
+                        else None,
+                    }
+                )
+        return {
+            "id": submitted[0][1],
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": choices,
+            "usage": usage(sum(len(s[0]) for s in submitted), completion_tokens),
+        }
 
     # ---- streaming helpers ---------------------------------------------------------------
     async def _chat_chunks(request_id, body: ChatCompletionRequest, prompt_tokens: int, results):
         created = int(time.time())
 
         def chunk(choices, usage_value=None):
-            data = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": body.model,
-                    "choices": choices}
+            data = {
+                "id": request_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": body.model,
+                "choices": choices,
+            }
             if body.include_usage:
                 data["usage"] = usage_value
             return data
 
-        yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                      "finish_reason": None} for i in range(body.n)])
+        yield chunk(
+            [
+                {
+                    "index": i,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+                for i in range(body.n)
+            ]
+        )
         final, sent_logprobs = None, [0] * body.n
         async with aclosing(results):  # leaving early (disconnect) closes the stream: abort
             async for final in results:
                 for o in final.outputs:
-                    new_logprobs = o.logprobs[sent_logprobs[o.index]:]
+                    new_logprobs = o.logprobs[sent_logprobs[o.index] :]
                     sent_logprobs[o.index] = len(o.logprobs)
                     if o.delta or o.finish_reason:
-                        yield chunk([{"index": o.index, "delta": {"content": o.delta} if o.delta else {},
-                                      "logprobs": chat_logprobs(new_logprobs, tokenizer) if body.logprobs else None,
-                                      "finish_reason": o.finish_reason}])
+                        yield chunk(
+                            [
+                                {
+                                    "index": o.index,
+                                    "delta": {"content": o.delta} if o.delta else {},
+                                    "logprobs": chat_logprobs(new_logprobs, tokenizer)
+                                    if body.logprobs
+                                    else None,
+                                    "finish_reason": o.finish_reason,
+                                }
+                            ]
+                        )
         if body.include_usage and final is not None:
             yield chunk([], usage(prompt_tokens, final.num_generated_tokens))
 
@@ -203,15 +287,32 @@ def create_app(engine: AsyncEngine, tokenizer, model_name: str, api_key: str | N
             async for final in results:
                 for o in final.outputs:
                     if o.delta or o.finish_reason:
-                        data = {"id": request_id, "object": "text_completion", "created": created,
-                                "model": body.model, "choices": [{"index": o.index, "text": o.delta, "logprobs": None,
-                                                                  "finish_reason": o.finish_reason}]}
+                        data = {
+                            "id": request_id,
+                            "object": "text_completion",
+                            "created": created,
+                            "model": body.model,
+                            "choices": [
+                                {
+                                    "index": o.index,
+                                    "text": o.delta,
+                                    "logprobs": None,
+                                    "finish_reason": o.finish_reason,
+                                }
+                            ],
+                        }
                         if body.include_usage:
                             data["usage"] = None
                         yield data
         if body.include_usage and final is not None:
-            yield {"id": request_id, "object": "text_completion", "created": created, "model": body.model,
-                   "choices": [], "usage": usage(prompt_tokens, final.num_generated_tokens)}
+            yield {
+                "id": request_id,
+                "object": "text_completion",
+                "created": created,
+                "model": body.model,
+                "choices": [],
+                "usage": usage(prompt_tokens, final.num_generated_tokens),
+            }
 
     return app
 
@@ -230,8 +331,11 @@ def _sse(chunks) -> StreamingResponse:
         finally:
             await chunks.aclose()
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def _collect(results, request: Request):
@@ -240,7 +344,7 @@ async def _collect(results, request: Request):
     async def last():
         final = None
         async with aclosing(results):
-            async for final in results:
+            async for final in results:  # noqa: B007 (keeps the last output)
                 pass
         return final
 

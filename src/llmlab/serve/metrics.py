@@ -1,8 +1,8 @@
 """Prometheus text exposition for `/metrics`: engine gauges, counters and latency histograms.
 
-    metrics = ServerMetrics()
-    engine.on_token = metrics.observe_token        # TTFT and inter-token latency
-    text = metrics.render(engine.stats())         # text/plain; version=0.0.4
+metrics = ServerMetrics()
+engine.on_token = metrics.observe_token        # TTFT and inter-token latency
+text = metrics.render(engine.stats())         # text/plain; version=0.0.4
 """
 
 from __future__ import annotations
@@ -32,8 +32,11 @@ class Histogram:
         with self._lock:
             for upper, n in zip(self.buckets, self.counts):
                 lines.append(f'{self.name}_bucket{{le="{upper}"}} {n}')
-            lines += [f'{self.name}_bucket{{le="+Inf"}} {self.count}', f"{self.name}_sum {self.sum:.6f}",
-                      f"{self.name}_count {self.count}"]
+            lines += [
+                f'{self.name}_bucket{{le="+Inf"}} {self.count}',
+                f"{self.name}_sum {self.sum:.6f}",
+                f"{self.name}_count {self.count}",
+            ]
         return lines
 
 
@@ -42,18 +45,42 @@ _ENGINE_SERIES = [
     ("running", "llmlab_requests_running", "gauge", "Sequences in the running batch"),
     ("waiting", "llmlab_requests_waiting", "gauge", "Sequences waiting to be scheduled"),
     ("kv_blocks_used", "llmlab_kv_blocks_used", "gauge", "KV cache blocks referenced by sequences"),
-    ("kv_blocks_free", "llmlab_kv_blocks_free", "gauge", "KV cache blocks free (incl. evictable cached ones)"),
-    ("prefix_cache_hit_rate", "llmlab_prefix_cache_hit_rate", "gauge", "Prompt tokens served from the prefix cache / prompt tokens"),
-    ("prefix_cache_hit_tokens", "llmlab_prefix_cache_hit_tokens_total", "counter", "Prompt tokens served from the prefix cache"),
+    (
+        "kv_blocks_free",
+        "llmlab_kv_blocks_free",
+        "gauge",
+        "KV cache blocks free (incl. evictable cached ones)",
+    ),
+    (
+        "prefix_cache_hit_rate",
+        "llmlab_prefix_cache_hit_rate",
+        "gauge",
+        "Prompt tokens served from the prefix cache / prompt tokens",
+    ),
+    (
+        "prefix_cache_hit_tokens",
+        "llmlab_prefix_cache_hit_tokens_total",
+        "counter",
+        "Prompt tokens served from the prefix cache",
+    ),
     ("generated_tokens", "llmlab_generated_tokens_total", "counter", "Tokens generated"),
-    ("preemptions", "llmlab_preemptions_total", "counter", "Sequences preempted for lack of KV blocks"),
+    (
+        "preemptions",
+        "llmlab_preemptions_total",
+        "counter",
+        "Sequences preempted for lack of KV blocks",
+    ),
 ]
 
 
 class ServerMetrics:
     def __init__(self):
-        self.ttft = Histogram("llmlab_time_to_first_token_seconds", "Time from request arrival to its first token")
-        self.itl = Histogram("llmlab_inter_token_latency_seconds", "Time between consecutive tokens of a sequence")
+        self.ttft = Histogram(
+            "llmlab_time_to_first_token_seconds", "Time from request arrival to its first token"
+        )
+        self.itl = Histogram(
+            "llmlab_inter_token_latency_seconds", "Time between consecutive tokens of a sequence"
+        )
         self.requests_total = 0
         self.request_errors_total = 0
 
@@ -66,7 +93,11 @@ class ServerMetrics:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {stats[key]}"]
         for name, value, help_text in [
             ("llmlab_http_requests_total", self.requests_total, "Generation requests received"),
-            ("llmlab_http_request_errors_total", self.request_errors_total, "Generation requests answered with an error"),
+            (
+                "llmlab_http_request_errors_total",
+                self.request_errors_total,
+                "Generation requests answered with an error",
+            ),
         ]:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
         lines += self.ttft.render() + self.itl.render()

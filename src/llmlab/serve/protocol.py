@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,18 +48,29 @@ class _SamplingFields(BaseModel):
 
     def _sampling(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        return SamplingParams(n=self.n, max_tokens=max_tokens, temperature=self.temperature, top_k=self.top_k,
-                              top_p=self.top_p, min_p=self.min_p, repetition_penalty=self.repetition_penalty,
-                              presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
-                              seed=self.seed, stop=stop, stop_token_ids=list(self.stop_token_ids or []),
-                              ignore_eos=self.ignore_eos, logprobs=logprobs)
+        return SamplingParams(
+            n=self.n,
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            seed=self.seed,
+            stop=stop,
+            stop_token_ids=list(self.stop_token_ids or []),
+            ignore_eos=self.ignore_eos,
+            logprobs=logprobs,
+        )
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: Union[str, list[dict], None] = None
+    content: str | list[dict] | None = None
 
 
 class ChatCompletionRequest(_SamplingFields):
@@ -74,7 +85,7 @@ class ChatCompletionRequest(_SamplingFields):
 
 
 class CompletionRequest(_SamplingFields):
-    prompt: Union[str, list[str], list[int], list[list[int]]]
+    prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
 
@@ -90,17 +101,25 @@ class CompletionRequest(_SamplingFields):
 
 # ---- responses ----------------------------------------------------------------------------
 
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
-def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict:
+def error_body(
+    message: str,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
@@ -113,18 +132,26 @@ def chat_logprobs(entries: list[dict], tokenizer) -> dict | None:
         text = tokenizer.decode([token_id])
         return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
 
-    return {"content": [dict(item(e["token_id"], e["logprob"]),
-                             top_logprobs=[item(t, lp) for t, lp in e["top"]]) for e in entries]}
+    return {
+        "content": [
+            dict(
+                item(e["token_id"], e["logprob"]), top_logprobs=[item(t, lp) for t, lp in e["top"]]
+            )
+            for e in entries
+        ]
+    }
 
 
 def completion_logprobs(entries: list[dict], tokenizer) -> dict | None:
     """The legacy completions logprobs object (tokens, token_logprobs, top_logprobs)."""
     if not entries:
         return None
-    return {"tokens": [tokenizer.decode([e["token_id"]]) for e in entries],
-            "token_logprobs": [e["logprob"] for e in entries],
-            "top_logprobs": [{tokenizer.decode([t]): lp for t, lp in e["top"]} for e in entries],
-            "text_offset": []}
+    return {
+        "tokens": [tokenizer.decode([e["token_id"]]) for e in entries],
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": [{tokenizer.decode([t]): lp for t, lp in e["top"]} for e in entries],
+        "text_offset": [],
+    }
 
 
 def model_card(name: str) -> dict:

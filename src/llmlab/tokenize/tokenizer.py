@@ -40,7 +40,9 @@ def _load_transformers_tokenizer(path: Path):
             str(path.parent), gguf_file=path.name, local_files_only=True
         )
     except (OSError, ValueError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
         raise LlmlabError(f"{path}: cannot load a tokenizer: {first_line}") from error
 
 
@@ -56,7 +58,9 @@ def _ensure_special_tokens(tokenizer, path: Path) -> None:
     if eos_id is None:
         eos_id = next((vocab[t] for t in _FALLBACK_EOS_TOKENS if t in vocab), None)
     if eos_id is None:
-        raise LlmlabError(f"{path}: the tokenizer has no end-of-sequence token, so generation could not stop")
+        raise LlmlabError(
+            f"{path}: the tokenizer has no end-of-sequence token, so generation could not stop"
+        )
     if eos_id != tokenizer.eos_token_id:
         tokenizer.eos_token = tokens_by_id[eos_id]
     if tokenizer.pad_token is None:
@@ -82,11 +86,17 @@ def _message_text(content) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text"]
+        parts = [
+            p.get("text", "")
+            for p in content
+            if isinstance(p, dict) and p.get("type", "text") == "text"
+        ]
         return "".join(parts)
     if content is None:
         return ""
-    raise LlmlabError(f"message content must be a string or a list of text parts, got {type(content).__name__}")
+    raise LlmlabError(
+        f"message content must be a string or a list of text parts, got {type(content).__name__}"
+    )
 
 
 def normalize_messages(messages, system: str | None = None) -> list[dict]:
@@ -101,11 +111,15 @@ def normalize_messages(messages, system: str | None = None) -> list[dict]:
     return normalized
 
 
-def render_chat(tokenizer, messages, system: str | None = None, add_generation_prompt: bool = True) -> str:
+def render_chat(
+    tokenizer, messages, system: str | None = None, add_generation_prompt: bool = True
+) -> str:
     """The prompt text the chat template produces for these messages."""
     try:
         return tokenizer.apply_chat_template(
-            normalize_messages(messages, system), tokenize=False, add_generation_prompt=add_generation_prompt
+            normalize_messages(messages, system),
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
         )
     except Exception as error:  # jinja2 raises its own types, templates call raise_exception()
         if isinstance(error, LlmlabError):
@@ -113,7 +127,9 @@ def render_chat(tokenizer, messages, system: str | None = None, add_generation_p
         raise LlmlabError(f"chat template failed: {error}") from error
 
 
-def apply_chat(tokenizer, messages, system: str | None = None, add_generation_prompt: bool = True) -> list[int]:
+def apply_chat(
+    tokenizer, messages, system: str | None = None, add_generation_prompt: bool = True
+) -> list[int]:
     """Token ids of the rendered chat, as a plain list of ints.
 
     We render to text and encode without extra special tokens, as `apply_chat_template(tokenize=True)`

@@ -23,7 +23,13 @@ from pathlib import Path
 import torch
 
 from llmlab.train.config import BertPretrainConfig, ConfigError, validate
-from llmlab.train.data import DataError, TensorBatches, iter_documents, load_tokenizer, resolve_corpus_path
+from llmlab.train.data import (
+    DataError,
+    TensorBatches,
+    iter_documents,
+    load_tokenizer,
+    resolve_corpus_path,
+)
 
 # After . ! ? (or one of them plus a closing quote) and whitespace; after 。！？ directly.
 _SENTENCE_END = re.compile(r'(?:(?<=[.!?])|(?<=[.!?]["\u201d\u2019]))\s+|(?<=[。！？])(?=\S)')
@@ -40,9 +46,16 @@ class PairEncoder:
         ids = {t: tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[MASK]", "<|pad|>")}
         missing = [t for t, i in ids.items() if i is None]
         if missing:
-            raise DataError(f"tokenizer lacks {', '.join(missing)}; train it with `llmlab train tokenizer --bert`")
+            raise DataError(
+                f"tokenizer lacks {', '.join(missing)}; train it with `llmlab train tokenizer --bert`"
+            )
         self.tokenizer, self.seq_len = tokenizer, seq_len
-        self.cls, self.sep, self.mask, self.pad = ids["[CLS]"], ids["[SEP]"], ids["[MASK]"], ids["<|pad|>"]
+        self.cls, self.sep, self.mask, self.pad = (
+            ids["[CLS]"],
+            ids["[SEP]"],
+            ids["[MASK]"],
+            ids["<|pad|>"],
+        )
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
@@ -80,13 +93,17 @@ def _span(sentences: list[list[int]], start: int, budget: int) -> tuple[list[int
     return tokens, i
 
 
-def build_nsp_pairs(corpus: list[str], encoder: PairEncoder, seed: int, text_field: str = "text") -> dict:
+def build_nsp_pairs(
+    corpus: list[str], encoder: PairEncoder, seed: int, text_field: str = "text"
+) -> dict:
     """Segments of whole sentences filling about half the sequence each, as in BERT: B is the text
     that follows A (label 0) or, half the time, a span from another document (label 1)."""
     documents = [split_sentences(d) for d in iter_documents(corpus, text_field)]
     documents = [d for d in documents if len(d) >= 2]
     if len(documents) < 2:
-        raise DataError("the corpus needs at least two documents with two or more sentences for NSP")
+        raise DataError(
+            "the corpus needs at least two documents with two or more sentences for NSP"
+        )
     encoded = [encoder.encode_texts(d) for d in documents]
     budget = (encoder.seq_len - 3) // 2
     rng = random.Random(seed)
@@ -117,7 +134,9 @@ def build_nsp_pairs(corpus: list[str], encoder: PairEncoder, seed: int, text_fie
 def build_classification(paths: list[str], encoder: PairEncoder) -> dict:
     texts, labels = [], []
     for name in paths:
-        for number, line in enumerate(resolve_corpus_path(name).read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(
+            resolve_corpus_path(name).read_text(encoding="utf-8").splitlines(), 1
+        ):
             if line.strip():
                 row = json.loads(line)
                 if "text" not in row or "label" not in row:
@@ -135,12 +154,17 @@ def split_rows(tensors: dict, holdout: float, seed: int) -> tuple[dict, dict]:
     count = len(tensors["input_ids"])
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
     cut = count - max(1, int(count * holdout))
-    return ({k: v[order[:cut]] for k, v in tensors.items()}, {k: v[order[cut:]] for k, v in tensors.items()})
+    return (
+        {k: v[order[:cut]] for k, v in tensors.items()},
+        {k: v[order[cut:]] for k, v in tensors.items()},
+    )
 
 
 def batches_of(tensors: dict, batch_size: int) -> list[dict]:
     count = len(next(iter(tensors.values())))
-    return [{k: v[i: i + batch_size] for k, v in tensors.items()} for i in range(0, count, batch_size)]
+    return [
+        {k: v[i : i + batch_size] for k, v in tensors.items()} for i in range(0, count, batch_size)
+    ]
 
 
 def bert_config(model_keys: dict, vocab_size: int, pad_id: int, seq_len: int, num_labels: int = 2):
@@ -149,11 +173,17 @@ def bert_config(model_keys: dict, vocab_size: int, pad_id: int, seq_len: int, nu
     known = {f.name for f in dataclasses.fields(BertConfig)}
     unknown = sorted(set(model_keys) - known)
     if unknown:
-        raise ConfigError(f"unknown config key 'model.{unknown[0]}' (BERT config keys: {', '.join(sorted(known))})")
-    config = BertConfig(**{"vocab_size": vocab_size, "pad_token_id": pad_id, "num_labels": num_labels, **model_keys})
+        raise ConfigError(
+            f"unknown config key 'model.{unknown[0]}' (BERT config keys: {', '.join(sorted(known))})"
+        )
+    config = BertConfig(
+        **{"vocab_size": vocab_size, "pad_token_id": pad_id, "num_labels": num_labels, **model_keys}
+    )
     if seq_len > config.max_position_embeddings:
-        raise ConfigError(f"data.seq_len {seq_len} is beyond the model's context "
-                          f"(max_position_embeddings {config.max_position_embeddings})")
+        raise ConfigError(
+            f"data.seq_len {seq_len} is beyond the model's context "
+            f"(max_position_embeddings {config.max_position_embeddings})"
+        )
     return config
 
 
@@ -171,15 +201,24 @@ def run_bert(config: BertPretrainConfig, finetune: bool = True) -> dict:
     encoder = PairEncoder(tokenizer, data.seq_len)
     model_config = bert_config(config.model, tokenizer.get_vocab_size(), encoder.pad, data.seq_len)
     if finetune and not data.classification:
-        raise ConfigError("data.classification is empty: give a jsonl of {text, label} for the fine-tune")
+        raise ConfigError(
+            "data.classification is empty: give a jsonl of {text, label} for the fine-tune"
+        )
     pairs = build_nsp_pairs(data.corpus, encoder, loop.seed, data.text_field)
     train_pairs, val_pairs = split_rows(pairs, max(data.val_fraction, 0.01), loop.seed)
     torch.manual_seed(loop.seed)
     model = BertForPreTraining(model_config)
     specials = [encoder.cls, encoder.sep, encoder.pad, encoder.mask]
-    objective = MlmNspObjective(encoder.mask, model_config.vocab_size, specials, data.mlm_probability)
-    trainer = Trainer(model, objective, TensorBatches(train_pairs, loop.batch_size, loop.seed), config,
-                      eval_data=batches_of(val_pairs, loop.batch_size))
+    objective = MlmNspObjective(
+        encoder.mask, model_config.vocab_size, specials, data.mlm_probability
+    )
+    trainer = Trainer(
+        model,
+        objective,
+        TensorBatches(train_pairs, loop.batch_size, loop.seed),
+        config,
+        eval_data=batches_of(val_pairs, loop.batch_size),
+    )
     summary = {"pretrain": trainer.fit(), "pairs": len(pairs["input_ids"])}
     hf_tokenizer = PreTrainedTokenizerFast.from_pretrained(data.tokenizer)
     run_dir = Path(config.run_dir)
@@ -189,12 +228,20 @@ def run_bert(config: BertPretrainConfig, finetune: bool = True) -> dict:
         train_rows, test_rows = split_rows(rows, 0.2, loop.seed)
         classifier = BertForSequenceClassification(model_config)
         classifier.bert.load_state_dict(model.bert.state_dict())  # the pretrained encoder
-        tune = dataclasses.replace(config, run_dir=str(run_dir / "finetune"),
-                                   optim=dataclasses.replace(config.optim, lr=data.finetune_lr),
-                                   train=dataclasses.replace(loop, steps=data.finetune_steps, eval_every=0),
-                                   checkpoint=dataclasses.replace(config.checkpoint, every=0, resume=False))
-        tuner = Trainer(classifier, SequenceClassificationObjective(), TensorBatches(train_rows, loop.batch_size, loop.seed),
-                        tune, eval_data=batches_of(test_rows, loop.batch_size))
+        tune = dataclasses.replace(
+            config,
+            run_dir=str(run_dir / "finetune"),
+            optim=dataclasses.replace(config.optim, lr=data.finetune_lr),
+            train=dataclasses.replace(loop, steps=data.finetune_steps, eval_every=0),
+            checkpoint=dataclasses.replace(config.checkpoint, every=0, resume=False),
+        )
+        tuner = Trainer(
+            classifier,
+            SequenceClassificationObjective(),
+            TensorBatches(train_rows, loop.batch_size, loop.seed),
+            tune,
+            eval_data=batches_of(test_rows, loop.batch_size),
+        )
         tuner.config.train.eval_batches = len(test_rows["labels"])  # score the whole held-out set
         summary["finetune"] = tuner.fit()
         save_hf_folder(classifier, run_dir / "classifier", tokenizer=hf_tokenizer)

@@ -43,7 +43,9 @@ def save_checkpoint(folder: str | Path, step: int, state: dict, keep: int = 2) -
     with open(tmp, "wb") as handle:
         torch.save(state, handle)
         handle.flush()
-        os.fsync(handle.fileno())  # the bytes are on disk before the rename makes them "the" checkpoint
+        os.fsync(
+            handle.fileno()
+        )  # the bytes are on disk before the rename makes them "the" checkpoint
     os.replace(tmp, final)
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
@@ -55,11 +57,17 @@ def load_checkpoint(path: str | Path) -> dict:
         # Our own files: they hold numpy RNG tuples and python objects, not only tensors.
         return torch.load(path, map_location="cpu", weights_only=False)
     except (OSError, RuntimeError, EOFError) as exc:
-        raise CorruptFileError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
+        raise CorruptFileError(
+            f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 def capture_rng() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

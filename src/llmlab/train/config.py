@@ -44,7 +44,9 @@ class LoopConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     clip_grad_norm: float | None = 1.0  # clip the global gradient norm; null turns it off
     clip_grad_value: float | None = None  # clamp every gradient element to ±value
-    precision: str = "fp32"  # fp32 | bf16 (autocast, CPU and CUDA) | fp16 (autocast + grad scaler, CUDA)
+    precision: str = (
+        "fp32"  # fp32 | bf16 (autocast, CPU and CUDA) | fp16 (autocast + grad scaler, CUDA)
+    )
     init: str = "model"  # model (the model's own init) | normal | xavier | kaiming
     init_std: float = 0.02  # std of the `normal` init
     compile: bool = False  # torch.compile the model
@@ -95,7 +97,9 @@ class TrainerConfig:
 
 @dataclass
 class DataConfig:
-    corpus: list = field(default_factory=list)  # .txt / .jsonl / .parquet files; "bundled:NAME" for bundled ones
+    corpus: list = field(
+        default_factory=list
+    )  # .txt / .jsonl / .parquet files; "bundled:NAME" for bundled ones
     tokenizer: str = ""  # a tokenizer folder (tokenizer.json), e.g. from `llmlab train tokenizer`
     seq_len: int = 128
     val_fraction: float = 0.05
@@ -126,7 +130,9 @@ class BertPretrainConfig(TrainerConfig):
 def from_dict(cls, values: dict, prefix: str = ""):
     """Build dataclass `cls` from a nested dict; unknown keys raise ConfigError."""
     if not isinstance(values, dict):
-        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {values!r}")
+        raise ConfigError(
+            f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {values!r}"
+        )
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -217,13 +223,31 @@ def validate(config: TrainerConfig):
     """Catch bad values before any work starts."""
     o, t = config.optim, config.train
     checks = [
-        (o.name in ("adamw", "adam", "sgd", "rmsprop"), f"optim.name '{o.name}' (choose adamw, adam, sgd, rmsprop)"),
-        (o.schedule in ("cosine", "linear", "constant"), f"optim.schedule '{o.schedule}' (choose cosine, linear, constant)"),
+        (
+            o.name in ("adamw", "adam", "sgd", "rmsprop"),
+            f"optim.name '{o.name}' (choose adamw, adam, sgd, rmsprop)",
+        ),
+        (
+            o.schedule in ("cosine", "linear", "constant"),
+            f"optim.schedule '{o.schedule}' (choose cosine, linear, constant)",
+        ),
         (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
-        (t.precision in ("fp32", "bf16", "fp16"), f"train.precision '{t.precision}' (choose fp32, bf16, fp16)"),
-        (t.init in ("model", "normal", "xavier", "kaiming"), f"train.init '{t.init}' (choose model, normal, xavier, kaiming)"),
-        (t.steps > 0 and t.batch_size > 0 and t.grad_accum > 0, "train.steps, batch_size and grad_accum must be > 0"),
-        (config.distributed.strategy in ("ddp", "fsdp"), f"distributed.strategy '{config.distributed.strategy}' (choose ddp, fsdp)"),
+        (
+            t.precision in ("fp32", "bf16", "fp16"),
+            f"train.precision '{t.precision}' (choose fp32, bf16, fp16)",
+        ),
+        (
+            t.init in ("model", "normal", "xavier", "kaiming"),
+            f"train.init '{t.init}' (choose model, normal, xavier, kaiming)",
+        ),
+        (
+            t.steps > 0 and t.batch_size > 0 and t.grad_accum > 0,
+            "train.steps, batch_size and grad_accum must be > 0",
+        ),
+        (
+            config.distributed.strategy in ("ddp", "fsdp"),
+            f"distributed.strategy '{config.distributed.strategy}' (choose ddp, fsdp)",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -55,7 +55,9 @@ def iter_documents(paths: list[str], text_field: str = "text") -> Iterator[str]:
                     except (json.JSONDecodeError, AttributeError):
                         raise DataError(f"{path}:{number}: not a JSON object") from None
                     if text is None:
-                        raise DataError(f"{path}:{number}: no '{text_field}' field (set data.text_field)")
+                        raise DataError(
+                            f"{path}:{number}: no '{text_field}' field (set data.text_field)"
+                        )
                     if str(text).strip():
                         yield str(text)
         elif suffix == ".parquet":
@@ -63,7 +65,9 @@ def iter_documents(paths: list[str], text_field: str = "text") -> Iterator[str]:
 
             table = pq.ParquetFile(path)
             if text_field not in table.schema_arrow.names:
-                raise DataError(f"{path}: no '{text_field}' column (has {', '.join(table.schema_arrow.names)})")
+                raise DataError(
+                    f"{path}: no '{text_field}' column (has {', '.join(table.schema_arrow.names)})"
+                )
             for batch in table.iter_batches(columns=[text_field]):
                 yield from (t for t in batch.column(0).to_pylist() if t and t.strip())
         else:
@@ -76,7 +80,9 @@ def load_tokenizer(folder: str | Path):
     from tokenizers import Tokenizer
 
     if not folder:
-        raise DataError("no tokenizer given (set data.tokenizer to a folder made by `llmlab train tokenizer`)")
+        raise DataError(
+            "no tokenizer given (set data.tokenizer to a folder made by `llmlab train tokenizer`)"
+        )
     path = Path(folder)
     path = path / "tokenizer.json" if path.is_dir() else path
     if not path.is_file():
@@ -92,13 +98,22 @@ def _fingerprint(paths: list[str], tokenizer_path: Path, text_field: str) -> str
     return digest.hexdigest()[:16]
 
 
-def tokenize_corpus(paths: list[str], tokenizer_dir: str | Path, out_dir: str | Path, text_field: str = "text",
-                    show_progress: bool = False) -> Path:
+def tokenize_corpus(
+    paths: list[str],
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    text_field: str = "text",
+    show_progress: bool = False,
+) -> Path:
     """Tokenize the corpus once into `<out_dir>/tokens-<fingerprint>.bin` (+ .json metadata)."""
     if not paths:
         raise DataError("no corpus files given (set data.corpus)")
     tokenizer = load_tokenizer(tokenizer_dir)
-    tokenizer_path = Path(tokenizer_dir) / "tokenizer.json" if Path(tokenizer_dir).is_dir() else Path(tokenizer_dir)
+    tokenizer_path = (
+        Path(tokenizer_dir) / "tokenizer.json"
+        if Path(tokenizer_dir).is_dir()
+        else Path(tokenizer_dir)
+    )
     eos = tokenizer.token_to_id(EOS_TOKEN)
     if eos is None:
         raise DataError(f"tokenizer {tokenizer_dir} has no {EOS_TOKEN} token")
@@ -134,8 +149,19 @@ def tokenize_corpus(paths: list[str], tokenizer_dir: str | Path, out_dir: str | 
         tmp.unlink(missing_ok=True)
         raise DataError(f"the corpus is empty: no text in {', '.join(paths)}")
     tmp.replace(target)
-    meta_path.write_text(json.dumps({"dtype": np.dtype(dtype).name, "tokens": count, "documents": documents,
-                                     "vocab_size": vocab, "eos_id": eos, "sources": list(paths)}, indent=2))
+    meta_path.write_text(
+        json.dumps(
+            {
+                "dtype": np.dtype(dtype).name,
+                "tokens": count,
+                "documents": documents,
+                "vocab_size": vocab,
+                "eos_id": eos,
+                "sources": list(paths),
+            },
+            indent=2,
+        )
+    )
     return target
 
 
@@ -153,18 +179,24 @@ class TokenFile:
     def unigram_entropy(self) -> float:
         """Entropy (nats/token) of the token frequency distribution: the loss of a model that
         ignores context. A language model is learning context only once it is below this."""
-        counts = np.bincount(np.asarray(self.tokens), minlength=self.meta["vocab_size"]).astype(np.float64)
+        counts = np.bincount(np.asarray(self.tokens), minlength=self.meta["vocab_size"]).astype(
+            np.float64
+        )
         p = counts[counts > 0] / counts.sum()
         return float(-(p * np.log(p)).sum())
 
 
-def split_sequences(tokens: TokenFile, seq_len: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+def split_sequences(
+    tokens: TokenFile, seq_len: int, val_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices of training and validation sequences."""
     count = (len(tokens) - 1) // seq_len
     val = max(1, int(round(count * val_fraction))) if val_fraction > 0 else 0
     if count - val < 1:
-        raise DataError(f"corpus too small: {len(tokens)} tokens make {count} sequences of {seq_len}; "
-                        f"need at least {val + 1} (lower data.seq_len or add text)")
+        raise DataError(
+            f"corpus too small: {len(tokens)} tokens make {count} sequences of {seq_len}; "
+            f"need at least {val + 1} (lower data.seq_len or add text)"
+        )
     # A fixed pseudo-random choice, so validation covers every source of a mixed corpus (the tail
     # alone would be only the last file). Only the sequence boundaries touch across splits.
     is_val = np.zeros(count, dtype=bool)
@@ -179,8 +211,16 @@ class PackedBatches:
     `batch_size` is the global micro-batch; rank r takes rows [r·b/world, (r+1)·b/world), so a
     2-process run sees exactly the rows a 1-process run sees, split in two."""
 
-    def __init__(self, tokens: TokenFile, indices: np.ndarray, seq_len: int, batch_size: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        tokens: TokenFile,
+        indices: np.ndarray,
+        seq_len: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if batch_size % world_size:
             raise DataError(f"batch size {batch_size} is not divisible by {world_size} processes")
         self.tokens, self.indices, self.seq_len = tokens, indices, seq_len
@@ -189,11 +229,16 @@ class PackedBatches:
         self._order = self._permutation()
 
     def _permutation(self) -> np.ndarray:
-        return self.indices[np.random.default_rng([self.seed, self.epoch]).permutation(len(self.indices))]
+        return self.indices[
+            np.random.default_rng([self.seed, self.epoch]).permutation(len(self.indices))
+        ]
 
     def _rows(self, sequence_ids) -> torch.Tensor:
         L = self.seq_len
-        rows = [np.asarray(self.tokens.tokens[i * L: i * L + L + 1], dtype=np.int64) for i in sequence_ids]
+        rows = [
+            np.asarray(self.tokens.tokens[i * L : i * L + L + 1], dtype=np.int64)
+            for i in sequence_ids
+        ]
         return torch.from_numpy(np.stack(rows))
 
     def next_batch(self) -> dict:
@@ -203,10 +248,10 @@ class PackedBatches:
                 self.epoch, self.cursor = self.epoch + 1, 0
                 self._order = self._permutation()
             take = min(self.batch_size - len(chosen), len(self._order) - self.cursor)
-            chosen.extend(self._order[self.cursor: self.cursor + take])
+            chosen.extend(self._order[self.cursor : self.cursor + take])
             self.cursor += take
         share = self.batch_size // self.world_size
-        return {"input_ids": self._rows(chosen[self.rank * share: (self.rank + 1) * share])}
+        return {"input_ids": self._rows(chosen[self.rank * share : (self.rank + 1) * share])}
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "cursor": self.cursor}
@@ -225,14 +270,20 @@ class SequentialBatches:
 
     def __iter__(self):
         for start in range(0, len(self.indices), self.batch_size):
-            yield {"input_ids": self.helper._rows(self.indices[start: start + self.batch_size])}
+            yield {"input_ids": self.helper._rows(self.indices[start : start + self.batch_size])}
 
 
 class TensorBatches:
     """In-memory tensors (dict of equal-length tensors) as a shuffled, resumable batch source."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1):
+    def __init__(
+        self,
+        tensors: dict[str, torch.Tensor],
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.tensors = tensors
         self.count = len(next(iter(tensors.values())))
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
@@ -251,7 +302,7 @@ class TensorBatches:
             chosen.append(int(self.order[self.cursor]))
             self.cursor += 1
         share = self.batch_size // self.world_size
-        index = torch.tensor(chosen[self.rank * share: (self.rank + 1) * share])
+        index = torch.tensor(chosen[self.rank * share : (self.rank + 1) * share])
         return {k: v[index] for k, v in self.tensors.items()}
 
     def state_dict(self) -> dict:

@@ -48,8 +48,10 @@ def layer_grad_norms(model: nn.Module) -> dict[str, float]:
 
 
 def layer_weight_norms(model: nn.Module) -> dict[str, float]:
-    return {name: math.sqrt(sum(float(p.detach().float().pow(2).sum()) for p in params))
-            for name, _, params in _layers(model)}
+    return {
+        name: math.sqrt(sum(float(p.detach().float().pow(2).sum()) for p in params))
+        for name, _, params in _layers(model)
+    }
 
 
 def snapshot_weights(model: nn.Module) -> dict[str, list[torch.Tensor]]:
@@ -57,13 +59,18 @@ def snapshot_weights(model: nn.Module) -> dict[str, list[torch.Tensor]]:
     return {name: [p.detach().clone() for p in params] for name, _, params in _layers(model)}
 
 
-def update_weight_ratios(model: nn.Module, before: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+def update_weight_ratios(
+    model: nn.Module, before: dict[str, list[torch.Tensor]]
+) -> dict[str, float]:
     """‖w_after − w_before‖ / ‖w_before‖ per layer. ~1e-3 is healthy; ≫1e-2 is too aggressive."""
     ratios = {}
     for name, _, params in _layers(model):
         if name not in before:
             continue
-        delta = sum(float((p.detach().float() - b.float()).pow(2).sum()) for p, b in zip(params, before[name]))
+        delta = sum(
+            float((p.detach().float() - b.float()).pow(2).sum())
+            for p, b in zip(params, before[name])
+        )
         weight = sum(float(b.float().pow(2).sum()) for b in before[name])
         ratios[name] = math.sqrt(delta) / (math.sqrt(weight) + 1e-12)
     return ratios
@@ -71,8 +78,11 @@ def update_weight_ratios(model: nn.Module, before: dict[str, list[torch.Tensor]]
 
 def nonfinite_layers(model: nn.Module) -> list[str]:
     """Layers whose gradient holds inf or NaN."""
-    return [name for name, _, params in _layers(model)
-            if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params)]
+    return [
+        name
+        for name, _, params in _layers(model)
+        if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params)
+    ]
 
 
 def _comparable_layers(model: nn.Module | None, norms: dict[str, float]) -> list[str]:
@@ -82,12 +92,18 @@ def _comparable_layers(model: nn.Module | None, norms: dict[str, float]) -> list
         return list(norms)
     keep = []
     for name, module, params in _layers(model):
-        if name in norms and not isinstance(module, nn.Embedding) and any(p.dim() >= 2 for p in params):
+        if (
+            name in norms
+            and not isinstance(module, nn.Embedding)
+            and any(p.dim() >= 2 for p in params)
+        ):
             keep.append(name)
     return keep
 
 
-def find_vanishing(norms: dict[str, float], ratio: float = 1e-3, model: nn.Module | None = None) -> str | None:
+def find_vanishing(
+    norms: dict[str, float], ratio: float = 1e-3, model: nn.Module | None = None
+) -> str | None:
     """Warn when the first quarter of the layers gets < `ratio` × the gradient of the last quarter."""
     names = _comparable_layers(model, norms)
     if len(names) < 4:
@@ -98,14 +114,18 @@ def find_vanishing(norms: dict[str, float], ratio: float = 1e-3, model: nn.Modul
     late_norm = statistics.fmean(norms[n] for n in late)
     if late_norm > 0 and early_norm < ratio * late_norm:
         listed = ", ".join(f"{n} ({norms[n]:.1e})" for n in early)
-        return (f"vanishing gradients: early layers {listed} get {early_norm / late_norm:.1e}× the gradient "
-                f"of the last layers ({', '.join(late)}: {late_norm:.1e}); try residuals, normalization, "
-                f"ReLU-family activations or He/Xavier init")
+        return (
+            f"vanishing gradients: early layers {listed} get {early_norm / late_norm:.1e}× the gradient "
+            f"of the last layers ({', '.join(late)}: {late_norm:.1e}); try residuals, normalization, "
+            f"ReLU-family activations or He/Xavier init"
+        )
     return None
 
 
 def largest_layers(norms: dict[str, float], k: int = 3) -> str:
-    top = sorted(norms.items(), key=lambda item: -item[1] if math.isfinite(item[1]) else -math.inf)[:k]
+    top = sorted(norms.items(), key=lambda item: -item[1] if math.isfinite(item[1]) else -math.inf)[
+        :k
+    ]
     return ", ".join(f"{n} ({v:.1e})" for n, v in top)
 
 
@@ -116,7 +136,11 @@ class RunningMedian:
         self.values: deque[float] = deque(maxlen=window)
 
     def median(self) -> float | None:
-        return statistics.median(self.values) if len(self.values) >= min(5, self.values.maxlen) else None
+        return (
+            statistics.median(self.values)
+            if len(self.values) >= min(5, self.values.maxlen)
+            else None
+        )
 
     def add(self, value: float):
         if math.isfinite(value):
@@ -159,7 +183,12 @@ class LossSpikeDetector:
     def check(self, loss: float) -> str | None:
         median = self.history.median()
         self.history.add(loss)
-        if median is not None and median > 0 and math.isfinite(loss) and loss > self.factor * median:  # RL losses sit at 0 or below
+        if (
+            median is not None
+            and median > 0
+            and math.isfinite(loss)
+            and loss > self.factor * median
+        ):  # RL losses sit at 0 or below
             return f"loss spike: {loss:.4g} is {loss / median:.2f}× the recent median {median:.4g}"
         return None
 
@@ -177,7 +206,9 @@ class SaturationMonitor:
 
     def attach(self):
         for name, module in self.model.named_modules():
-            threshold = next((t for kind, t in SATURATION_THRESHOLDS.items() if isinstance(module, kind)), None)
+            threshold = next(
+                (t for kind, t in SATURATION_THRESHOLDS.items() if isinstance(module, kind)), None
+            )
             if threshold is not None:
                 self.handles.append(module.register_forward_hook(self._hook(name, threshold)))
         return self
@@ -188,6 +219,7 @@ class SaturationMonitor:
             counts = self.counts.setdefault(name, [0, 0])
             counts[0] += int((x.abs() > threshold).sum())
             counts[1] += x.numel()
+
         return hook
 
     def stats(self) -> dict[str, float]:

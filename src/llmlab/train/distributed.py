@@ -32,7 +32,9 @@ class DistContext:
         return self.world_size > 1 or dist.is_initialized()
 
 
-def init_distributed(strategy: str = "ddp", backend: str = "auto", device: str = "cpu") -> DistContext:
+def init_distributed(
+    strategy: str = "ddp", backend: str = "auto", device: str = "cpu"
+) -> DistContext:
     """Join the torchrun process group if launched by torchrun; otherwise a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 and not dist.is_initialized():
@@ -76,16 +78,25 @@ def full_state_dicts(model: nn.Module, optimizer, ctx: DistContext) -> tuple[dic
     if ctx.strategy == "fsdp" and ctx.enabled:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-        return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return get_state_dict(
+            model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
     return unwrap(model).state_dict(), optimizer.state_dict()
 
 
-def load_full_state_dicts(model: nn.Module, optimizer, model_state: dict, optim_state: dict, ctx: DistContext):
+def load_full_state_dicts(
+    model: nn.Module, optimizer, model_state: dict, optim_state: dict, ctx: DistContext
+):
     if ctx.strategy == "fsdp" and ctx.enabled:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
-                       options=StateDictOptions(full_state_dict=True))
+        set_state_dict(
+            model,
+            optimizer,
+            model_state_dict=model_state,
+            optim_state_dict=optim_state,
+            options=StateDictOptions(full_state_dict=True),
+        )
         return
     unwrap(model).load_state_dict(model_state)
     optimizer.load_state_dict(optim_state)

@@ -37,7 +37,9 @@ def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-def summed_logps(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, num_rows: int) -> torch.Tensor:
+def summed_logps(
+    logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, num_rows: int
+) -> torch.Tensor:
     """Σ log p(target) per row from the logits of selected positions only: logits [N, V], targets and
     rows (which row each position belongs to) [N] → [num_rows] (float32)."""
     picked = token_logps(logits, targets)
@@ -46,8 +48,17 @@ def summed_logps(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor
 
 # ---- preference losses --------------------------------------------------------------------------
 
-def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta: float = 0.1,
-             loss_type: str = "sigmoid", chosen_lengths=None, rejected_lengths=None) -> torch.Tensor:
+
+def dpo_loss(
+    policy_chosen_logps,
+    policy_rejected_logps,
+    ref_chosen_logps,
+    ref_rejected_logps,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    chosen_lengths=None,
+    rejected_lengths=None,
+) -> torch.Tensor:
     """DPO:  −log σ(β·[(log πc − log πref c) − (log πr − log πref r)]), averaged over pairs.
 
     loss_type "ipo":  ((Δc/|c| − Δr/|r|) − 1/(2β))², with Δ the policy/reference log-ratio and
@@ -59,19 +70,25 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     if loss_type == "ipo":
         if chosen_lengths is not None:
             chosen = chosen / torch.as_tensor(chosen_lengths, dtype=chosen.dtype).clamp(min=1)
-            rejected = rejected / torch.as_tensor(rejected_lengths, dtype=rejected.dtype).clamp(min=1)
+            rejected = rejected / torch.as_tensor(rejected_lengths, dtype=rejected.dtype).clamp(
+                min=1
+            )
         return ((chosen - rejected - 1 / (2 * beta)) ** 2).mean()
     raise ValueError(f"unknown DPO loss_type {loss_type!r} (choose sigmoid, ipo)")
 
 
-def dpo_metrics(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-                beta: float) -> dict[str, float]:
+def dpo_metrics(
+    policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta: float
+) -> dict[str, float]:
     """Implicit rewards β·log(π/πref): their means, margin, and how often chosen beats rejected."""
     chosen = beta * (policy_chosen_logps - ref_chosen_logps).detach()
     rejected = beta * (policy_rejected_logps - ref_rejected_logps).detach()
-    return {"rewards/chosen": float(chosen.mean()), "rewards/rejected": float(rejected.mean()),
-            "rewards/margins": float((chosen - rejected).mean()),
-            "rewards/accuracies": float((chosen > rejected).float().mean())}
+    return {
+        "rewards/chosen": float(chosen.mean()),
+        "rewards/rejected": float(rejected.mean()),
+        "rewards/margins": float((chosen - rejected).mean()),
+        "rewards/accuracies": float((chosen > rejected).float().mean()),
+    }
 
 
 def reward_loss(chosen_scores, rejected_scores, margin=None) -> torch.Tensor:
@@ -84,6 +101,7 @@ def reward_loss(chosen_scores, rejected_scores, margin=None) -> torch.Tensor:
 
 # ---- policy-gradient pieces (PPO, GRPO) --------------------------------------------------------
 
+
 def kl_estimate(logps: torch.Tensor, ref_logps: torch.Tensor, kind: str = "k1") -> torch.Tensor:
     """Per-token KL(π‖πref) estimate from samples of π: k1 = log π/πref (unbiased, noisy);
     k3 = (πref/π) − 1 − log(πref/π) (unbiased, never negative, lower variance)."""
@@ -95,8 +113,13 @@ def kl_estimate(logps: torch.Tensor, ref_logps: torch.Tensor, kind: str = "k1") 
     raise ValueError(f"unknown KL estimator {kind!r} (choose k1, k3)")
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
-        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over each row's masked tokens (masked tokens are a prefix-free
     run; positions after the last one count as terminal).
 
@@ -106,14 +129,18 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     running = torch.zeros_like(values[:, 0])
     length = values.shape[1]
     for t in reversed(range(length)):
-        next_value = values[:, t + 1] * mask[:, t + 1] if t + 1 < length else torch.zeros_like(running)
+        next_value = (
+            values[:, t + 1] * mask[:, t + 1] if t + 1 < length else torch.zeros_like(running)
+        )
         delta = rewards[:, t] + gamma * next_value - values[:, t]
         running = (delta + gamma * lam * running) * mask[:, t]
         advantages[:, t] = running
     return advantages, (advantages + values) * mask
 
 
-def clipped_policy_loss(logps, old_logps, advantages, mask, clip: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+def clipped_policy_loss(
+    logps, old_logps, advantages, mask, clip: float = 0.2
+) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's surrogate:  −min(ρ·A, clip(ρ, 1−ε, 1+ε)·A) with ρ = π/π_old; returns (loss, clip fraction)."""
     ratio = torch.exp(logps - old_logps)
     unclipped = ratio * advantages

@@ -1,8 +1,8 @@
 """Optimizers, learning-rate schedules and weight-init schemes, each chosen by name in the config.
 
-    optimizer = build_optimizer(model, OptimConfig(name="adamw", lr=3e-4, weight_decay=0.1))
-    scheduler = build_scheduler(optimizer, config.optim, total_steps=1000)
-    apply_init(model, "kaiming")          # or normal (std), xavier, model (leave as built)
+optimizer = build_optimizer(model, OptimConfig(name="adamw", lr=3e-4, weight_decay=0.1))
+scheduler = build_scheduler(optimizer, config.optim, total_steps=1000)
+apply_init(model, "kaiming")          # or normal (std), xavier, model (leave as built)
 """
 
 from __future__ import annotations
@@ -24,16 +24,34 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimi
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
         groups = [g for g in groups if g["params"]]
-        return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
-                                 fused=config.fused or None)
+        return torch.optim.AdamW(
+            groups,
+            lr=config.lr,
+            betas=tuple(config.betas),
+            eps=config.eps,
+            fused=config.fused or None,
+        )
     if config.name == "adam":
-        return torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
-                                weight_decay=config.weight_decay, fused=config.fused or None)
+        return torch.optim.Adam(
+            params,
+            lr=config.lr,
+            betas=tuple(config.betas),
+            eps=config.eps,
+            weight_decay=config.weight_decay,
+            fused=config.fused or None,
+        )
     if config.name == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     if config.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum, eps=config.eps,
-                                   weight_decay=config.weight_decay)
+        return torch.optim.RMSprop(
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            eps=config.eps,
+            weight_decay=config.weight_decay,
+        )
     raise ValueError(f"unknown optimizer {config.name}")
 
 
@@ -51,7 +69,9 @@ def lr_multiplier(step: int, config: OptimConfig, total_steps: int) -> float:
 
 
 def build_scheduler(optimizer, config: OptimConfig, total_steps: int):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, config, total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, config, total_steps)
+    )
 
 
 def apply_init(model: nn.Module, scheme: str, std: float = 0.02):

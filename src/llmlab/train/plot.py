@@ -51,13 +51,19 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     steps = [r["step"] for r in train]
     axes[0].plot(steps, [r["loss"] for r in train], label="train")
     if evals:
-        axes[0].plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval")
+        axes[0].plot(
+            [r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval"
+        )
     axes[0].set(title="loss", xlabel="step")
     axes[0].legend()
     axes[1].plot(steps, [r["lr"] for r in train])
     axes[1].set(title="learning rate", xlabel="step")
     axes[2].plot(steps, [r["grad_norm"] for r in train], label="raw")
-    axes[2].plot(steps, [r.get("grad_norm_applied", r["grad_norm"]) for r in train], label="applied (clipped)")
+    axes[2].plot(
+        steps,
+        [r.get("grad_norm_applied", r["grad_norm"]) for r in train],
+        label="applied (clipped)",
+    )
     axes[2].set(title="gradient norm", xlabel="step", yscale="log")
     axes[2].legend()
     fig.tight_layout()
@@ -70,7 +76,12 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         cmap = plt.get_cmap("viridis")
         for i, record in enumerate(diags):
             norms = [max(record["grad_norms"].get(n, float("nan")), 1e-20) for n in layers]
-            ax.plot(range(len(layers)), norms, color=cmap(i / max(1, len(diags) - 1)), label=f"step {record['step']}")
+            ax.plot(
+                range(len(layers)),
+                norms,
+                color=cmap(i / max(1, len(diags) - 1)),
+                label=f"step {record['step']}",
+            )
         ax.set_xticks(range(len(layers)), layers, rotation=90, fontsize=7)
         ax.set(yscale="log", ylabel="gradient norm", title="gradient flow (first layer → last)")
         if len(diags) <= 12:

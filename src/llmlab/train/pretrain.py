@@ -19,21 +19,35 @@ from llmlab.train.config import ConfigError, PretrainConfig, validate
 def build_llama(model_keys: dict, vocab_size: int, eos_id: int, pad_id: int | None):
     from llmlab.models.llama import LlamaConfig, LlamaForCausalLM
 
-    keys = {"vocab_size": vocab_size, "bos_token_id": eos_id, "eos_token_id": eos_id, "pad_token_id": pad_id,
-            **model_keys}
+    keys = {
+        "vocab_size": vocab_size,
+        "bos_token_id": eos_id,
+        "eos_token_id": eos_id,
+        "pad_token_id": pad_id,
+        **model_keys,
+    }
     known = set(LlamaConfig.__dataclass_fields__) - {"extra"}
     unknown = sorted(set(model_keys) - known)
     if unknown:
-        raise ConfigError(f"unknown config key 'model.{unknown[0]}' (Llama config keys: {', '.join(sorted(known))})")
+        raise ConfigError(
+            f"unknown config key 'model.{unknown[0]}' (Llama config keys: {', '.join(sorted(known))})"
+        )
     if keys["vocab_size"] < vocab_size:
-        raise ConfigError(f"model.vocab_size {keys['vocab_size']} is smaller than the tokenizer's {vocab_size}")
+        raise ConfigError(
+            f"model.vocab_size {keys['vocab_size']} is smaller than the tokenizer's {vocab_size}"
+        )
     return LlamaForCausalLM(LlamaConfig.from_hf(keys))
 
 
 def prepare_data(config, ctx):
     """Tokenize (rank 0 first, others reuse the cached file) and build batch sources."""
     from llmlab.train.data import (
-        PackedBatches, SequentialBatches, TokenFile, load_tokenizer, split_sequences, tokenize_corpus,
+        PackedBatches,
+        SequentialBatches,
+        TokenFile,
+        load_tokenizer,
+        split_sequences,
+        tokenize_corpus,
     )
     from llmlab.train.distributed import barrier
 
@@ -44,12 +58,18 @@ def prepare_data(config, ctx):
         token_path = tokenize_corpus(data.corpus, data.tokenizer, cache, data.text_field)
     barrier(ctx)
     if not ctx.is_main:
-        token_path = tokenize_corpus(data.corpus, data.tokenizer, cache, data.text_field)  # cached: just the path
+        token_path = tokenize_corpus(
+            data.corpus, data.tokenizer, cache, data.text_field
+        )  # cached: just the path
     tokens = TokenFile(token_path)
     train_ids, val_ids = split_sequences(tokens, data.seq_len, data.val_fraction)
     loop = config.train
-    train = PackedBatches(tokens, train_ids, data.seq_len, loop.batch_size, loop.seed, ctx.rank, ctx.world_size)
-    val = SequentialBatches(tokens, val_ids, data.seq_len, max(1, loop.batch_size // ctx.world_size))
+    train = PackedBatches(
+        tokens, train_ids, data.seq_len, loop.batch_size, loop.seed, ctx.rank, ctx.world_size
+    )
+    val = SequentialBatches(
+        tokens, val_ids, data.seq_len, max(1, loop.batch_size // ctx.world_size)
+    )
     return tokenizer, tokens, train, val
 
 
@@ -63,19 +83,28 @@ def run_pretrain(config: PretrainConfig, callbacks=()) -> dict:
     from llmlab.train.trainer import Trainer, resolve_device
 
     validate(config)
-    ctx = init_distributed(config.distributed.strategy, config.distributed.backend,
-                           resolve_device(config.train.device))
+    ctx = init_distributed(
+        config.distributed.strategy, config.distributed.backend, resolve_device(config.train.device)
+    )
     try:
         tokenizer, tokens, train, val = prepare_data(config, ctx)
         import torch
 
         torch.manual_seed(config.train.seed)  # the same initial weights on every rank and every run
-        model = build_llama(config.model, tokenizer.get_vocab_size(), tokens.meta["eos_id"],
-                            tokenizer.token_to_id("<|pad|>"))
+        model = build_llama(
+            config.model,
+            tokenizer.get_vocab_size(),
+            tokens.meta["eos_id"],
+            tokenizer.token_to_id("<|pad|>"),
+        )
         if config.data.seq_len > model.max_context:
-            raise ConfigError(f"data.seq_len {config.data.seq_len} is beyond the model's context "
-                              f"(max_position_embeddings {model.max_context})")
-        trainer = Trainer(model, CausalLMObjective(), train, config, eval_data=val, ctx=ctx, callbacks=callbacks)
+            raise ConfigError(
+                f"data.seq_len {config.data.seq_len} is beyond the model's context "
+                f"(max_position_embeddings {model.max_context})"
+            )
+        trainer = Trainer(
+            model, CausalLMObjective(), train, config, eval_data=val, ctx=ctx, callbacks=callbacks
+        )
         summary = trainer.fit()
         state = trainer.full_model_state()
         if ctx.is_main:

@@ -63,8 +63,14 @@ def read_conversations(name: str) -> list[list[dict]]:
         if not isinstance(messages, list) or not messages:
             raise SFTDataError(f"{name}: line {number} has no 'messages' list")
         for m in messages:
-            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                raise SFTDataError(f"{name}: line {number}: each message needs a role ({', '.join(ROLES)}) and content")
+            if (
+                not isinstance(m, dict)
+                or m.get("role") not in ROLES
+                or not isinstance(m.get("content"), str)
+            ):
+                raise SFTDataError(
+                    f"{name}: line {number}: each message needs a role ({', '.join(ROLES)}) and content"
+                )
         if row.get("system") and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": row["system"]}] + messages
         conversations.append(messages)
@@ -78,7 +84,9 @@ class SFTExample:
 
 
 def _render(tokenizer, messages, add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
@@ -91,14 +99,17 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
         start = len(_render(tokenizer, messages[:i], add_generation_prompt=True)) if i else 0
         prefix = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
         if not text.startswith(prefix):
-            raise SFTDataError("the chat template does not render conversations prefix by prefix; "
-                               "cannot locate assistant turns")
+            raise SFTDataError(
+                "the chat template does not render conversations prefix by prefix; "
+                "cannot locate assistant turns"
+            )
         spans.append((start, len(prefix)))
     return text, spans
 
 
-def render_conversation(tokenizer, messages: list[dict], system: str | None = None,
-                        max_length: int | None = None) -> SFTExample:
+def render_conversation(
+    tokenizer, messages: list[dict], system: str | None = None, max_length: int | None = None
+) -> SFTExample:
     if system and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system}] + list(messages)
     if not any(m["role"] == "assistant" for m in messages):
@@ -112,7 +123,9 @@ def render_conversation(tokenizer, messages: list[dict], system: str | None = No
     return SFTExample(ids, mask)
 
 
-def render_all(tokenizer, conversations, system: str | None = None, max_length: int | None = None) -> list[SFTExample]:
+def render_all(
+    tokenizer, conversations, system: str | None = None, max_length: int | None = None
+) -> list[SFTExample]:
     examples = [render_conversation(tokenizer, m, system, max_length) for m in conversations]
     return [e for e in examples if sum(e.loss_mask)]  # truncation may cut every answer token
 
@@ -127,7 +140,9 @@ def pack(examples: list[SFTExample], seq_len: int, eos_id: int | None) -> list[S
             ids.append(eos_id)
             mask.append(0)
     row = seq_len + 1
-    return [SFTExample(ids[i:i + row], mask[i:i + row]) for i in range(0, len(ids) - row + 1, row)]
+    return [
+        SFTExample(ids[i : i + row], mask[i : i + row]) for i in range(0, len(ids) - row + 1, row)
+    ]
 
 
 def collate(examples: list[SFTExample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -136,8 +151,8 @@ def collate(examples: list[SFTExample], pad_id: int) -> dict[str, torch.Tensor]:
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     for i, e in enumerate(examples):
-        ids[i, :len(e.input_ids)] = torch.tensor(e.input_ids)
-        mask[i, :len(e.loss_mask)] = torch.tensor(e.loss_mask)
+        ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        mask[i, : len(e.loss_mask)] = torch.tensor(e.loss_mask)
     return {"input_ids": ids, "loss_mask": mask}
 
 
@@ -147,7 +162,12 @@ class ShuffledBatches:
     def __init__(self, items: list, batch_size: int, collate_fn, seed: int = 0):
         if not items:
             raise SFTDataError("no training examples (empty file, or every example was cut away)")
-        self.items, self.batch_size, self.collate_fn, self.seed = items, batch_size, collate_fn, seed
+        self.items, self.batch_size, self.collate_fn, self.seed = (
+            items,
+            batch_size,
+            collate_fn,
+            seed,
+        )
         self.epoch, self.cursor = 0, 0
 
     def _order(self) -> np.ndarray:
@@ -165,7 +185,7 @@ class ShuffledBatches:
 
     def __iter__(self):  # one pass in file order, for evaluation
         for i in range(0, len(self.items), self.batch_size):
-            yield self.collate_fn(self.items[i:i + self.batch_size])
+            yield self.collate_fn(self.items[i : i + self.batch_size])
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "cursor": self.cursor}
@@ -174,10 +194,22 @@ class ShuffledBatches:
         self.epoch, self.cursor = state["epoch"], state["cursor"]
 
 
-def sft_batches(examples: list[SFTExample], batch_size: int, seq_len: int, pad_id: int, eos_id: int | None,
-                packing: bool, seed: int = 0) -> ShuffledBatches:
-    rows = pack(examples, seq_len, eos_id) if packing else [SFTExample(e.input_ids[:seq_len + 1], e.loss_mask[:seq_len + 1])
-                                                            for e in examples]
+def sft_batches(
+    examples: list[SFTExample],
+    batch_size: int,
+    seq_len: int,
+    pad_id: int,
+    eos_id: int | None,
+    packing: bool,
+    seed: int = 0,
+) -> ShuffledBatches:
+    rows = (
+        pack(examples, seq_len, eos_id)
+        if packing
+        else [SFTExample(e.input_ids[: seq_len + 1], e.loss_mask[: seq_len + 1]) for e in examples]
+    )
     if packing and not rows:
-        raise SFTDataError(f"not enough tokens to fill one packed row of {seq_len + 1}; lower data.seq_len")
+        raise SFTDataError(
+            f"not enough tokens to fill one packed row of {seq_len + 1}; lower data.seq_len"
+        )
     return ShuffledBatches(rows, batch_size, lambda items: collate(items, pad_id), seed)

@@ -15,81 +15,206 @@ import random
 import sys
 from pathlib import Path
 
-NAMES = ["Anna", "Ben", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jia", "Kofi", "Lena", "Mateo",
-         "Nora", "Omar", "Pia", "Quinn", "Rosa", "Sami", "Tara", "Uma", "Viktor", "Wen", "Yara", "Zoe"]
+NAMES = [
+    "Anna",
+    "Ben",
+    "Chen",
+    "Dara",
+    "Eli",
+    "Fatima",
+    "Gus",
+    "Hana",
+    "Ivan",
+    "Jia",
+    "Kofi",
+    "Lena",
+    "Mateo",
+    "Nora",
+    "Omar",
+    "Pia",
+    "Quinn",
+    "Rosa",
+    "Sami",
+    "Tara",
+    "Uma",
+    "Viktor",
+    "Wen",
+    "Yara",
+    "Zoe",
+]
 SETTINGS = {
-    "sea": {"place": ["the harbour", "a small boat", "the rocky shore", "the lighthouse"],
-            "things": ["a net", "a shell", "an old map", "a rope", "a lantern"],
-            "creatures": ["a gull", "a seal", "a crab", "a dolphin"],
-            "weather": ["the wind rose", "the waves grew tall", "fog rolled in", "the tide went out"],
-            "verbs": ["sailed", "rowed", "fished", "swam", "waited"]},
-    "forest": {"place": ["the old forest", "a quiet clearing", "the mossy hill", "a hut among the pines"],
-               "things": ["a basket of berries", "an axe", "a fallen branch", "a bird's nest", "a wooden flute"],
-               "creatures": ["a fox", "an owl", "a deer", "a squirrel"],
-               "weather": ["rain dripped from the leaves", "the trees creaked", "mist hid the path",
-                           "sunlight broke through the branches"],
-               "verbs": ["walked", "climbed", "listened", "gathered", "hid"]},
-    "city": {"place": ["the busy market", "a tall building", "the train station", "a corner cafe"],
-             "things": ["a ticket", "a newspaper", "a red umbrella", "a cup of tea", "a set of keys"],
-             "creatures": ["a stray cat", "a pigeon", "a small dog", "a street musician"],
-             "weather": ["the traffic roared", "the lights came on", "a bus rushed past", "the crowd grew loud"],
-             "verbs": ["hurried", "waited", "shopped", "talked", "wandered"]},
-    "farm": {"place": ["the red barn", "a wheat field", "the orchard", "the muddy yard"],
-             "things": ["a bucket of milk", "a bale of hay", "a ripe apple", "a rusty tractor", "a fence post"],
-             "creatures": ["a goat", "a hen", "a horse", "a sheepdog"],
-             "weather": ["the sun beat down", "clouds gathered over the hills", "the rooster crowed",
-                         "dust blew across the field"],
-             "verbs": ["worked", "planted", "fed the animals", "repaired the fence", "rested"]},
-    "space": {"place": ["the station", "a silver rocket", "the control room", "the surface of the moon"],
-              "things": ["a helmet", "a radio", "a star chart", "a sample of rock", "a broken sensor"],
-              "creatures": ["a robot", "a friendly android", "a tiny drone", "a lost satellite"],
-              "weather": ["the engines hummed", "an alarm blinked", "the planet turned below",
-                          "a comet passed by"],
-              "verbs": ["floated", "repaired the panel", "checked the signal", "launched", "waited"]},
-    "school": {"place": ["the classroom", "the library", "the school garden", "the science lab"],
-               "things": ["a notebook", "a pencil", "a thick book", "a small plant", "a chalk drawing"],
-               "creatures": ["the teacher", "a classmate", "the old janitor", "the class hamster"],
-               "weather": ["the bell rang", "the room went quiet", "chairs scraped the floor",
-                           "someone laughed at the back"],
-               "verbs": ["studied", "wrote", "read", "asked a question", "drew"]},
+    "sea": {
+        "place": ["the harbour", "a small boat", "the rocky shore", "the lighthouse"],
+        "things": ["a net", "a shell", "an old map", "a rope", "a lantern"],
+        "creatures": ["a gull", "a seal", "a crab", "a dolphin"],
+        "weather": ["the wind rose", "the waves grew tall", "fog rolled in", "the tide went out"],
+        "verbs": ["sailed", "rowed", "fished", "swam", "waited"],
+    },
+    "forest": {
+        "place": ["the old forest", "a quiet clearing", "the mossy hill", "a hut among the pines"],
+        "things": [
+            "a basket of berries",
+            "an axe",
+            "a fallen branch",
+            "a bird's nest",
+            "a wooden flute",
+        ],
+        "creatures": ["a fox", "an owl", "a deer", "a squirrel"],
+        "weather": [
+            "rain dripped from the leaves",
+            "the trees creaked",
+            "mist hid the path",
+            "sunlight broke through the branches",
+        ],
+        "verbs": ["walked", "climbed", "listened", "gathered", "hid"],
+    },
+    "city": {
+        "place": ["the busy market", "a tall building", "the train station", "a corner cafe"],
+        "things": ["a ticket", "a newspaper", "a red umbrella", "a cup of tea", "a set of keys"],
+        "creatures": ["a stray cat", "a pigeon", "a small dog", "a street musician"],
+        "weather": [
+            "the traffic roared",
+            "the lights came on",
+            "a bus rushed past",
+            "the crowd grew loud",
+        ],
+        "verbs": ["hurried", "waited", "shopped", "talked", "wandered"],
+    },
+    "farm": {
+        "place": ["the red barn", "a wheat field", "the orchard", "the muddy yard"],
+        "things": [
+            "a bucket of milk",
+            "a bale of hay",
+            "a ripe apple",
+            "a rusty tractor",
+            "a fence post",
+        ],
+        "creatures": ["a goat", "a hen", "a horse", "a sheepdog"],
+        "weather": [
+            "the sun beat down",
+            "clouds gathered over the hills",
+            "the rooster crowed",
+            "dust blew across the field",
+        ],
+        "verbs": ["worked", "planted", "fed the animals", "repaired the fence", "rested"],
+    },
+    "space": {
+        "place": ["the station", "a silver rocket", "the control room", "the surface of the moon"],
+        "things": ["a helmet", "a radio", "a star chart", "a sample of rock", "a broken sensor"],
+        "creatures": ["a robot", "a friendly android", "a tiny drone", "a lost satellite"],
+        "weather": [
+            "the engines hummed",
+            "an alarm blinked",
+            "the planet turned below",
+            "a comet passed by",
+        ],
+        "verbs": ["floated", "repaired the panel", "checked the signal", "launched", "waited"],
+    },
+    "school": {
+        "place": ["the classroom", "the library", "the school garden", "the science lab"],
+        "things": ["a notebook", "a pencil", "a thick book", "a small plant", "a chalk drawing"],
+        "creatures": ["the teacher", "a classmate", "the old janitor", "the class hamster"],
+        "weather": [
+            "the bell rang",
+            "the room went quiet",
+            "chairs scraped the floor",
+            "someone laughed at the back",
+        ],
+        "verbs": ["studied", "wrote", "read", "asked a question", "drew"],
+    },
 }
 FEELINGS = ["happy", "tired", "curious", "worried", "proud", "calm", "surprised", "brave"]
-OPENERS = ["One morning", "Late in the evening", "On a cold day", "Long ago", "At noon", "One spring day"]
+OPENERS = [
+    "One morning",
+    "Late in the evening",
+    "On a cold day",
+    "Long ago",
+    "At noon",
+    "One spring day",
+]
 
 
 def story(rng: random.Random) -> str:
     name, kind = rng.choice(NAMES), rng.choice(list(SETTINGS))
     s = SETTINGS[kind]
     pronoun = rng.choice(["she", "he", "they"])
-    sentences = [f"{rng.choice(OPENERS)}, {name} {rng.choice(s['verbs'])} near {rng.choice(s['place'])}."]
+    sentences = [
+        f"{rng.choice(OPENERS)}, {name} {rng.choice(s['verbs'])} near {rng.choice(s['place'])}."
+    ]
     for _ in range(rng.randint(4, 8)):
         thing, creature = rng.choice(s["things"]), rng.choice(s["creatures"])
-        sentences.append(rng.choice([
-            f"There {name} found {thing}.",
-            f"Then {rng.choice(s['weather'])}, and {name} felt {rng.choice(FEELINGS)}.",
-            f"{creature.capitalize()} watched as {name} {rng.choice(s['verbs'])}.",
-            f"{name} showed {thing} to {creature}.",
-            f"Soon {pronoun} {rng.choice(s['verbs'])} again, because {rng.choice(s['weather'])}.",
-            f"{name} said, \"I will keep {thing} safe.\"",
-            f"By {rng.choice(s['place'])}, {creature} was waiting for {name}.",
-            f"{name} was {rng.choice(FEELINGS)} when {rng.choice(s['weather'])}.",
-        ]))
-    sentences.append(f"In the end, {name} went home {rng.choice(FEELINGS)} and remembered {rng.choice(s['place'])}.")
+        sentences.append(
+            rng.choice(
+                [
+                    f"There {name} found {thing}.",
+                    f"Then {rng.choice(s['weather'])}, and {name} felt {rng.choice(FEELINGS)}.",
+                    f"{creature.capitalize()} watched as {name} {rng.choice(s['verbs'])}.",
+                    f"{name} showed {thing} to {creature}.",
+                    f"Soon {pronoun} {rng.choice(s['verbs'])} again, because {rng.choice(s['weather'])}.",
+                    f'{name} said, "I will keep {thing} safe."',
+                    f"By {rng.choice(s['place'])}, {creature} was waiting for {name}.",
+                    f"{name} was {rng.choice(FEELINGS)} when {rng.choice(s['weather'])}.",
+                ]
+            )
+        )
+    sentences.append(
+        f"In the end, {name} went home {rng.choice(FEELINGS)} and remembered {rng.choice(s['place'])}."
+    )
     return " ".join(sentences)
 
 
-GOOD = ["wonderful", "delicious", "friendly", "excellent", "lovely", "perfect", "great", "charming", "fresh", "cosy"]
-BAD = ["awful", "cold", "rude", "terrible", "dirty", "boring", "slow", "bland", "noisy", "disappointing"]
-SUBJECTS = ["The soup", "The service", "The room", "The staff", "The film", "The bread", "The music", "The book",
-            "The hotel", "The coffee", "The ending", "The train ride"]
+GOOD = [
+    "wonderful",
+    "delicious",
+    "friendly",
+    "excellent",
+    "lovely",
+    "perfect",
+    "great",
+    "charming",
+    "fresh",
+    "cosy",
+]
+BAD = [
+    "awful",
+    "cold",
+    "rude",
+    "terrible",
+    "dirty",
+    "boring",
+    "slow",
+    "bland",
+    "noisy",
+    "disappointing",
+]
+SUBJECTS = [
+    "The soup",
+    "The service",
+    "The room",
+    "The staff",
+    "The film",
+    "The bread",
+    "The music",
+    "The book",
+    "The hotel",
+    "The coffee",
+    "The ending",
+    "The train ride",
+]
 
 
 def review(rng: random.Random) -> dict:
     label = rng.randint(0, 1)
     words = GOOD if label else BAD
-    parts = [f"{rng.choice(SUBJECTS)} was {rng.choice(words)}", f"{rng.choice(SUBJECTS).lower()} felt {rng.choice(words)}"]
-    ending = rng.choice(["I would come back.", "We will recommend it.", "Worth every penny."] if label else
-                        ["I will not return.", "Avoid it.", "A waste of money."])
+    parts = [
+        f"{rng.choice(SUBJECTS)} was {rng.choice(words)}",
+        f"{rng.choice(SUBJECTS).lower()} felt {rng.choice(words)}",
+    ]
+    ending = rng.choice(
+        ["I would come back.", "We will recommend it.", "Worth every penny."]
+        if label
+        else ["I will not return.", "Avoid it.", "A waste of money."]
+    )
     return {"text": f"{parts[0]} and {parts[1]}. {ending}", "label": label}
 
 
@@ -97,7 +222,9 @@ def main(out_dir: str, stories: int = 3000, reviews: int = 1000) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(2024)
-    (out / "stories-en.txt").write_text("\n\n".join(story(rng) for _ in range(stories)) + "\n", encoding="utf-8")
+    (out / "stories-en.txt").write_text(
+        "\n\n".join(story(rng) for _ in range(stories)) + "\n", encoding="utf-8"
+    )
     with open(out / "sentiment-en.jsonl", "w", encoding="utf-8") as handle:
         for _ in range(reviews):
             handle.write(json.dumps(review(rng)) + "\n")

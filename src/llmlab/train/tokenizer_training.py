@@ -30,15 +30,23 @@ def special_tokens(bert: bool = False) -> list[str]:
     return [EOS_TOKEN, PAD_TOKEN, *CHAT_TOKENS, *(BERT_TOKENS if bert else [])]
 
 
-def train_tokenizer(corpus: list[str], out_dir: str | Path, vocab_size: int = 4096, min_frequency: int = 2,
-                    text_field: str = "text", bert: bool = False):
+def train_tokenizer(
+    corpus: list[str],
+    out_dir: str | Path,
+    vocab_size: int = 4096,
+    min_frequency: int = 2,
+    text_field: str = "text",
+    bert: bool = False,
+):
     """Train, save as an HF tokenizer folder, and return the `PreTrainedTokenizerFast`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = special_tokens(bert)
     if vocab_size < 256 + len(specials):
-        raise DataError(f"vocab size {vocab_size} is too small: byte-level BPE needs at least {256 + len(specials)}")
+        raise DataError(
+            f"vocab size {vocab_size} is too small: byte-level BPE needs at least {256 + len(specials)}"
+        )
     documents = iter_documents(corpus, text_field)
     try:
         first = next(documents)
@@ -52,12 +60,23 @@ def train_tokenizer(corpus: list[str], out_dir: str | Path, vocab_size: int = 40
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(all_documents(), trainer=trainer)
     extra = {"cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"} if bert else {}
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN,
-                                      pad_token=PAD_TOKEN, additional_special_tokens=CHAT_TOKENS, **extra)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token=EOS_TOKEN,
+        bos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        additional_special_tokens=CHAT_TOKENS,
+        **extra,
+    )
     wrapped.chat_template = CHATML_TEMPLATE
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -31,10 +32,22 @@ import yaml
 from torch import nn
 
 from llmlab.train import diagnostics as diag
-from llmlab.train.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from llmlab.train.checkpoint import (
+    capture_rng,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from llmlab.train.config import ConfigError, TrainerConfig, to_dict, validate
 from llmlab.train.distributed import (
-    DistContext, all_gather_object, all_mean, full_state_dicts, init_distributed, load_full_state_dicts, unwrap,
+    DistContext,
+    all_gather_object,
+    all_mean,
+    full_state_dicts,
+    init_distributed,
+    load_full_state_dicts,
+    unwrap,
     wrap_model,
 )
 from llmlab.train.optim import apply_init, build_optimizer, build_scheduler
@@ -76,8 +89,16 @@ class RunLog:
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, objective: Objective, train_data: BatchSource, config: TrainerConfig,
-                 eval_data: Iterable | None = None, callbacks: Iterable[Callable] = (), ctx: DistContext | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        train_data: BatchSource,
+        config: TrainerConfig,
+        eval_data: Iterable | None = None,
+        callbacks: Iterable[Callable] = (),
+        ctx: DistContext | None = None,
+    ):
         validate(config)
         self.config = config
         self.objective = objective
@@ -86,7 +107,9 @@ class Trainer:
         self.callbacks = list(callbacks)
         loop = config.train
         self.device = resolve_device(loop.device)
-        self.ctx = ctx or init_distributed(config.distributed.strategy, config.distributed.backend, self.device)
+        self.ctx = ctx or init_distributed(
+            config.distributed.strategy, config.distributed.backend, self.device
+        )
         if loop.deterministic:
             # CPU kernels are already deterministic for a fixed thread count; on CUDA pin the
             # algorithms (the call imports torch._inductor, ~10 s, so only where it matters).
@@ -115,7 +138,9 @@ class Trainer:
         self.history: list[dict] = []  # train records of this process (tests and callers read it)
         self.log = RunLog(self.run_dir, self.ctx.is_main)
         if self.run_dir is not None and self.ctx.is_main:
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+            (self.run_dir / "config.yaml").write_text(
+                yaml.safe_dump(to_dict(config), sort_keys=False)
+            )
 
     # ---- pieces of a step -------------------------------------------------------------------
     def _autocast(self):
@@ -123,7 +148,9 @@ class Trainer:
         if precision == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device_type="cuda" if self.device.startswith("cuda") else "cpu", dtype=dtype)
+        return torch.autocast(
+            device_type="cuda" if self.device.startswith("cuda") else "cpu", dtype=dtype
+        )
 
     def _grad_sync(self, enabled: bool):
         """Skip DDP's all-reduce on all but the last micro-batch (FSDP2: see train_step)."""
@@ -132,7 +159,10 @@ class Trainer:
         return self.model.no_sync()
 
     def _to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return {
+            k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()
+        }
 
     def _total_norm(self) -> float:
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
@@ -152,7 +182,11 @@ class Trainer:
     def train_step(self) -> dict:
         loop, d = self.config.train, self.config.diagnostics
         diag_step = d.every > 0 and (self.step % d.every == 0 or self.step == loop.steps - 1)
-        saturation = diag.SaturationMonitor(unwrap(self.model)).attach() if diag_step and d.saturation else None
+        saturation = (
+            diag.SaturationMonitor(unwrap(self.model)).attach()
+            if diag_step and d.saturation
+            else None
+        )
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         losses, metric_sums, tokens = [], {}, 0
@@ -166,7 +200,9 @@ class Trainer:
                 scaled = loss / loop.grad_accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             losses.append(float(loss.detach()))
-            tokens += int(metrics.get("tokens", batch["input_ids"].numel() if "input_ids" in batch else 0))
+            tokens += int(
+                metrics.get("tokens", batch["input_ids"].numel() if "input_ids" in batch else 0)
+            )
             for key, value in metrics.items():
                 if key != "tokens":
                     metric_sums[key] = metric_sums.get(key, 0.0) + float(value)
@@ -181,8 +217,10 @@ class Trainer:
         layer_norms = diag.layer_grad_norms(unwrap(self.model)) if diag_step else None
         if not (math.isfinite(raw_norm) and math.isfinite(loss_value)):
             bad = diag.nonfinite_layers(unwrap(self.model))
-            self._warn(f"non-finite loss/gradient (loss {loss_value}, grad norm {raw_norm}) in "
-                       f"{', '.join(bad[:5]) or 'the loss'}; step skipped")
+            self._warn(
+                f"non-finite loss/gradient (loss {loss_value}, grad norm {raw_norm}) in "
+                f"{', '.join(bad[:5]) or 'the loss'}; step skipped"
+            )
             if self.scaler:
                 self.scaler.step(self.optimizer)  # the scaler skips it and lowers its scale
                 self.scaler.update()
@@ -203,7 +241,9 @@ class Trainer:
             else:
                 self.optimizer.step()
             if diag_step:
-                self._diagnose(layer_norms, diag.update_weight_ratios(unwrap(self.model), before), saturation)
+                self._diagnose(
+                    layer_norms, diag.update_weight_ratios(unwrap(self.model), before), saturation
+                )
         lr = self.optimizer.param_groups[0]["lr"]
         if not record.get("skipped"):
             self.scheduler.step()  # a skipped step made no update, so the schedule waits too
@@ -213,14 +253,30 @@ class Trainer:
                 if message.startswith("exploding") and layer_norms:
                     message += f" (largest layers: {diag.largest_layers(layer_norms)})"
                 self._warn(message)
-        record.update(loss=all_mean(loss_value, self.ctx), lr=lr, grad_norm=raw_norm, grad_norm_applied=applied,
-                      tokens=tokens * self.ctx.world_size)
-        record.update({k: all_mean(v / loop.grad_accum, self.ctx) for k, v in metric_sums.items() if k != "loss"})
+        record.update(
+            loss=all_mean(loss_value, self.ctx),
+            lr=lr,
+            grad_norm=raw_norm,
+            grad_norm_applied=applied,
+            tokens=tokens * self.ctx.world_size,
+        )
+        record.update(
+            {
+                k: all_mean(v / loop.grad_accum, self.ctx)
+                for k, v in metric_sums.items()
+                if k != "loss"
+            }
+        )
         return record
 
     def _diagnose(self, layer_norms: dict, ratios: dict, saturation):
         d = self.config.diagnostics
-        record = {"kind": "diag", "step": self.step + 1, "grad_norms": layer_norms, "update_ratios": ratios}
+        record = {
+            "kind": "diag",
+            "step": self.step + 1,
+            "grad_norms": layer_norms,
+            "update_ratios": ratios,
+        }
         message = diag.find_vanishing(layer_norms, d.vanishing_ratio, unwrap(self.model))
         if message:
             self._warn(message)
@@ -258,14 +314,25 @@ class Trainer:
         return self.run_dir / "checkpoints" if self.run_dir else None
 
     def save_checkpoint(self):
-        model_state, optim_state = full_state_dicts(self.model, self.optimizer, self.ctx)  # collective
+        model_state, optim_state = full_state_dicts(
+            self.model, self.optimizer, self.ctx
+        )  # collective
         rng = all_gather_object(capture_rng(), self.ctx)
         data = all_gather_object(self.train_data.state_dict(), self.ctx)
         if self.ctx.is_main and self.checkpoint_dir():
-            state = {"step": self.step, "model": model_state, "optimizer": optim_state,
-                     "scheduler": self.scheduler.state_dict(), "rng": rng, "data": data,
-                     "scaler": self.scaler.state_dict() if self.scaler else None,
-                     "detectors": [self.exploding.history.state_dict(), self.loss_spikes.history.state_dict()]}
+            state = {
+                "step": self.step,
+                "model": model_state,
+                "optimizer": optim_state,
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng,
+                "data": data,
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+                "detectors": [
+                    self.exploding.history.state_dict(),
+                    self.loss_spikes.history.state_dict(),
+                ],
+            }
             save_checkpoint(self.checkpoint_dir(), self.step, state, self.config.checkpoint.keep)
 
     def resume(self) -> bool:
@@ -273,7 +340,9 @@ class Trainer:
         if path is None:
             return False
         state = load_checkpoint(path)
-        load_full_state_dicts(self.model, self.optimizer, state["model"], state["optimizer"], self.ctx)
+        load_full_state_dicts(
+            self.model, self.optimizer, state["model"], state["optimizer"], self.ctx
+        )
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -307,7 +376,9 @@ class Trainer:
                 record["tokens_per_s"] = record["tokens"] / max(record["step_time"], 1e-9)
                 tokens_seen += record["tokens"]
                 self.history.append(record)
-                if self.ctx.is_main and (self.step % loop.log_every == 0 or self.step == loop.steps):
+                if self.ctx.is_main and (
+                    self.step % loop.log_every == 0 or self.step == loop.steps
+                ):
                     self.log.write(record)
                 progress.update(self.step, record)
                 if loop.eval_every and self.step % loop.eval_every == 0 and self.step < loop.steps:
@@ -321,8 +392,12 @@ class Trainer:
         summary.update(self.evaluate())
         elapsed = time.perf_counter() - started
         last = self.history[-1] if self.history else {}
-        summary.update(step=self.step, loss=last.get("loss"), tokens_per_s=tokens_seen / max(elapsed, 1e-9),
-                       warnings=len(self.warnings))
+        summary.update(
+            step=self.step,
+            loss=last.get("loss"),
+            tokens_per_s=tokens_seen / max(elapsed, 1e-9),
+            warnings=len(self.warnings),
+        )
         if self.ctx.is_main:
             self.log.write({"kind": "summary", **summary})
         return summary
@@ -343,18 +418,32 @@ class _Progress:
 
         console = Console(stderr=True)
         if console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
-            self.bar = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[info]}"),
-                                TimeRemainingColumn(), console=console)
+            self.bar = Progress(
+                TextColumn("step"),
+                MofNCompleteColumn(),
+                BarColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                console=console,
+            )
             self.task = self.bar.add_task("train", total=total, completed=start, info="")
             self.bar.start()
 
     def update(self, step: int, record: dict):
         if not self.enabled:
             return
-        info = (f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  gnorm {record['grad_norm']:.3g}  "
-                f"{record['tokens_per_s']:,.0f} tok/s")
+        info = (
+            f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  gnorm {record['grad_norm']:.3g}  "
+            f"{record['tokens_per_s']:,.0f} tok/s"
+        )
         if self.bar:
             self.bar.update(self.task, completed=step, info=info)
         elif step % self.every == 0 or step == self.total:

@@ -36,7 +36,9 @@ class JsonlSink:
         self.fh = open(path, "ab")
 
     def write(self, records: list[dict]) -> None:
-        self.fh.write(b"".join(json.dumps(_jsonable(r), ensure_ascii=False).encode() + b"\n" for r in records))
+        self.fh.write(
+            b"".join(json.dumps(_jsonable(r), ensure_ascii=False).encode() + b"\n" for r in records)
+        )
 
     def flush(self) -> None:
         self.fh.flush()
@@ -93,7 +95,9 @@ class ParquetSink:
 
         files = sorted(glob.glob(os.path.join(self.parts, "part-*.parquet")))
         if files:
-            schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+            schema = pa.unify_schemas(
+                [pq.read_schema(f) for f in files], promote_options="permissive"
+            )
             with pq.ParquetWriter(self.path + ".tmp", schema) as writer:
                 for f in files:
                     table = pq.read_table(f)
@@ -130,7 +134,9 @@ class SqlSink:
                     continue
                 columns[key] = (sa.Boolean if isinstance(value, bool) else sa.BigInteger if isinstance(value, int)
                                 else sa.Float if isinstance(value, float) else sa.Text)()  # fmt: skip
-        cols = [sa.Column(name, typ, primary_key=name == self.id_field) for name, typ in columns.items()]
+        cols = [
+            sa.Column(name, typ, primary_key=name == self.id_field) for name, typ in columns.items()
+        ]
         self.table = sa.Table(self.table_name, meta, *cols)
         meta.create_all(self.engine)
 
@@ -138,10 +144,18 @@ class SqlSink:
         row = {}
         for key, value in record.items():
             if key not in self.table.c:
-                raise RecipeError(f"sql sink: field {key!r} is not a column of table {self.table_name!r}")
-            row[key] = json.dumps(_jsonable(value), ensure_ascii=False) if isinstance(value, (dict, list, tuple)) else value
+                raise RecipeError(
+                    f"sql sink: field {key!r} is not a column of table {self.table_name!r}"
+                )
+            row[key] = (
+                json.dumps(_jsonable(value), ensure_ascii=False)
+                if isinstance(value, (dict, list, tuple))
+                else value
+            )
         if row.get(self.id_field) is None:
-            digest = hashlib.sha1(json.dumps(_jsonable(record), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+            digest = hashlib.sha1(
+                json.dumps(_jsonable(record), sort_keys=True, ensure_ascii=False).encode()
+            ).hexdigest()
             row[self.id_field] = digest[:16]
         else:
             row[self.id_field] = str(row[self.id_field])
@@ -152,16 +166,20 @@ class SqlSink:
             return
         if self.table is None:
             self._ensure_table(records)
-        rows = list({r[self.id_field]: r for r in map(self._row, records)}.values())  # last one wins
+        rows = list(
+            {r[self.id_field]: r for r in map(self._row, records)}.values()
+        )  # last one wins
         dialect = self.engine.dialect.name
         if dialect in ("sqlite", "postgresql"):
-            insert = getattr(__import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"]), "insert")
+            insert = __import__(f"sqlalchemy.dialects.{dialect}", fromlist=["insert"]).insert
             for chunk in _chunks(rows, 500):
                 stmt = insert(self.table)
                 # Each row may carry a different set of keys; update the union of them.
                 keys = {k for r in chunk for k in r if k != self.id_field}
                 full = [{c: r.get(c) for c in [self.id_field, *keys]} for r in chunk]
-                stmt = stmt.on_conflict_do_update(index_elements=[self.id_field], set_={k: stmt.excluded[k] for k in keys})
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[self.id_field], set_={k: stmt.excluded[k] for k in keys}
+                )
                 with self.engine.begin() as conn:
                     conn.execute(stmt, full)
         else:  # portable fallback: delete then insert in one transaction

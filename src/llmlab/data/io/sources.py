@@ -12,8 +12,9 @@ import csv
 import glob
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from llmlab.data.ops.base import RecipeError
 
@@ -29,7 +30,12 @@ class BadRecord:
 
 def _paths(pattern: str, suffixes: tuple[str, ...] = ()) -> list[str]:
     if os.path.isdir(pattern):
-        found = [os.path.join(d, f) for d, _, fs in os.walk(pattern) for f in fs if not suffixes or f.endswith(suffixes)]
+        found = [
+            os.path.join(d, f)
+            for d, _, fs in os.walk(pattern)
+            for f in fs
+            if not suffixes or f.endswith(suffixes)
+        ]
     else:
         found = glob.glob(pattern, recursive=True)
     if not found:
@@ -45,7 +51,11 @@ def read_jsonl(path: str) -> Iterator[dict | BadRecord]:
                 try:
                     text = line.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    yield BadRecord(f"undecodable bytes: {exc.reason} at {exc.start}", line.decode("utf-8", "replace"), where)
+                    yield BadRecord(
+                        f"undecodable bytes: {exc.reason} at {exc.start}",
+                        line.decode("utf-8", "replace"),
+                        where,
+                    )
                     continue
                 if not text.strip():
                     continue
@@ -54,7 +64,11 @@ def read_jsonl(path: str) -> Iterator[dict | BadRecord]:
                 except json.JSONDecodeError as exc:
                     yield BadRecord(f"invalid JSON: {exc.msg}", text.rstrip("\n"), where)
                     continue
-                yield value if isinstance(value, dict) else BadRecord("JSON line is not an object", text.rstrip("\n"), where)
+                yield (
+                    value
+                    if isinstance(value, dict)
+                    else BadRecord("JSON line is not an object", text.rstrip("\n"), where)
+                )
 
 
 def read_json(path: str, records_key: str | None = None) -> Iterator[dict | BadRecord]:
@@ -67,7 +81,11 @@ def read_json(path: str, records_key: str | None = None) -> Iterator[dict | BadR
             continue
         items = value.get(records_key, []) if records_key and isinstance(value, dict) else value
         for i, item in enumerate(items if isinstance(items, list) else [items]):
-            yield item if isinstance(item, dict) else BadRecord("item is not an object", json.dumps(item)[:200], f"{file}[{i}]")
+            yield (
+                item
+                if isinstance(item, dict)
+                else BadRecord("item is not an object", json.dumps(item)[:200], f"{file}[{i}]")
+            )
 
 
 def read_csv(path: str, delimiter: str = ",") -> Iterator[dict | BadRecord]:
@@ -88,7 +106,9 @@ def read_parquet(path: str, batch_size: int = 1024) -> Iterator[dict]:
             yield from batch.to_pylist()
 
 
-def read_text_folder(path: str, suffixes: list[str] | tuple[str, ...] = (".txt", ".md")) -> Iterator[dict | BadRecord]:
+def read_text_folder(
+    path: str, suffixes: list[str] | tuple[str, ...] = (".txt", ".md")
+) -> Iterator[dict | BadRecord]:
     for file in _paths(path, tuple(suffixes)):
         with open(file, "rb") as fh:
             data = fh.read()
@@ -98,7 +118,9 @@ def read_text_folder(path: str, suffixes: list[str] | tuple[str, ...] = (".txt",
             yield BadRecord(f"undecodable bytes: {exc.reason} at {exc.start}", "", file)
 
 
-def read_sql(url: str, query: str | None = None, table: str | None = None, batch_size: int = 1000) -> Iterator[dict]:
+def read_sql(
+    url: str, query: str | None = None, table: str | None = None, batch_size: int = 1000
+) -> Iterator[dict]:
     """Rows of a query (or a whole table, ordered by its first column so resume is deterministic)."""
     import sqlalchemy as sa
 
@@ -116,7 +138,9 @@ def read_sql(url: str, query: str | None = None, table: str | None = None, batch
             for row in result:
                 yield dict(row._mapping)
     except sa.exc.SQLAlchemyError as exc:
-        raise RecipeError(f"sql source {sa.engine.make_url(url).render_as_string(hide_password=True)}: {str(exc).splitlines()[0]}") from None
+        raise RecipeError(
+            f"sql source {sa.engine.make_url(url).render_as_string(hide_password=True)}: {str(exc).splitlines()[0]}"
+        ) from None
     finally:
         engine.dispose()
 
@@ -139,13 +163,19 @@ def read_http(url: str, page_param: str = "page", size_param: str = "per_page", 
         try:
             payload = json.loads(body)
         except json.JSONDecodeError as exc:
-            yield BadRecord(f"invalid JSON page: {exc.msg}", body[:200].decode("utf-8", "replace"), page_url)
+            yield BadRecord(
+                f"invalid JSON page: {exc.msg}", body[:200].decode("utf-8", "replace"), page_url
+            )
             return
         items = payload.get(items_key) if isinstance(payload, dict) else payload
         if not items:
             return
         for i, item in enumerate(items):
-            yield item if isinstance(item, dict) else BadRecord("item is not an object", json.dumps(item)[:200], f"{page_url}#{i}")
+            yield (
+                item
+                if isinstance(item, dict)
+                else BadRecord("item is not an object", json.dumps(item)[:200], f"{page_url}#{i}")
+            )
 
 
 def open_source(spec: dict[str, Any]) -> Iterator[dict | BadRecord]:

@@ -15,11 +15,12 @@ is what `llmlab data ops` prints. Five kinds:
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from llmlab.errors import LlmlabError
 
-OPS: dict[str, type["Op"]] = {}
+OPS: dict[str, type[Op]] = {}
 
 
 class RecipeError(LlmlabError):
@@ -43,7 +44,7 @@ def op_arguments(cls: type) -> dict[str, Any]:
     return {n: p.default for n, p in params.items() if n != "self" and p.kind is p.KEYWORD_ONLY}
 
 
-def build_op(name: str, args: dict[str, Any] | None) -> "Op":
+def build_op(name: str, args: dict[str, Any] | None) -> Op:
     """Instantiate a registered operator, with one-line errors for unknown names or arguments."""
     from llmlab.data import ops as _load_all  # noqa: F401  (registers every operator)
 
@@ -56,7 +57,9 @@ def build_op(name: str, args: dict[str, Any] | None) -> "Op":
     known = op_arguments(cls)
     for key in args:
         if key not in known:
-            raise RecipeError(f"operator {name!r} has no argument {key!r}; it takes: {', '.join(known) or 'none'}")
+            raise RecipeError(
+                f"operator {name!r} has no argument {key!r}; it takes: {', '.join(known) or 'none'}"
+            )
     missing = [k for k, v in known.items() if v is inspect.Parameter.empty and k not in args]
     if missing:
         raise RecipeError(f"operator {name!r} needs argument(s): {', '.join(missing)}")
@@ -75,10 +78,10 @@ class Op:
     stateless = True
     text_key = "text"
 
-    def process(self, batch: list[dict], trace: "TraceHook") -> list[dict]:
+    def process(self, batch: list[dict], trace: TraceHook) -> list[dict]:
         raise NotImplementedError
 
-    def finish(self, trace: "TraceHook") -> list[dict]:
+    def finish(self, trace: TraceHook) -> list[dict]:
         """Records held back until the end of the stream (selectors)."""
         return []
 

@@ -35,7 +35,9 @@ class KeepFields(Formatter):
 class AddId(Formatter):
     """Add a stable `id` (hash of the given fields, default the text) unless the record already has one."""
 
-    def __init__(self, *, field: str = "id", from_fields: list[str] | None = None, overwrite: bool = False):
+    def __init__(
+        self, *, field: str = "id", from_fields: list[str] | None = None, overwrite: bool = False
+    ):
         self.field, self.from_fields, self.overwrite = field, from_fields, overwrite
 
     def format(self, record):
@@ -65,12 +67,17 @@ class SplitParagraphs(Formatter):
 class QaToChat(Formatter):
     """Turn question/answer fields into chat `messages` (optional system prompt) for SFT."""
 
-    def __init__(self, *, question: str = "question", answer: str = "answer", system: str | None = None):
+    def __init__(
+        self, *, question: str = "question", answer: str = "answer", system: str | None = None
+    ):
         self.question, self.answer, self.system = question, answer, system
 
     def format(self, record):
         if not record.get(self.question) or not record.get(self.answer):
             return
         messages = [{"role": "system", "content": self.system}] if self.system else []
-        messages += [{"role": "user", "content": record[self.question]}, {"role": "assistant", "content": record[self.answer]}]
+        messages += [
+            {"role": "user", "content": record[self.question]},
+            {"role": "assistant", "content": record[self.answer]},
+        ]
         yield {**record, "messages": messages}

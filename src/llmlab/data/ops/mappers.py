@@ -22,7 +22,9 @@ class FixUnicode(Mapper):
     def map(self, text):
         import ftfy
 
-        return ftfy.fix_text(text, normalization=self.normalization, fix_character_width=self.fullwidth_to_ascii)
+        return ftfy.fix_text(
+            text, normalization=self.normalization, fix_character_width=self.fullwidth_to_ascii
+        )
 
 
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000\ufeff]+")
@@ -66,7 +68,9 @@ class PunctuationNormalization(Mapper):
 
 
 _TAG = re.compile(r"<[^>]+>")
-_BLOCK_TAGS = re.compile(r"<\s*/?\s*(p|div|br|li|tr|h[1-6]|ul|ol|table|section|article)\b[^>]*>", re.I)
+_BLOCK_TAGS = re.compile(
+    r"<\s*/?\s*(p|div|br|li|tr|h[1-6]|ul|ol|table|section|article)\b[^>]*>", re.I
+)
 _SCRIPT = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
 
 
@@ -86,7 +90,9 @@ class CleanHtml(Mapper):
         return re.sub(r"\n\s*\n+", "\n", html.unescape(text)).strip()
 
 
-_LINK = re.compile(r"(?:(?:https?|ftp)://|www\.)[^\s<>\"'\u3000-\u303f\uff08\uff09\uff0c\u3002]+", re.I)
+_LINK = re.compile(
+    r"(?:(?:https?|ftp)://|www\.)[^\s<>\"'\u3000-\u303f\uff08\uff09\uff0c\u3002]+", re.I
+)
 
 
 @register("clean_links")
@@ -97,7 +103,9 @@ class CleanLinks(Mapper):
         self.repl = repl
 
     def map(self, text):
-        if "://" not in text and "www." not in text.lower():  # most texts have no link; skip the slow scan
+        if (
+            "://" not in text and "www." not in text.lower()
+        ):  # most texts have no link; skip the slow scan
             return text
         return _LINK.sub(self.repl, text)
 
@@ -113,7 +121,9 @@ class CleanEmail(Mapper):
         self.repl = repl
 
     def map(self, text):
-        return _EMAIL.sub(self.repl, text) if "@" in text else text  # the scan backtracks at every word
+        return (
+            _EMAIL.sub(self.repl, text) if "@" in text else text
+        )  # the scan backtracks at every word
 
 
 _IPV4 = r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])"
@@ -201,4 +211,6 @@ class RepairMojibake(Mapper):
         from llmlab.data import charlm
         from llmlab.data.mojibake import LM_ORDER, repair
 
-        return repair(text, lm=charlm.model(LM_ORDER, self.extra_corpus) if self.extra_corpus else None)
+        return repair(
+            text, lm=charlm.model(LM_ORDER, self.extra_corpus) if self.extra_corpus else None
+        )

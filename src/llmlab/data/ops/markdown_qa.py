@@ -23,7 +23,9 @@ _FOLLOW_UP = ("追问",)
 
 def clean_heading(text: str) -> str:
     """Heading text without Markdown emphasis, trailing colons or stray spaces."""
-    text = re.sub(r"\*\*(.+?)\*\*", r"\1", text.replace("`", ""))  # paired emphasis only: keep **kwargs
+    text = re.sub(
+        r"\*\*(.+?)\*\*", r"\1", text.replace("`", "")
+    )  # paired emphasis only: keep **kwargs
     return text.strip().rstrip("：:").strip()
 
 
@@ -86,7 +88,13 @@ def qa_records(markdown: str) -> list[dict]:
         role = _role(heading) if level >= 3 else "body"
         if role == "follow_up":
             question = re.search(r"[「“\"](.+?)[」”\"]?$", heading)
-            current["follow_ups"].append({"question": (question.group(1) if question else heading).strip("」”\"？?") + "？", "answer": _text(body)})
+            current["follow_ups"].append(
+                {
+                    "question": (question.group(1) if question else heading).strip('」”"？?')
+                    + "？",
+                    "answer": _text(body),
+                }
+            )
             part = "follow_up"
             continue
         if role in ("analysis", "answer"):
@@ -107,7 +115,12 @@ def _next_level1(blocks, i):
 
 
 def _entry(entries, section, question):
-    entry = {"section": section, "question": question, "parts": {"analysis": [], "answer": []}, "follow_ups": []}
+    entry = {
+        "section": section,
+        "question": question,
+        "parts": {"analysis": [], "answer": []},
+        "follow_ups": [],
+    }
     entries.append(entry)
     return entry
 

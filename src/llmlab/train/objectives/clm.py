@@ -24,6 +24,9 @@ class CausalLMObjective:
         inputs, targets = ids[:, :-1], ids[:, 1:]
         logits = logits_of(model(inputs))
         # Cross-entropy in float32 even under autocast: log-softmax over a big vocab needs the range.
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                               ignore_index=self.ignore_index)
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=self.ignore_index,
+        )
         return loss, {"tokens": targets.numel()}

@@ -28,7 +28,7 @@ def precompute_reference_logps(reference, pairs: list, pad_id: int, batch_size: 
     from llmlab.posttrain.data import dpo_collate
 
     for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+        chunk = pairs[start : start + batch_size]
         batch = dpo_collate(chunk, pad_id)
         chosen, rejected = reference.pair_logps(batch).chunk(2)
         for pair, c, r in zip(chunk, chosen.tolist(), rejected.tolist()):
@@ -42,11 +42,15 @@ class DPOObjective:
 
     def __call__(self, model, batch: dict):
         ids, mask = batch["input_ids"], batch["completion_mask"]
-        policy = pair_logps(model, batch)  # chosen and rejected in one forward, each prompt computed once
+        policy = pair_logps(
+            model, batch
+        )  # chosen and rejected in one forward, each prompt computed once
         ref = batch.get("ref_logps")
         if ref is None:
             if self.reference is None:
-                raise LlmlabError("DPO batch has no precomputed ref_logps and no reference model was given")
+                raise LlmlabError(
+                    "DPO batch has no precomputed ref_logps and no reference model was given"
+                )
             ref = self.reference.pair_logps(batch)
         pc, pr = policy.chunk(2)
         rc, rr = ref.to(policy.dtype).chunk(2)

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from llmlab.train.losses import clipped_policy_loss, grpo_advantages, kl_estimate, masked_mean, token_logps
+from llmlab.train.losses import (
+    clipped_policy_loss,
+    grpo_advantages,
+    kl_estimate,
+    masked_mean,
+    token_logps,
+)
 from llmlab.train.objectives.clm import logits_of
 
 
@@ -39,8 +45,12 @@ class GRPOObjective:
         logps = token_logps(logits_of(model(ids[:, :-1])), ids[:, 1:])
         advantages = batch["advantages"][:, None].expand_as(logps)
         loss, clipfrac = clipped_policy_loss(logps, batch["old_logps"], advantages, mask, self.clip)
-        metrics = {"reward": float(batch["scores"].mean()), "policy/clipfrac": float(clipfrac),
-                   "completion_length": float(mask.sum(1).mean()), "tokens": int(ids.numel())}
+        metrics = {
+            "reward": float(batch["scores"].mean()),
+            "policy/clipfrac": float(clipfrac),
+            "completion_length": float(mask.sum(1).mean()),
+            "tokens": int(ids.numel()),
+        }
         if self.kl_beta > 0:
             kl = masked_mean(kl_estimate(logps, batch["ref_logps"], "k3"), mask)
             loss = loss + self.kl_beta * kl

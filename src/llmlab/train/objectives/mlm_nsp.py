@@ -18,22 +18,34 @@ import torch.nn.functional as F
 IGNORE = -100
 
 
-def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, mask_id: int, vocab_size: int,
-                probability: float = 0.15, generator: torch.Generator | None = None):
+def mask_tokens(
+    input_ids: torch.Tensor,
+    special_mask: torch.Tensor,
+    mask_id: int,
+    vocab_size: int,
+    probability: float = 0.15,
+    generator: torch.Generator | None = None,
+):
     """Return (masked input_ids, labels); labels are IGNORE except at the picked positions."""
-    picked = (torch.rand(input_ids.shape, generator=generator, device=input_ids.device) < probability) & ~special_mask
+    picked = (
+        torch.rand(input_ids.shape, generator=generator, device=input_ids.device) < probability
+    ) & ~special_mask
     labels = torch.where(picked, input_ids, torch.full_like(input_ids, IGNORE))
     roll = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
     to_mask = picked & (roll < 0.8)
     to_random = picked & (roll >= 0.8) & (roll < 0.9)
-    random_tokens = torch.randint(vocab_size, input_ids.shape, generator=generator, device=input_ids.device)
+    random_tokens = torch.randint(
+        vocab_size, input_ids.shape, generator=generator, device=input_ids.device
+    )
     masked = torch.where(to_mask, torch.full_like(input_ids, mask_id), input_ids)
     masked = torch.where(to_random, random_tokens, masked)
     return masked, labels
 
 
 class MlmNspObjective:
-    def __init__(self, mask_id: int, vocab_size: int, special_ids: list[int], probability: float = 0.15):
+    def __init__(
+        self, mask_id: int, vocab_size: int, special_ids: list[int], probability: float = 0.15
+    ):
         self.mask_id, self.vocab_size, self.probability = mask_id, vocab_size, probability
         self.special_ids = torch.tensor(sorted(set(special_ids)))
 
@@ -42,14 +54,19 @@ class MlmNspObjective:
         special = torch.isin(ids, self.special_ids.to(ids.device))
         masked, labels = mask_tokens(ids, special, self.mask_id, self.vocab_size, self.probability)
         mlm_logits, nsp_logits = model(masked, batch["attention_mask"], batch["token_type_ids"])
-        mlm_loss = F.cross_entropy(mlm_logits.float().reshape(-1, mlm_logits.shape[-1]), labels.reshape(-1),
-                                   ignore_index=IGNORE)
+        mlm_loss = F.cross_entropy(
+            mlm_logits.float().reshape(-1, mlm_logits.shape[-1]),
+            labels.reshape(-1),
+            ignore_index=IGNORE,
+        )
         nsp_loss = F.cross_entropy(nsp_logits.float(), batch["nsp_labels"])
         picked = labels != IGNORE
         metrics = {
             "mlm_loss": float(mlm_loss.detach()),
             "nsp_loss": float(nsp_loss.detach()),
-            "mlm_acc": float((mlm_logits.argmax(-1)[picked] == labels[picked]).float().mean()) if picked.any() else 0.0,
+            "mlm_acc": float((mlm_logits.argmax(-1)[picked] == labels[picked]).float().mean())
+            if picked.any()
+            else 0.0,
             "nsp_acc": float((nsp_logits.argmax(-1) == batch["nsp_labels"]).float().mean()),
             "tokens": int(batch["attention_mask"].sum()),
         }

@@ -68,7 +68,9 @@ class Reference:
             return token_logps(logits_of(self._model()(input_ids[:, :-1])), input_ids[:, 1:])
 
     @torch.no_grad()
-    def completion_logps(self, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    def completion_logps(
+        self, input_ids: torch.Tensor, completion_mask: torch.Tensor
+    ) -> torch.Tensor:
         """log πref of each row's completion (summed): [B, T] → [B]."""
         with self._context():
             return completion_logps(self._model(), input_ids, completion_mask)

@@ -21,5 +21,8 @@ class RewardObjective:
         chosen, rejected = scores[:pairs], scores[pairs:]
         loss = reward_loss(chosen, rejected, batch.get("margin"))
         chosen, rejected = chosen.detach(), rejected.detach()
-        return loss, {"accuracy": float((chosen > rejected).float().mean()),
-                      "margin": float((chosen - rejected).mean()), "tokens": int(ids.numel())}
+        return loss, {
+            "accuracy": float((chosen > rejected).float().mean()),
+            "margin": float((chosen - rejected).mean()),
+            "tokens": int(ids.numel()),
+        }

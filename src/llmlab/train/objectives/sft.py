@@ -17,7 +17,9 @@ class SFTObjective:
         ids, mask = batch["input_ids"], batch["loss_mask"]
         targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
         logits = logits_of(model(ids[:, :-1]))
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+        )
         trained = int(mask[:, 1:].sum())
         return loss, {"tokens": ids[:, :-1].numel(), "trained_tokens": trained}
 
