@@ -6,16 +6,23 @@
         for out in engine.step():          # RequestOutput per request that changed this step
             print(out.request_id, out.outputs[0].delta, out.finished)
 
+Constrained requests (`SamplingParams(json_schema=…)` etc.) carry a grammar matcher per sequence;
+each step fills the masks of the constrained rows in a worker thread while the model runs, the
+sampler applies them, and each sampled token advances its matcher (guided.py). A sequence whose
+grammar is complete stops at once with finish_reason "stop".
+
 Not thread-safe: one thread drives it (the offline `LLM` or the async engine's worker).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmlab.engine.block_manager import BlockManager
+from llmlab.engine.guided import Guide
 from llmlab.engine.model_runner import ModelRunner
 from llmlab.engine.sampler import sample
 from llmlab.engine.sampling_params import SamplingParams
@@ -23,6 +30,8 @@ from llmlab.engine.scheduler import Scheduler
 from llmlab.engine.sequence import Sequence
 from llmlab.errors import ContextLengthError, LlmlabError
 from llmlab.generation import Detokenizer
+
+log = logging.getLogger("llmlab.engine")
 
 
 @dataclass
@@ -99,6 +108,7 @@ class LLMEngine:
             if tokenizer is not None and tokenizer.eos_token_id is not None
             else set()
         )
+        self.guide = Guide(tokenizer, model.config.vocab_size)
         self.generated_tokens = 0
         self.on_token: Callable[[Sequence, bool, float], None] | None = (
             None  # (seq, first?, seconds)
@@ -133,11 +143,14 @@ class LLMEngine:
             raise LlmlabError(f"request id '{request_id}' is already in use")
         prompt_ids = self.encode(prompt)
         self.check_prompt(prompt_ids)
+        matcher = self.guide.compile(params) if params.guided else None
         seqs: list[Sequence] = []
         for i in range(params.n):
             seqs.append(
                 Sequence(request_id, i, prompt_ids, params, leader=seqs[0] if seqs else None)
             )
+            if matcher is not None:  # each of the n completions walks the grammar on its own
+                seqs[-1].matcher = matcher if i == 0 else matcher.deep_copy()
         for seq in seqs:
             self.scheduler.add(seq)
         self.requests[request_id] = _Request(
@@ -170,15 +183,25 @@ class LLMEngine:
         batch = self.scheduler.schedule()
         if batch.is_empty:
             return []
+        sampling_seqs = [
+            seq
+            for seq, k in zip(batch.seqs, batch.num_new_tokens)
+            if seq.num_computed_tokens + k == seq.num_tokens
+        ]
+        masked_rows = [i for i, seq in enumerate(sampling_seqs) if seq.matcher is not None]
+        masks = (  # computed while the model runs
+            self.guide.start_masks([sampling_seqs[i].matcher for i in masked_rows])
+            if masked_rows
+            else None
+        )
         logits = self.runner.run(batch.seqs, batch.num_new_tokens)
-        sampling_seqs = []
         for seq, k in zip(batch.seqs, batch.num_new_tokens):
             seq.num_computed_tokens += k
             self.block_manager.register_full_blocks(seq)
-            if seq.num_computed_tokens == seq.num_tokens:
-                sampling_seqs.append(seq)
+        allowed = self._allowed(masks.result()) if masks is not None else None
         touched: dict[str, _Request] = {}
-        for seq, (token, logprob) in zip(sampling_seqs, sample(logits, sampling_seqs)):
+        sampled = sample(logits, sampling_seqs, masked_rows, allowed)
+        for seq, (token, logprob) in zip(sampling_seqs, sampled):
             first = seq.first_token_time is None
             previous = seq.last_token_time
             seq.append_token(token, logprob)
@@ -192,6 +215,24 @@ class LLMEngine:
             self._process_token(request, seq, token, logprob)
         return [self._snapshot(r) for r in touched.values()]
 
+    def _allowed(self, bitmask):
+        """Bitmask rows → bool [rows, vocab]; a row allowing nothing (a matcher in error) gets
+        EOS, so the request ends instead of drawing from an all -inf row."""
+        allowed = self.guide.allowed(bitmask)
+        empty = ~allowed.any(-1)
+        if bool(empty.any()):
+            for eos in self.eos_ids:
+                allowed[empty, eos] = True
+        return allowed
+
+    def _grammar_complete(self, seq: Sequence, token: int) -> bool:
+        """Advance a constrained sequence's grammar; True once nothing but EOS may follow."""
+        try:
+            return not self.guide.advance(seq.matcher, token)
+        except LlmlabError as error:  # should not happen (the mask allowed the token): end it
+            log.warning("request %s: %s", seq.request_id, error)
+            return True
+
     def _process_token(self, request: _Request, seq: Sequence, token: int, logprob):
         out, detok, p = request.outputs[seq.index], request.detoks[seq.index], seq.params
         stop_ids = set(p.stop_token_ids) | (set() if p.ignore_eos else self.eos_ids)
@@ -201,11 +242,13 @@ class LLMEngine:
             out.delta += detok.add(token)
             if logprob is not None:
                 out.logprobs.append(logprob)
-            if detok.stopped:
+            complete = seq.matcher is not None and self._grammar_complete(seq, token)
+            if detok.stopped or complete:
                 self.scheduler.finish(seq, "stop")
             elif len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.max_seq_tokens:
                 self.scheduler.finish(seq, "length")
         if seq.is_finished:
+            seq.matcher = None
             out.delta += detok.flush()
             out.finish_reason = seq.finish_reason
         out.text, out.token_ids = detok.text, list(detok.ids)
@@ -245,5 +288,7 @@ class LLMEngine:
             "prefix_cache_query_tokens": bm.prefix_query_tokens,
             "generated_tokens": self.generated_tokens,
             "preemptions": self.scheduler.num_preemptions,
+            "guided_masks": self.guide.mask_rows,
+            "guided_mask_seconds": self.guide.mask_seconds,
             "time": time.time(),
         }

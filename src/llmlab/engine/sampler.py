@@ -1,9 +1,9 @@
 """Next tokens for a batch of sequences, each with its own SamplingParams.
 
-Per row, in order: repetition penalty (prompt + output, CTRL-style, shared with the reference
+Per row, in order: the grammar mask of a constrained row (disallowed tokens get -inf), repetition penalty (prompt + output, CTRL-style, shared with the reference
 generator) → presence/frequency penalties (output only, OpenAI-style) → greedy argmax, or
 temperature → top-k → top-p → min-p → a draw from the sequence's own generator (seeded per request).
-Log-probabilities, when asked for, are the model's own (before any penalty or filter).
+Log-probabilities, when asked for, are the model's own (before any mask, penalty or filter).
 
 Vectorised across the batch: when every row is plain greedy the whole batch is one argmax;
 otherwise penalties run only on the rows that use them, greedy rows share one argmax, and rows with
@@ -75,13 +75,22 @@ def _draw(probs: torch.Tensor, seqs: list[Sequence]) -> list[int]:
     return tokens
 
 
-def sample(logits: torch.Tensor, seqs: list[Sequence]) -> list[tuple[int, dict | None]]:
-    """logits [len(seqs), vocab] (float32) → (token id, logprob entry or None) per sequence."""
+def sample(
+    logits: torch.Tensor,
+    seqs: list[Sequence],
+    masked_rows: list[int] | None = None,
+    allowed: torch.Tensor | None = None,
+) -> list[tuple[int, dict | None]]:
+    """logits [len(seqs), vocab] (float32) → (token id, logprob entry or None) per sequence.
+    `allowed` [len(masked_rows), vocab] (bool): the only tokens those rows may pick."""
+    raw = logits
+    if masked_rows:
+        logits = logits.clone()
+        logits[masked_rows] = logits[masked_rows].masked_fill(~allowed, float("-inf"))
     if all(
         s.params.greedy and not s.params.needs_history and s.params.logprobs is None for s in seqs
     ):
         return [(t, None) for t in logits.argmax(-1).tolist()]
-    raw = logits
     history = [i for i, s in enumerate(seqs) if s.params.needs_history]
     if history:
         logits = logits.clone()

@@ -2,6 +2,7 @@
 
     SamplingParams(max_tokens=64)                                  # greedy
     SamplingParams(temperature=0.8, top_p=0.95, seed=1, n=2, stop=["\\n\\n"], logprobs=3)
+    SamplingParams(json_schema={"type": "object"})     # or regex=, choice=[...], grammar= (Lark)
 
 Validation raises LlmlabError with one line, which the server turns into a 400.
 """
@@ -29,6 +30,11 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)  # in addition to the tokenizer's EOS
     ignore_eos: bool = False
     logprobs: int | None = None  # return the chosen token's logprob and this many top alternatives
+    # Constrained decoding (at most one; see guided.py): output must match the constraint.
+    json_schema: dict | str | bool | None = None  # a JSON Schema (True: any JSON object)
+    regex: str | None = None
+    choice: list[str] | None = None  # exactly one of these strings
+    grammar: str | None = None  # a Lark grammar (llguidance's dialect)
 
     def __post_init__(self):
         if isinstance(self.stop, str):
@@ -57,6 +63,30 @@ class SamplingParams:
                 f"logprobs must be in [0, 20], got {self.logprobs}",
             ),
         ]
+        constraints = [
+            name
+            for name in ("json_schema", "regex", "choice", "grammar")
+            if getattr(self, name) is not None
+        ]
+        checks += [
+            (
+                len(constraints) <= 1,
+                f"use one of json_schema, regex, choice, grammar, got {', '.join(constraints)}",
+            ),
+            (
+                self.choice is None
+                or (
+                    isinstance(self.choice, list)
+                    and self.choice
+                    and all(isinstance(c, str) and c for c in self.choice)
+                ),
+                "choice must be a non-empty list of non-empty strings",
+            ),
+            (
+                self.json_schema is not False,
+                "json_schema must be a schema, a JSON string or True (any JSON object)",
+            ),
+        ]
         for ok, message in checks:
             if not ok:
                 raise LlmlabError(message)
@@ -64,6 +94,14 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def guided(self) -> bool:
+        """Whether the output is constrained (by a schema, regex, choice list or grammar)."""
+        return any(
+            getattr(self, name) is not None
+            for name in ("json_schema", "regex", "choice", "grammar")
+        )
 
     @property
     def needs_history(self) -> bool:

@@ -51,6 +51,9 @@ class Sequence:
         self.first_token_time: float | None = None
         self.last_token_time: float | None = None
         self.num_preemptions = 0
+        self.matcher = (
+            None  # constrained decoding: the grammar state, advanced per token (guided.py)
+        )
         self.generator = None
         if params.seed is not None:
             self.generator = torch.Generator().manual_seed(params.seed + index)
