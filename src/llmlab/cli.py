@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "llmlab.commands.plot",
     "llmlab.commands.serve",
     "llmlab.commands.exp",
+    "llmlab.commands.agent",
 ]
 
 
