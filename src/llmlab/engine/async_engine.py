@@ -48,6 +48,8 @@ class AsyncEngine:
 
     def start(self):
         if self._thread is None:
+            # llguidance's view of the tokenizer takes ~2 s to build: do it before it is needed
+            threading.Thread(target=self.engine.guide.warm_up, daemon=True).start()
             self._thread = threading.Thread(target=self._run, name="llmlab-engine", daemon=True)
             self._thread.start()
 
@@ -71,6 +73,7 @@ class AsyncEngine:
         if len(self._streams) >= self.max_in_flight:
             raise QueueFullError(f"too many requests in flight ({len(self._streams)}); retry later")
         self.engine.check_prompt(prompt_ids)
+        self.engine.guide.check(params)  # a bad schema/grammar fails here, not in the worker
         outputs: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = (asyncio.get_running_loop(), outputs)
         self._send(("add", request_id, prompt_ids, params))

@@ -145,12 +145,27 @@ class Guide:
                     ) from error
             return self._lltokenizer
 
+    def warm_up(self):
+        """Build the tokenizer bridge now (a server calls this in the background at start-up, so
+        the first constrained request does not wait for it); errors surface on first use."""
+        try:
+            self.lltokenizer()
+        except LlmlabError:
+            pass
+
+    def check(self, params) -> None:
+        """Compile a request's constraint now (cached for the engine), raising LlmlabError naming
+        the problem: the server calls this before queueing, so a bad schema is a 400."""
+        if params.guided:
+            self._template(params)
+
     def compile(self, params):
         """A fresh matcher for this request's constraint (None for a free request); raises
         LlmlabError naming the problem for an invalid schema, regex or grammar."""
+        return self._template(params).deep_copy() if params.guided else None
+
+    def _template(self, params):
         grammar = grammar_for(params)
-        if grammar is None:
-            return None
         with self._lock:
             template = self._compiled.get(grammar)
             if template is not None:
@@ -164,7 +179,7 @@ class Guide:
                 self._compiled[grammar] = template
                 while len(self._compiled) > _CACHE_SIZE:
                     self._compiled.popitem(last=False)
-        return template.deep_copy()
+        return template
 
     # ---- one step --------------------------------------------------------------------------
     def start_masks(self, matchers: list) -> Future:
