@@ -270,13 +270,37 @@ def _run(
     return SandboxResult(stdout, stderr, reason, returncode, sig, seconds, workdir)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the launcher's whole process group (its PID namespace dies with it)."""
+def _kill_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGKILL the launcher's whole process group and wait until every member is gone.
+
+    The launcher is pid 1 of the sandbox's PID namespace when there is one, and the kernel ends
+    its exit only after every process in the namespace has died, so an empty group means an
+    empty namespace. Killing is asynchronous: without the wait a process could linger briefly.
+    """
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     proc.wait()
+    deadline = time.monotonic() + grace_s
+    while _group_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group `pgid`."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != b"Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
 
 
 def _read(path: Path) -> str:
