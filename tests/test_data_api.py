@@ -47,7 +47,7 @@ def wait_for(client, run_id, statuses=("succeeded", "failed"), timeout=60):
 
 @pytest.fixture
 def client(tmp_path):
-    app = create_app(str(tmp_path / "state"), max_concurrent=1)
+    app = create_app(str(tmp_path / "state"), max_concurrent=1, root=str(tmp_path))
     with TestClient(app) as c:
         yield c
     app.state.manager.close()
@@ -119,6 +119,22 @@ def test_bad_requests_get_one_line_errors(client, tmp_path):
         ).status_code
         == 422
     )
+    outside = "/tmp/llmlab-outside-root"
+    confined = [
+        ({"path": "/etc/passwd"}, "recipe '/etc/passwd' is outside the server's root"),
+        ({"path": "../x.yaml"}, "recipe '../x.yaml' is outside"),
+        ({"recipe": recipe_yaml(tmp_path, sinks=[{"type": "jsonl", "path": f"{outside}/o.jsonl"}])}, "sink"),
+        ({"recipe": recipe_yaml(tmp_path, sources=[{"type": "jsonl", "path": "/etc/hostname"}])}, "source"),
+        ({"recipe": recipe_yaml(tmp_path, sinks=[{"type": "sql", "url": f"sqlite:///{outside}/d.db", "table": "t"}])}, "sql sink"),
+        ({"recipe": recipe_yaml(tmp_path, sinks=[{"type": "sql", "url": "postgresql://u@db/x", "table": "t"}])}, "--allow-network"),
+        ({"recipe": recipe_yaml(tmp_path, sources=[{"type": "http", "url": "http://127.0.0.1:1/x"}])}, "--allow-network"),
+        ({"recipe": recipe_yaml(tmp_path, process=[{"repair_mojibake": {"extra_corpus": "/etc"}}])}, "repair_mojibake.extra_corpus"),
+    ]  # fmt: skip
+    for body, message in confined:
+        response = client.post("/runs", json=body)
+        assert response.status_code == 403, (body, response.text)
+        assert message in response.json()["detail"]
+    assert not os.path.exists(outside)
     for path in ("/runs/nope", "/runs/nope/report", "/runs/nope/report.md"):
         response = client.get(path)
         assert response.status_code == 404 and response.json()["detail"] == "no run 'nope'"
@@ -162,7 +178,7 @@ def test_concurrency_is_bounded_and_failures_are_reported(client, tmp_path, monk
 
 def test_runs_survive_a_restart_and_interrupted_runs_are_marked(tmp_path):
     state = str(tmp_path / "state")
-    app = create_app(state)
+    app = create_app(state, root=str(tmp_path))
     with TestClient(app) as c:
         done = wait_for(c, c.post("/runs", json={"recipe": recipe_yaml(tmp_path)}).json()["id"])
     app.state.manager.close()
@@ -171,7 +187,7 @@ def test_runs_survive_a_restart_and_interrupted_runs_are_marked(tmp_path):
     )  # as a killed server leaves it
     os.makedirs(os.path.join(state, "runs", stuck["id"]))
     json.dump(stuck, open(os.path.join(state, "runs", stuck["id"], "status.json"), "w"))
-    again = create_app(state)
+    again = create_app(state, root=str(tmp_path))
     with TestClient(again) as c:
         runs = {r["id"]: r for r in c.get("/runs").json()["runs"]}
         assert (
@@ -188,7 +204,8 @@ def test_live_server_from_the_cli(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "llmlab", "data", "serve", "--port", str(port), "--state-dir", str(tmp_path / "st")],
+    server = subprocess.Popen([sys.executable, "-m", "llmlab", "data", "serve", "--port", str(port), "--state-dir", str(tmp_path / "st"),
+                               "--root", str(tmp_path), "--api-key", "sekret"],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
@@ -198,8 +215,14 @@ def test_live_server_from_the_cli(tmp_path):
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        run = httpx.post(f"{base}/runs", json={"recipe": recipe_yaml(tmp_path, "live")}).json()
-        client = httpx.Client(base_url=base)
+        body = {"recipe": recipe_yaml(tmp_path, "live")}
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            refused = httpx.post(f"{base}/runs", json=body, headers=headers)
+            assert refused.status_code == 401 and "API key" in refused.json()["detail"]
+        assert httpx.get(f"{base}/runs").status_code == 401
+        auth = {"Authorization": "Bearer sekret"}
+        run = httpx.post(f"{base}/runs", json=body, headers=auth).json()
+        client = httpx.Client(base_url=base, headers=auth)
         assert wait_for(client, run["id"])["status"] == "succeeded"
         assert client.get(f"/runs/{run['id']}/report").json()["records_written"] == 30
     finally:

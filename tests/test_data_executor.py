@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from llmlab.data.executor import run_recipe
+from llmlab.data.io.sources import open_source
 from llmlab.data.ops.base import RecipeError
 from llmlab.data.recipe import parse_recipe
 
@@ -111,6 +112,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
         "data", "run", str(recipe), "--no-progress", env={"LLMLAB_DATA_KILL_AT_BATCH": "6"}
     )
     assert killed.returncode == -9  # SIGKILL after writing batch 6, before its checkpoint
+    assert open(tmp_path / "out.jsonl", "rb").read() == expected  # the last good output stands
+    assert open(tmp_path / "work" / "quarantine.jsonl", "rb").read() == expected_q
     resumed = _cli("data", "run", str(recipe), "--resume", "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     assert open(tmp_path / "out.jsonl", "rb").read() == expected
@@ -118,9 +121,52 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     assert json.load(open(tmp_path / "work" / "report.json"))["records_written"] == 150
 
 
+def test_failed_runs_leave_the_last_good_output_untouched(tmp_path):
+    corpus(tmp_path / "in.jsonl", 100)
+    db = f"sqlite:///{tmp_path / 'out.sqlite'}"
+    sinks = recipe_dict(tmp_path)["sinks"] + [{"type": "sql", "url": db, "table": "docs"}]
+    run_recipe(parse_recipe(recipe_dict(tmp_path, sinks=sinks)), progress=False)
+    outputs = [
+        tmp_path / "out.jsonl",
+        tmp_path / "out.parquet",
+        tmp_path / "work" / "quarantine.jsonl",
+    ]
+    before = [p.read_bytes() for p in outputs]
+    rows = sorted(r["id"] for r in open_source({"type": "sql", "url": db, "table": "docs"}))
+    assert rows and before[0]
+    # A mistyped source path: one-line error, nothing published is touched.
+    typo = recipe_dict(
+        tmp_path, sinks=sinks, sources=[{"type": "jsonl", "path": str(tmp_path / "inn.jsonl")}]
+    )
+    with pytest.raises(RecipeError, match="matches no files"):
+        run_recipe(parse_recipe(typo), progress=False)
+    # Strict mode: the corpus has unparseable lines, so the run fails mid-way (after batches were written).
+    with pytest.raises(RecipeError, match="strict mode: bad record at .*in.jsonl:8: invalid JSON"):
+        run_recipe(
+            parse_recipe(recipe_dict(tmp_path, sinks=sinks, strict=True, batch_size=4)),
+            progress=False,
+        )
+    assert [p.read_bytes() for p in outputs] == before
+    assert sorted(r["id"] for r in open_source({"type": "sql", "url": db, "table": "docs"})) == rows
+    cli = _cli("data", "run", str(_write_yaml(tmp_path / "typo.yaml", typo)), "--no-progress")
+    assert (
+        cli.returncode == 1
+        and cli.stderr.strip().count("\n") == 0
+        and "matches no files" in cli.stderr
+    )
+    assert [p.read_bytes() for p in outputs] == before
+
+
+def _write_yaml(path, data):
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
 def test_cli_ops_and_error_line(tmp_path):
     ops = _cli("data", "ops")
     assert ops.returncode == 0 and "minhash_dedup" in ops.stdout and "markdown_to_qa" in ops.stdout
+    # every filter's range survives the table (rich markup once ate "[min, max]")
+    assert ops.stdout.count("within [min, max]") >= 7 and "within ." not in ops.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         yaml.safe_dump(recipe_dict(tmp_path, process=[{"text_length_filter": {"maxx": 1}}])),

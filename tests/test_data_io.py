@@ -78,6 +78,8 @@ def test_jsonl_and_parquet_sinks_truncate_to_checkpoint(tmp_path):
     sink.write(ROWS[2:])
     sink.truncate(pos)
     sink.write(ROWS[4:])
+    assert not (tmp_path / "o.jsonl").exists()  # staged until the run commits
+    sink.commit()
     sink.close()
     assert [json.loads(x)["id"] for x in open(tmp_path / "o.jsonl")] == ["0", "1", "4"]
     psink = open_sink({"type": "parquet", "path": str(tmp_path / "o.parquet")})
@@ -86,6 +88,7 @@ def test_jsonl_and_parquet_sinks_truncate_to_checkpoint(tmp_path):
     psink.write([{"id": "x", "text": "dropped"}])
     psink.truncate(pos)
     psink.write([{"id": "9", "text": "new field", "extra": 1.5}])
+    psink.commit()
     psink.close()
     table = pq.read_table(tmp_path / "o.parquet").to_pylist()
     assert (
@@ -99,6 +102,7 @@ def _sql_round_trip(url: str, table: str):
     sink = open_sink({"type": "sql", "url": url, "table": table, "id_field": "id"})
     sink.write([{**r, "tags": ["a", "b"]} for r in ROWS])
     sink.write([{"id": "1", "text": "updated", "n": 100, "tags": []}])  # upsert by id
+    sink.commit()
     sink.close()
     rows = list(open_source({"type": "sql", "url": url, "table": table}))
     assert len(rows) == 5
@@ -120,8 +124,38 @@ def _sql_round_trip(url: str, table: str):
     assert [r["n"] for r in queried] == [3, 4, 100]
 
 
+def _sql_replaces_and_grows(url: str, table: str):
+    """A fresh run replaces the table (stale rows go); a field first seen mid-run adds a column;
+    a run that never commits leaves the published table as it was; it works twice in a row."""
+    for run in range(2):
+        sink = open_sink({"type": "sql", "url": url, "table": table})
+        sink.truncate(None)
+        sink.write([{"id": f"old{run}", "text": "stale"}])
+        sink.commit()
+        sink.close()
+        sink = open_sink({"type": "sql", "url": url, "table": table})
+        sink.truncate(None)
+        sink.write(ROWS[:2])
+        sink.write([{"id": "7", "text": "late field", "score": 0.5}])
+        sink.commit()
+        sink.close()
+        rows = {r["id"]: r for r in open_source({"type": "sql", "url": url, "table": table})}
+        assert sorted(rows) == ["0", "1", "7"]  # the stale row is gone
+        assert rows["7"]["score"] == 0.5 and rows["0"]["score"] is None
+    failed = open_sink({"type": "sql", "url": url, "table": table})
+    failed.truncate(None)
+    failed.write([{"id": "x", "text": "never published"}])
+    failed.close()  # the run died before commit
+    assert sorted(r["id"] for r in open_source({"type": "sql", "url": url, "table": table})) == [
+        "0",
+        "1",
+        "7",
+    ]
+
+
 def test_sqlite_sink_upserts_and_source_reads(tmp_path):
     _sql_round_trip(f"sqlite:///{tmp_path / 'db.sqlite'}", "docs")
+    _sql_replaces_and_grows(f"sqlite:///{tmp_path / 'db2.sqlite'}", "docs")
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +198,11 @@ def postgres_url():
 def test_postgresql_sink_upserts_and_source_reads(postgres_url):
     engine = sa.create_engine(postgres_url)
     with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS llmlab_docs"))
+        for name in ("llmlab_docs", "llmlab_docs__staging", "llmlab_grow", "llmlab_grow__staging"):
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
     engine.dispose()
     _sql_round_trip(postgres_url, "llmlab_docs")
+    _sql_replaces_and_grows(postgres_url, "llmlab_grow")
 
 
 class _Pages(BaseHTTPRequestHandler):

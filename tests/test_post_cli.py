@@ -114,35 +114,67 @@ def test_reward_dpo_grpo_ppo_and_best_of_n_run(workspace, capsys):
         "--set",
         "rl.group_size=2",
     ]
-    run("grpo", workspace, *rl, "--set", "rl.kl_beta=0.1")
+    run("grpo", workspace, *rl, "--set", "rl.kl_beta=0.1", "--set", "train.progress=true")
+    # Off a terminal the progress lines are plain and show what an RL step is judged by.
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("step ")]
+    assert lines and all("reward" in x and "kl" in x and "clipped" in x for x in lines)
     run("ppo", workspace, *rl, "--set", f"rl.reward_model={workspace / 'reward' / 'model'}")
+    for method, keys in (
+        ("grpo", ("reward", "kl", "policy/clipfrac")),
+        ("ppo", ("objective/scores", "objective/kl", "policy/clipfrac", "loss/value")),
+    ):
+        steps = [
+            json.loads(x) for x in (workspace / method / "metrics.jsonl").read_text().splitlines()
+        ]
+        steps = [r for r in steps if r.get("kind") == "train"]
+        assert [r["step"] for r in steps] == [1, 2], method
+        for r in steps:
+            assert all(math.isfinite(r[k]) for k in keys), (method, r)
+            assert 0.0 <= r["policy/clipfrac"] <= 1.0
+        assert (
+            steps[0]["policy/clipfrac"] == 0.0
+        )  # the first update is on-policy: ratio 1, nothing clipped
     capsys.readouterr()
+
+
+def _best_of_n(workspace, out, *extra):
+    args = ["sample", "best-of-n", "--model", str(workspace / "model"), "--prompts", str(workspace / "arith.jsonl"),
+            "--n", "3", "--keep", "2", "--max-new-tokens", "4", "--out", str(out), *extra]  # fmt: skip
+    assert main(args) == 0
+
+
+def test_best_of_n_keeps_only_acceptable_samples(workspace, capsys):
+    # A random tiny model never writes "answer is N": by default nothing is acceptable, so
+    # nothing is kept (no wrong answer becomes SFT data) and the summary says so.
     out = workspace / "bon.jsonl"
+    _best_of_n(workspace, out, "--reward", "format+length_penalty")
+    captured = capsys.readouterr()
+    stats = json.loads(captured.out)
+    assert stats["kept"] == 0 and out.read_text() == ""
     assert (
-        main(
-            [
-                "sample",
-                "best-of-n",
-                "--model",
-                str(workspace / "model"),
-                "--prompts",
-                str(workspace / "arith.jsonl"),
-                "--n",
-                "3",
-                "--keep",
-                "2",
-                "--max-new-tokens",
-                "4",
-                "--reward",
-                "format+length_penalty",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
+        stats["prompts_without_acceptable_sample"] == 4
+        and stats["acceptance"] == "the checkable answer format"
     )
+    assert "4 prompts had none" in captured.err
+    assert "best-of-n: 4/4 prompts (100%)" in captured.err  # plain progress lines off a terminal
+    # --min-reward overrides the reward's own test.
+    _best_of_n(workspace, out, "--reward", "format+length_penalty", "--min-reward", "-100")
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 8 and rows[0]["messages"][-1]["role"] == "assistant"
+    assert json.loads(capsys.readouterr().out)["kept"] == 8
+
+
+def test_reward_acceptance_rules():
+    from llmlab.posttrain.rewards import make_reward
+
+    example = {"answer": "7"}
+    exact = make_reward("exact_answer")
+    assert exact.acceptance == "a correct answer"
+    assert exact.accepts("so 7", [], example) and not exact.accepts("so 8", [], example)
+    both = make_reward("exact_answer+0.2*format")
+    assert both.accepts("the answer is 7", [], example) and not both.accepts("7", [], example)
+    assert both("the answer is 7", [], example) == 1.2
+    assert make_reward("length_penalty").accepts is None
 
 
 def test_bad_config_is_one_line_error(workspace, capsys):

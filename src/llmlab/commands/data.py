@@ -5,7 +5,7 @@ dataset, run a recipe on a cron schedule, serve a REST API for recipe runs.
     llmlab data ops
     llmlab data analyze runs/notes/notes-qa.jsonl --out runs/notes/analysis [--fields text answer]
     llmlab data schedule recipes/notes.yaml --cron "0 1 * * *" [--max-runs N] [--run-now]
-    llmlab data serve --port 8100 [--state-dir runs/data-api] [--max-concurrent 2]
+    llmlab data serve --port 8100 [--state-dir runs/data-api] [--max-concurrent 2] [--api-key KEY] [--root DIR]
 """
 
 from __future__ import annotations
@@ -107,6 +107,21 @@ def register(subparsers) -> None:
     serve.add_argument(
         "--max-queued", type=int, default=64, help="queued + running runs before 429 (default 64)"
     )
+    serve.add_argument(
+        "--api-key",
+        default=None,
+        help="require `Authorization: Bearer KEY` on every route but /health",
+    )
+    serve.add_argument(
+        "--root",
+        default=None,
+        help="served recipes may only read and write files under this folder (default: the current one)",
+    )
+    serve.add_argument(
+        "--allow-network",
+        action="store_true",
+        help="let served recipes use database servers and HTTP sources (refused by default)",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -136,6 +151,7 @@ def _ops(args: argparse.Namespace) -> int:
     import inspect
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from llmlab.data.ops import OPS, op_arguments
@@ -149,7 +165,8 @@ def _ops(args: argparse.Namespace) -> int:
             k if v is inspect.Parameter.empty else f"{k}={v!r}"
             for k, v in op_arguments(cls).items()
         )
-        table.add_row(name, cls.kind, doc, args_text or "-")
+        # escape: a docstring's "[min, max]" is text, not a rich style tag
+        table.add_row(name, cls.kind, escape(doc), escape(args_text) or "-")
     Console(width=200).print(table)
     return 0
 
@@ -209,9 +226,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     from llmlab.data.api import create_app
 
-    app = create_app(args.state_dir, max_concurrent=args.max_concurrent, max_queued=args.max_queued)
+    app = create_app(args.state_dir, max_concurrent=args.max_concurrent, max_queued=args.max_queued,
+                     api_key=args.api_key, root=args.root, allow_network=args.allow_network)  # fmt: skip
+    root = app.state.manager.root
     print(
-        f"llmlab data API on http://{args.host}:{args.port} (runs in {args.state_dir}; docs at /docs)",
+        f"llmlab data API on http://{args.host}:{args.port} (runs in {args.state_dir}; recipes confined to "
+        f"{root}; {'API key required' if args.api_key else 'no API key'}; docs at /docs)",
         flush=True,
     )
     try:

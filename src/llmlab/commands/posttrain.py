@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 METHODS = {
     "sft": "supervised fine-tuning on chat conversations (loss on assistant turns)",
@@ -87,7 +88,13 @@ def register(subparsers) -> None:
     p.add_argument(
         "--reward-model", default="", help="a `train reward` model folder (overrides --reward)"
     )
-    p.add_argument("--min-reward", type=float, default=None, help="drop samples scoring below this")
+    p.add_argument(
+        "--min-reward",
+        type=float,
+        default=None,
+        help="keep samples scoring at least this (default: those passing the reward's pass/fail "
+        "rules, e.g. correct answers for exact_answer)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--system", default="", help="system prompt")
@@ -114,5 +121,6 @@ def run_best_of_n(args) -> int:
         adapter=args.adapter,
         seed=args.seed,
     )
-    print(json.dumps(stats, indent=2))
+    print(json.dumps(stats, indent=2, ensure_ascii=False))
+    print(stats["message"], file=sys.stderr)
     return 0

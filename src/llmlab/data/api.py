@@ -1,6 +1,7 @@
 """`llmlab data serve`: a small REST API to submit recipe runs, poll their status and fetch reports.
 
     llmlab data serve --port 8100 [--state-dir runs/data-api] [--max-concurrent 2]
+                      [--api-key KEY] [--root DIR] [--allow-network]
 
     curl -X POST localhost:8100/runs -H 'Content-Type: application/json' \\
          -d '{"path": "recipes/notes.yaml"}'                      # or {"recipe": "<YAML text>"}
@@ -17,12 +18,17 @@ GET /health. Unknown run ids are 404.
 Runs execute in a thread pool of `max_concurrent` workers; others wait as `queued`. Each run lives
 in `<state_dir>/runs/<id>/` (recipe.yaml, status.json, and its work_dir `work/` with the report),
 so the list survives a restart; runs a stopped server left queued or running are marked failed.
-Submitting `path` reads a file on the server: bind to 127.0.0.1 (the default) unless you trust
-every client.
+Confinement: a served recipe may only read and write files under the server's root (`--root`,
+default the directory it was started in; the files shipped inside llmlab may also be read) —
+the recipe file itself, file sources and sinks, SQLite databases, and operator files such as
+`repair_mojibake`'s `extra_corpus`. Database servers and HTTP sources are refused unless the server
+was started with `--allow-network`. With `--api-key KEY` every route but /health needs
+`Authorization: Bearer KEY` (401 otherwise), as for `llmlab serve`.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import threading
@@ -51,6 +57,52 @@ class RunRejected(LlmlabError):
         self.status = status
 
 
+# Operator arguments that name files the operator reads.
+_FILE_ARGS = ("extra_corpus",)
+
+
+def confine(recipe: Recipe, root: str, allow_network: bool = False) -> None:
+    """Refuse (403) a recipe that reads or writes outside `root`, or reaches a network service
+    without `allow_network`. Files shipped inside the llmlab package may be read."""
+    import llmlab
+
+    readable = [root, os.path.dirname(os.path.abspath(llmlab.__file__))]
+
+    def check(path: str, roots: list[str], what: str) -> None:
+        real = os.path.realpath(path)
+        if not any(
+            os.path.commonpath([real, os.path.realpath(r)]) == os.path.realpath(r) for r in roots
+        ):
+            raise RunRejected(403, f"{what} {path!r} is outside the server's root {root}")
+
+    def check_url(url: str, roots: list[str], what: str) -> None:
+        if url.startswith("sqlite:///"):
+            check(url[len("sqlite:///") :], roots, what)
+        elif not allow_network:
+            raise RunRejected(
+                403,
+                f"{what} {url.split('@')[-1]!r} is a network service; start the server with --allow-network",
+            )
+
+    for spec in recipe.sources:
+        if spec.get("type") == "http" and not allow_network:
+            raise RunRejected(403, "http sources need a server started with --allow-network")
+        if spec.get("path") is not None:
+            check(str(spec["path"]), readable, "source")
+        if spec.get("url") and spec.get("type") == "sql":
+            check_url(str(spec["url"]), readable, "sql source")
+    for spec in recipe.sinks:
+        if spec.get("path") is not None:
+            check(str(spec["path"]), [root], "sink")
+        if spec.get("url"):
+            check_url(str(spec["url"]), [root], "sql sink")
+    for name, args in recipe.process:
+        for key in _FILE_ARGS:
+            value = args.get(key)
+            for path in [value] if isinstance(value, str) else value or []:
+                check(str(path), readable, f"{name}.{key}")
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
@@ -58,7 +110,16 @@ def _now() -> str:
 class RunManager:
     """Owns the runs: validates submissions, queues them on a bounded pool, persists their status."""
 
-    def __init__(self, state_dir: str, max_concurrent: int = 2, max_queued: int = 64):
+    def __init__(
+        self,
+        state_dir: str,
+        max_concurrent: int = 2,
+        max_queued: int = 64,
+        root: str | None = None,
+        allow_network: bool = False,
+    ):
+        self.root = os.path.abspath(root or os.getcwd())
+        self.allow_network = allow_network
         if max_concurrent < 1 or max_queued < 1:
             raise LlmlabError(
                 f"max_concurrent and max_queued must be at least 1, got {max_concurrent} and {max_queued}"
@@ -113,7 +174,12 @@ class RunManager:
             )
         if executor not in (None, "local", "ray"):
             raise RunRejected(422, f"executor must be `local` or `ray`, got {executor!r}")
+        if path is not None:
+            confine_path = os.path.join(self.root, path)  # relative paths are relative to the root
+            self._check_recipe_file(confine_path, path)
+            path = confine_path
         recipe = self._parse(recipe_text, path)
+        confine(recipe, self.root, self.allow_network)
         if executor:
             recipe.executor = executor
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
@@ -145,6 +211,11 @@ class RunManager:
             self._save(run)
         self.pool.submit(self._execute, run_id, recipe)
         return dict(run)
+
+    def _check_recipe_file(self, path: str, given: str) -> None:
+        real, root = os.path.realpath(path), os.path.realpath(self.root)
+        if os.path.commonpath([real, root]) != root:
+            raise RunRejected(403, f"recipe {given!r} is outside the server's root {self.root}")
 
     @staticmethod
     def _parse(recipe_text: str | None, path: str | None) -> Recipe:
@@ -206,8 +277,15 @@ class RunManager:
         self.pool.shutdown(wait=True)
 
 
-def create_app(state_dir: str = "runs/data-api", max_concurrent: int = 2, max_queued: int = 64):
-    manager = RunManager(state_dir, max_concurrent, max_queued)
+def create_app(
+    state_dir: str = "runs/data-api",
+    max_concurrent: int = 2,
+    max_queued: int = 64,
+    api_key: str | None = None,
+    root: str | None = None,
+    allow_network: bool = False,
+):
+    manager = RunManager(state_dir, max_concurrent, max_queued, root, allow_network)
     app = FastAPI(
         title="llmlab data API",
         description="Submit data recipe runs, poll them, fetch their reports.",
@@ -217,6 +295,17 @@ def create_app(state_dir: str = "runs/data-api", max_concurrent: int = 2, max_qu
     @app.exception_handler(LlmlabError)
     async def _rejected(request: Request, exc: LlmlabError):
         return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "status", 400))
+
+    @app.middleware("http")
+    async def check_api_key(request: Request, call_next):
+        if api_key and request.url.path != "/health":
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                return JSONResponse(
+                    {"detail": "missing or wrong API key: send `Authorization: Bearer KEY`"},
+                    status_code=401,
+                )
+        return await call_next(request)
 
     def with_links(run: dict) -> dict:
         base = f"/runs/{run['id']}"

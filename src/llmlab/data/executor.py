@@ -10,6 +10,11 @@ committed atomically (input position, operator states, sink positions, tracer co
 cuts the sinks back to the last checkpoint and skips the input already consumed, so a run killed
 at any moment and resumed writes exactly what an uninterrupted run writes.
 
+Nothing a previous run published is lost when this one fails: sources are checked before any
+output is opened, sinks (and the quarantine file) write to staged targets, and only a run that
+reaches its end publishes them (`commit`). `strict: true` makes a bad record fail the run instead
+of going to quarantine.
+
 `executor: ray` (or `run_recipe(..., executor="ray")`) swaps in `ray_executor.RayExecutor`, which
 keeps this loop and runs the operators' work on Ray Data.
 """
@@ -25,8 +30,8 @@ import signal
 import time
 from multiprocessing import get_context
 
-from llmlab.data.io.sinks import _jsonable, open_sink
-from llmlab.data.io.sources import BadRecord, open_source
+from llmlab.data.io.sinks import _jsonable, open_sink, staged_path
+from llmlab.data.io.sources import BadRecord, check_source, open_source
 from llmlab.data.ops.base import RecipeError
 from llmlab.data.recipe import Recipe, load_recipe
 from llmlab.data.tracer import OpTrace, Tracer
@@ -114,10 +119,13 @@ class LocalExecutor:
             raise RecipeError(f"nothing to resume: no checkpoint in {self.ckpt_dir}")
         if state and state.get("done"):
             return json.load(open(os.path.join(self.work_dir, "report.json"), encoding="utf-8"))
+        for spec in recipe.sources:
+            check_source(spec)
         if not resume:
             shutil.rmtree(self.ckpt_dir, ignore_errors=True)
         sinks = [open_sink(spec) for spec in recipe.sinks]
-        quarantine = open(os.path.join(self.work_dir, "quarantine.jsonl"), "ab")
+        quarantine_path = os.path.join(self.work_dir, "quarantine.jsonl")
+        quarantine = open(staged_path(quarantine_path), "ab")
         consumed, written, quarantined, batches, elapsed = 0, 0, 0, 0, 0.0
         if state:
             for op, op_state in zip(self.ops, state["ops"]):
@@ -151,6 +159,8 @@ class LocalExecutor:
                     records, bad = self._admit(raw, consumed)
                     out, failures = self._process(records, pool)
                     bad += failures
+                    if bad and recipe.strict:
+                        _refuse(bad[0])
                     for sink in sinks:
                         sink.write(out)
                     quarantine.write(
@@ -175,6 +185,8 @@ class LocalExecutor:
                         self.on_progress({"records_read": consumed, "records_written": written,
                                           "quarantined": quarantined, "batches": batches})  # fmt: skip
                 tail, failures = self._finish(pool)
+                if failures and recipe.strict:
+                    _refuse(failures[0])
                 for sink in sinks:
                     sink.write(tail)
                 written += len(tail)
@@ -185,13 +197,16 @@ class LocalExecutor:
                         for b in failures
                     )
                 )
+            for sink in sinks:
+                sink.commit()
+            quarantine.close()
+            os.replace(staged_path(quarantine_path), quarantine_path)
         finally:
             if pool:
                 pool.terminate()
-        for sink in sinks:
-            sink.flush()
-            sink.close()
-        quarantine.close()
+            for sink in sinks:
+                sink.close()
+            quarantine.close()
         seconds = time.perf_counter() - started
         summary = {
             "project": recipe.project, "executor": self.executor_name, "records_read": consumed, "records_written": written,
@@ -280,6 +295,13 @@ class LocalExecutor:
             "elapsed": time.perf_counter() - started, "sinks": [s.position() for s in sinks],
             "quarantine": quarantine.tell(), "ops": [op.state() for op in self.ops], "tracer": self.tracer.state(),
         })  # fmt: skip
+
+
+def _refuse(bad: dict) -> None:
+    raise RecipeError(
+        f"strict mode: bad record at {bad['location']}: {bad['reason']} "
+        "(nothing was published; set strict: false to quarantine bad records instead)"
+    )
 
 
 def _progress(enabled: bool):

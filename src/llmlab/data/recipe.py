@@ -7,6 +7,7 @@
     tracer: true                  # keep up to trace_samples changed/removed records per operator
     trace_samples: 10
     checkpoint: true              # commit after every batch so `--resume` continues exactly
+    strict: false                 # true: a bad record fails the run (nothing is published)
     text_key: text
     executor: local               # or `ray`: operators run on Ray Data (pip install llmlab[ray])
     sources:
@@ -32,7 +33,7 @@ import yaml
 from llmlab.data.ops.base import RecipeError, build_op
 
 _KEYS = {"project", "work_dir", "batch_size", "np", "tracer", "trace_samples", "checkpoint", "text_key",
-         "sources", "process", "sinks", "executor"}  # fmt: skip
+         "sources", "process", "sinks", "executor", "strict"}  # fmt: skip
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Recipe:
     checkpoint: bool = True
     text_key: str = "text"
     executor: str = "local"
+    strict: bool = False
     raw: dict = field(default_factory=dict)
 
     def build_ops(self):
@@ -106,7 +108,7 @@ def parse_recipe(data: Any, name: str = "recipe") -> Recipe:
         batch_size=int(data.get("batch_size", 256)), np=int(data.get("np", 1)),
         tracer=bool(data.get("tracer", True)), trace_samples=int(data.get("trace_samples", 10)),
         checkpoint=bool(data.get("checkpoint", True)), text_key=str(data.get("text_key", "text")),
-        executor=str(data.get("executor", "local")), raw=data,
+        executor=str(data.get("executor", "local")), strict=bool(data.get("strict", False)), raw=data,
     )  # fmt: skip
     if recipe.batch_size < 1 or recipe.np < 1:
         raise RecipeError(f"{name}: batch_size and np must be positive")

@@ -6,6 +6,11 @@
 
 `make_reward("exact_answer+0.2*format")` sums weighted rules. A reward model (a `train reward` run
 folder) is used through `reward_model_scorer`.
+
+Acceptance (rejection sampling keeps only acceptable samples): a sample is acceptable when every
+pass/fail rule in the spec with a positive weight passes — for `exact_answer`, a correct answer;
+for `exact_answer+0.2*format`, correct and in the checkable format. A spec without pass/fail rules
+(only `length_penalty`) and a reward model have no acceptance test (`reward.accepts is None`).
 """
 
 from __future__ import annotations
@@ -35,17 +40,36 @@ def length_penalty(text: str, ids, example: dict) -> float:
 
 
 RULES = {"exact_answer": exact_answer, "format": answer_format, "length_penalty": length_penalty}
+PASS_FAIL = {"exact_answer": "a correct answer", "format": "the checkable answer format"}
 
 
-def make_reward(spec: str):
+class Reward:
+    """A weighted sum of rules, callable as `(text, ids, example) -> float`; `accepts` is None or a
+    predicate `(text, ids, example) -> bool`, and `acceptance` says in words what it demands."""
+
+    def __init__(self, terms: list[tuple[float, str]]):
+        self.terms = terms
+        required = [name for weight, name in terms if weight > 0 and name in PASS_FAIL]
+        self.acceptance = " and ".join(PASS_FAIL[name] for name in required) or None
+        self.accepts = (
+            (lambda text, ids, example: all(RULES[n](text, ids, example) == 1.0 for n in required))
+            if required
+            else None
+        )
+
+    def __call__(self, text, ids, example) -> float:
+        return sum(w * RULES[name](text, ids, example) for w, name in self.terms)
+
+
+def make_reward(spec: str) -> Reward:
     """ "rule" or "w*rule+w*rule" → one reward function."""
     terms = []
     for part in spec.replace(" ", "").split("+"):
         weight, _, name = part.rpartition("*")
         if name not in RULES:
             raise LlmlabError(f"unknown reward rule '{name}' (choose {', '.join(RULES)})")
-        terms.append((float(weight) if weight else 1.0, RULES[name]))
-    return lambda text, ids, example: sum(w * rule(text, ids, example) for w, rule in terms)
+        terms.append((float(weight) if weight else 1.0, name))
+    return Reward(terms)
 
 
 def reward_model_scorer(reward_model):

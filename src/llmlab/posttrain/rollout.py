@@ -228,7 +228,17 @@ class RolloutSource:
         return self.batch
 
     def state_dict(self) -> dict:
-        return {"cursor": self.cursor}
+        """Everything the next batches depend on, so a resumed run samples exactly what an
+        uninterrupted one would: the prompt cursor, the sampling RNG, and the rollout still being
+        reused (with its old/reference log-probs) and how often it has been."""
+        return {
+            "cursor": self.cursor,
+            "used": self.used,
+            "generator": self.generator.get_state(),
+            "batch": self.batch if self.used < self.reuse else None,
+        }
 
     def load_state_dict(self, state: dict):
-        self.cursor = state["cursor"]
+        self.cursor, self.used = state["cursor"], state["used"]
+        self.generator.set_state(state["generator"])
+        self.batch = state["batch"]

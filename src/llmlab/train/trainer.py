@@ -437,12 +437,24 @@ class _Progress:
             self.task = self.bar.add_task("train", total=total, completed=start, info="")
             self.bar.start()
 
+    # What an RL step is judged by (its loss sits near 0 by construction): shown when present.
+    RL_METRICS = (
+        ("reward", "reward"),
+        ("objective/scores", "reward"),
+        ("kl", "kl"),
+        ("objective/kl", "kl"),
+        ("policy/clipfrac", "clipped"),
+    )
+
     def update(self, step: int, record: dict):
         if not self.enabled:
             return
+        rl = "  ".join(
+            f"{label} {record[key]:.4g}" for key, label in self.RL_METRICS if key in record
+        )
         info = (
-            f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  gnorm {record['grad_norm']:.3g}  "
-            f"{record['tokens_per_s']:,.0f} tok/s"
+            f"loss {record['loss']:.4f}  {rl + '  ' if rl else ''}lr {record['lr']:.2e}  "
+            f"gnorm {record['grad_norm']:.3g}  {record['tokens_per_s']:,.0f} tok/s"
         )
         if self.bar:
             self.bar.update(self.task, completed=step, info=info)

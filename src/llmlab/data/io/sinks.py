@@ -1,8 +1,18 @@
-"""Sinks: write record batches, and say where they are (`position`) so a checkpoint can cut them
-back to exactly what was committed (`truncate`) before a resumed run writes again.
+"""Sinks: write record batches to a staged target, say where they are (`position`) so a checkpoint
+can cut them back to exactly what was committed (`truncate`), and publish the whole output at once
+(`commit`) when the run succeeds.
+
+A run that fails or is killed never touches the previous good output: files are written beside
+their target (`.NAME.partial`, `NAME.parts/`) and renamed over it on success; SQL rows go to a
+staging table (`TABLE__staging`) that replaces the table in one transaction. `--resume` continues
+the staged output from the last checkpoint.
 
 Recipe form (`sinks:` list): `- {type: jsonl, path: out.jsonl}` · `parquet` · `sql` (url, table,
-id_field; rows are upserted by id, so re-writing a batch after a crash changes nothing).
+id_field; the table is replaced by the run's rows, upserted by id while staged, so re-writing a
+batch after a crash changes nothing; a field that first appears mid-run adds a column).
+
+Lifecycle: `truncate(None)` starts fresh, `truncate(position)` resumes; `write`/`flush` per batch;
+`commit()` publishes; `close()` releases (publishing nothing by itself).
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from typing import Any
 
 from llmlab.data.ops.base import RecipeError
@@ -29,11 +40,18 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def staged_path(path: str) -> str:
+    """Where a file sink writes until the run succeeds: a hidden file beside the target."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.partial")
+
+
 class JsonlSink:
     def __init__(self, path: str):
         self.path = path
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.fh = open(path, "ab")
+        self.staged = staged_path(path)
+        os.makedirs(os.path.dirname(self.staged), exist_ok=True)
+        self.fh = open(self.staged, "ab")
 
     def write(self, records: list[dict]) -> None:
         self.fh.write(
@@ -48,15 +66,25 @@ class JsonlSink:
         return self.fh.tell()
 
     def truncate(self, position: int | None) -> None:
+        self.fh.seek(0, os.SEEK_END)
+        if position and self.fh.tell() < position:
+            raise RecipeError(
+                f"jsonl sink: staged output {self.staged} is shorter than the checkpoint; "
+                "run again without --resume"
+            )
         self.fh.truncate(position or 0)
         self.fh.seek(position or 0)
+
+    def commit(self) -> None:
+        self.flush()
+        os.replace(self.staged, self.path)
 
     def close(self) -> None:
         self.fh.close()
 
 
 class ParquetSink:
-    """One part file per written batch under `<path>.parts/`, merged into `<path>` at close, so a
+    """One part file per written batch under `<path>.parts/`, merged into `<path>` on commit, so a
     crash leaves whole parts only and memory holds one batch at a time."""
 
     def __init__(self, path: str):
@@ -89,12 +117,15 @@ class ParquetSink:
                 os.remove(file)
         self.count = position or 0
 
-    def close(self) -> None:
+    def commit(self) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         files = sorted(glob.glob(os.path.join(self.parts, "part-*.parquet")))
-        if files:
+        if not files:  # an empty result is still a result: a table with no rows
+            pq.write_table(pa.table({}), self.path + ".tmp")
+            os.replace(self.path + ".tmp", self.path)
+        else:
             schema = pa.unify_schemas(
                 [pq.read_schema(f) for f in files], promote_options="permissive"
             )
@@ -108,50 +139,83 @@ class ParquetSink:
             os.replace(self.path + ".tmp", self.path)
         shutil.rmtree(self.parts, ignore_errors=True)
 
+    def close(self) -> None:
+        pass  # parts stay until commit merges them (or a resumed run continues them)
+
 
 class SqlSink:
-    """Rows upserted by `id_field` into `table` (created from the first batch's fields); lists and
-    dicts are stored as JSON text. Records without an id get a hash of their content."""
+    """Rows upserted by `id_field` into a staging table (`TABLE__staging`, created from the first
+    batch's fields; a field first seen later adds a column); `commit` drops `table` and renames
+    the staging table to it in one transaction. Lists and dicts are stored as JSON text; records
+    without an id get a hash of their content."""
 
     def __init__(self, url: str, table: str, id_field: str = "id"):
         import sqlalchemy as sa
 
         self.sa, self.url, self.table_name, self.id_field = sa, url, table, id_field
+        self.staging_name = f"{table}__staging"
         self.engine = sa.create_engine(url)
         self.table = None
+
+    def _quote(self, name: str) -> str:
+        return self.engine.dialect.identifier_preparer.quote(name)
+
+    @staticmethod
+    def _column_type(sa, value):
+        if isinstance(value, bool):
+            return sa.Boolean()
+        if isinstance(value, int):
+            return sa.BigInteger()
+        if isinstance(value, float):
+            return sa.Float()
+        return sa.Text()
 
     def _ensure_table(self, records: list[dict]) -> None:
         sa = self.sa
         meta = sa.MetaData()
-        inspector = sa.inspect(self.engine)
-        if inspector.has_table(self.table_name):
-            self.table = sa.Table(self.table_name, meta, autoload_with=self.engine)
+        if sa.inspect(self.engine).has_table(self.staging_name):  # a resumed run
+            self.table = sa.Table(self.staging_name, meta, autoload_with=self.engine)
             return
         columns = {self.id_field: sa.String(64)}
         for record in records:
             for key, value in record.items():
-                if key in columns:
-                    continue
-                columns[key] = (sa.Boolean if isinstance(value, bool) else sa.BigInteger if isinstance(value, int)
-                                else sa.Float if isinstance(value, float) else sa.Text)()  # fmt: skip
-        cols = [
-            sa.Column(name, typ, primary_key=name == self.id_field) for name, typ in columns.items()
-        ]
-        self.table = sa.Table(self.table_name, meta, *cols)
+                columns.setdefault(key, self._column_type(sa, value))
+        # A constraint name of its own: the index keeps it after the rename, and the next run's
+        # staging table must not collide with it (PostgreSQL names are schema-wide).
+        key = sa.PrimaryKeyConstraint(
+            self.id_field, name=f"pk_{self.table_name}_{uuid.uuid4().hex[:8]}"
+        )
+        cols = [sa.Column(name, typ) for name, typ in columns.items()]
+        self.table = sa.Table(self.staging_name, meta, *cols, key)
         meta.create_all(self.engine)
 
-    def _row(self, record: dict) -> dict:
-        row = {}
-        for key, value in record.items():
-            if key not in self.table.c:
-                raise RecipeError(
-                    f"sql sink: field {key!r} is not a column of table {self.table_name!r}"
+    def _add_columns(self, records: list[dict]) -> None:
+        """Fields that first appear mid-run become new (nullable) columns of the staging table."""
+        sa = self.sa
+        new = {}
+        for record in records:
+            for key, value in record.items():
+                if key not in self.table.c and key not in new:
+                    new[key] = self._column_type(sa, value)
+        if not new:
+            return
+        with self.engine.begin() as conn:
+            for name, typ in new.items():
+                ddl = typ.compile(dialect=self.engine.dialect)
+                conn.execute(
+                    sa.text(
+                        f"ALTER TABLE {self._quote(self.staging_name)} ADD COLUMN {self._quote(name)} {ddl}"
+                    )
                 )
-            row[key] = (
-                json.dumps(_jsonable(value), ensure_ascii=False)
-                if isinstance(value, (dict, list, tuple))
-                else value
-            )
+        self.table = sa.Table(self.staging_name, sa.MetaData(), autoload_with=self.engine)
+
+    def _row(self, record: dict) -> dict:
+        row = {
+            key: json.dumps(_jsonable(value), ensure_ascii=False)
+            if isinstance(value, (dict, list, tuple))
+            else value
+            for key, value in record.items()
+        }
         if row.get(self.id_field) is None:
             digest = hashlib.sha1(
                 json.dumps(_jsonable(record), sort_keys=True, ensure_ascii=False).encode()
@@ -166,6 +230,7 @@ class SqlSink:
             return
         if self.table is None:
             self._ensure_table(records)
+        self._add_columns(records)
         rows = list(
             {r[self.id_field]: r for r in map(self._row, records)}.values()
         )  # last one wins
@@ -195,7 +260,24 @@ class SqlSink:
         return 0
 
     def truncate(self, position: int | None) -> None:
-        pass  # upserts are idempotent: rows re-written after a resume replace themselves
+        """A fresh run (None) starts from an empty staging table; a resumed one keeps it: rows
+        re-written after the checkpoint replace themselves (upserts by id)."""
+        if position is None:
+            with self.engine.begin() as conn:
+                conn.execute(self.sa.text(f"DROP TABLE IF EXISTS {self._quote(self.staging_name)}"))
+            self.table = None
+
+    def commit(self) -> None:
+        """Replace `table` with the staged rows in one transaction."""
+        if self.table is None:  # nothing written: the result is an empty table
+            self._ensure_table([])
+        sa, target = self.sa, self._quote(self.table_name)
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {target}"))
+            conn.execute(
+                sa.text(f"ALTER TABLE {self._quote(self.staging_name)} RENAME TO {target}")
+            )
+        self.table = None
 
     def close(self) -> None:
         self.engine.dispose()

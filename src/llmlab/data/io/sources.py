@@ -178,6 +178,15 @@ def read_http(url: str, page_param: str = "page", size_param: str = "per_page", 
             )
 
 
+def check_source(spec: dict[str, Any]) -> None:
+    """Fail now, before any output is touched, when a file source's path matches nothing."""
+    kind, path = spec.get("type"), spec.get("path")
+    if path is None or kind in ("sql", "http"):
+        return
+    suffixes = tuple(spec.get("suffixes", (".txt", ".md"))) if kind == "text" else ()
+    _paths(str(path), suffixes)
+
+
 def open_source(spec: dict[str, Any]) -> Iterator[dict | BadRecord]:
     """The record stream a recipe's source entry describes."""
     spec = dict(spec)
