@@ -9,10 +9,10 @@ from engine_helpers import random_prompts, tiny_model, tiny_tokenizer
 
 from llmlab.engine import LLM, SamplingParams
 from llmlab.errors import LlmlabError
-from llmlab.formats.gguf_int4 import _regroup, q4_1_parts
+from llmlab.formats.gguf_int4 import q4_1_parts
 from llmlab.formats.gguf_quants import dequantize
 from llmlab.generation import GenerationConfig, generate
-from llmlab.nn.quantized_linear import Int4Linear, Int8Linear, quantize_model
+from llmlab.nn.quantized_linear import Int4Linear, Int8Linear, quantize_model, regroup
 
 
 def _linear(out_features=48, in_features=128, bias=True):
@@ -100,8 +100,8 @@ def test_gguf_int4_regroups_to_the_requested_group_size():
     torch.manual_seed(0)
     file_layer = Int4Linear.from_weight(torch.randn(32, 128), 32)  # stands in for a Q4_1 tensor
     values = file_layer.dequantized_weight()
-    wider = _regroup(file_layer, 64)
+    wider = regroup(file_layer, 64)
     assert wider.group_size == 64 and wider.scales.shape == (32, 2)
     assert (wider.dequantized_weight() - values).abs().max() <= wider.scales.max() / 2 + 1e-6
     odd = Int4Linear.from_weight(torch.randn(16, 96), 32)
-    assert _regroup(odd, 64) is odd  # 64 does not divide 96 inputs: the file's groups stay
+    assert regroup(odd, 64) is odd  # 64 does not divide 96 inputs: the file's groups stay

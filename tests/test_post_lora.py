@@ -8,17 +8,16 @@ import torch
 import transformers
 from tiny import tiny_llama_config
 
+from llmlab.adapters import load_adapter, save_adapter
 from llmlab.errors import LlmlabError
 from llmlab.models.llama import model_from_hf
 from llmlab.nn.lora import (
     LoraLinear,
     adapters_disabled,
     add_lora,
-    load_adapter,
     lora_parameters,
     merge_and_unload,
     merge_lora,
-    save_adapter,
     set_adapter,
     unmerge_lora,
 )

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "llmlab.commands.chat",
     "llmlab.commands.generate",
     "llmlab.commands.models",
+    "llmlab.commands.embed",
     "llmlab.commands.train",
     "llmlab.commands.posttrain",
     "llmlab.commands.plot",
@@ -26,6 +27,14 @@ COMMAND_MODULES = [
     "llmlab.commands.exp",
     "llmlab.commands.agent",
 ]
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (`error: llmlab chat: argument --threads:
+    must be at least 1, got 0`) with exit status 2, instead of the usage block and the error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -42,9 +51,7 @@ def common_parser() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="llmlab", description="llmlab: a hackable full-stack LLM system"
-    )
+    parser = Parser(prog="llmlab", description="llmlab: a hackable full-stack LLM system")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

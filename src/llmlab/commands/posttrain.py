@@ -6,8 +6,8 @@
     llmlab sample best-of-n --model smollm2-135m-instruct --prompts bundled:arith.jsonl --n 4 --keep 1 \\
         --reward exact_answer --out runs/bon/sft.jsonl
 
-The train subcommands are added to `llmlab train` by commands/train.py (see `add_posttrain_subcommands`);
-configs are YAML with `--set key=value` overrides (sections: model, lora, data, dpo, rl + the trainer's).
+Configs are YAML (see recipes/) with `--set key=value` overrides; sections: model, lora, data, dpo,
+rl and the trainer's (train, optim, diagnostics, checkpoint, distributed).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
     llmlab serve --model smollm2-135m-instruct --port 8000
     llmlab serve --model ./my-hf-folder --api-key secret --max-num-seqs 32 --kv-memory 1GiB
     llmlab serve --quant int4 --group-size 32           # 4-bit weights (the GGUF's own blocks)
+    llmlab serve --adapter runs/sft-lora/adapter        # a LoRA adapter merged into the base
 
 Then any OpenAI client works: base_url=http://127.0.0.1:8000/v1. See docs/serving.md.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from llmlab.cli import common_parser
+from llmlab.commands.common import non_negative_int, port, positive_int
 from llmlab.registry import DEFAULT_CHAT_MODEL
 
 
@@ -29,12 +31,18 @@ def register(subparsers):
         help=f"packaged name, HF folder or .gguf (default {DEFAULT_CHAT_MODEL})",
     )
     p.add_argument(
+        "--adapter",
+        default=None,
+        metavar="DIR",
+        help="a LoRA adapter (PEFT folder) merged into --model; one per server (see docs/serving.md)",
+    )
+    p.add_argument(
         "--served-model-name",
         default=None,
         help="the name clients send as `model` (default: --model)",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=port, default=8000, help="port (default 8000)")
     p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` on /v1/*")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument(
@@ -57,24 +65,29 @@ def register(subparsers):
         "requantized from its own groups of 32 when this differs)",
     )
     p.add_argument(
-        "--max-num-seqs", type=int, default=64, help="most sequences in a batch (default 64)"
+        "--max-num-seqs",
+        type=positive_int,
+        default=64,
+        help="most sequences in a batch (default 64)",
     )
     p.add_argument(
         "--max-num-batched-tokens",
-        type=int,
+        type=positive_int,
         default=512,
         help="token budget per step (default 512)",
     )
     p.add_argument(
         "--max-queue",
-        type=int,
+        type=non_negative_int,
         default=256,
         help="requests waiting beyond the batch before 429 (default 256)",
     )
     p.add_argument(
         "--kv-memory", default="512MiB", help="memory for the paged KV cache (default 512MiB)"
     )
-    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default 16)")
+    p.add_argument(
+        "--block-size", type=positive_int, default=16, help="tokens per KV block (default 16)"
+    )
     p.add_argument(
         "--no-prefix-caching", action="store_true", help="do not reuse KV blocks across requests"
     )
@@ -90,8 +103,17 @@ def register(subparsers):
         help="run the model's own modules instead of the engine's fused copy of the projection weights "
         "(less memory, slower decode)",
     )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="CPU threads for PyTorch (at least 1)"
+    )
     p.set_defaults(func=run)
+
+
+def adapter_names(adapters: list[str]) -> list[str]:
+    """Names a request may send as `model` for the adapter: its folder path and its folder name."""
+    from pathlib import Path
+
+    return [name for a in adapters for name in (a, Path(a).resolve().name)]
 
 
 def run(args) -> int:
@@ -102,15 +124,23 @@ def run(args) -> int:
 
     from llmlab.device import set_threads
     from llmlab.engine.async_engine import AsyncEngine
-    from llmlab.engine.llm import load_engine_model
     from llmlab.engine.llm_engine import LLMEngine
+    from llmlab.loading import load, require_generative
     from llmlab.serve.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     set_threads(args.threads)
+    require_generative(args.model, "be served for text generation")
+    adapters = [args.adapter] if args.adapter else []
     with Console(stderr=True).status(f"loading {args.model} …"):
-        model, tokenizer = load_engine_model(
-            args.model, args.device, args.dtype, args.quant, args.group_size
+        model, tokenizer = load(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            quant=args.quant,
+            group_size=args.group_size,
+            adapters=adapters,
+            merge_adapters=True,  # one adapter, merged: served at the base model's speed
         )
     engine = LLMEngine(
         model,
@@ -129,7 +159,7 @@ def run(args) -> int:
         tokenizer,
         name,
         api_key=args.api_key,
-        aliases=(args.model,),
+        aliases=(args.model, *adapter_names(adapters)),
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
     return 0

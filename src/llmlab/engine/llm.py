@@ -6,8 +6,8 @@
     print(outs[0].text, outs[0].token_ids)
 
 Options: device, dtype ("float32" | "bfloat16"), quant ("int8" | "int4"), group_size (int4, default
-32), max_num_seqs, max_num_batched_tokens, block_size, kv_memory ("512MiB"), num_kv_blocks,
-enable_prefix_caching, compile, pack_weights (default True: the engine's fused copy of the
+32), adapters (PEFT folders, merged into the weights), all passed to `llmlab.load`; max_num_seqs,
+max_num_batched_tokens, block_size, kv_memory ("512MiB"), num_kv_blocks, enable_prefix_caching, compile, pack_weights (default True: the engine's fused copy of the
 projection weights; False runs the model's own modules). A model object can be passed instead of a
 name, with `tokenizer=`.
 """
@@ -31,23 +31,6 @@ ENGINE_OPTIONS = (
 )
 
 
-def load_engine_model(
-    name_or_path, device=None, dtype=None, quant: str | None = None, group_size: int = 32
-):
-    """(model, tokenizer) ready for the engine: loaded, cast, and optionally weight-quantized."""
-    import llmlab
-    from llmlab.nn.quantized_linear import load_quantized, quantize_model
-
-    if quant:
-        quantized = load_quantized(name_or_path, quant, group_size, device=device, dtype=dtype)
-        if quantized is not None:  # the GGUF's own 4-bit blocks, never expanded to floats
-            return quantized
-    model, tokenizer = llmlab.load(name_or_path, device=device, dtype=dtype)
-    if quant:
-        quantize_model(model, quant, group_size)
-    return model, tokenizer
-
-
 class LLM:
     def __init__(
         self,
@@ -58,13 +41,24 @@ class LLM:
         dtype=None,
         quant: str | None = None,
         group_size: int = 32,
+        adapters=(),
         **options,
     ):
         unknown = set(options) - set(ENGINE_OPTIONS)
         if unknown:
             raise TypeError(f"unknown LLM options: {', '.join(sorted(unknown))}")
         if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-            model, loaded_tokenizer = load_engine_model(model, device, dtype, quant, group_size)
+            import llmlab
+
+            model, loaded_tokenizer = llmlab.load(
+                model,
+                device=device,
+                dtype=dtype,
+                quant=quant,
+                group_size=group_size,
+                adapters=adapters,
+                merge_adapters=True,  # the engine packs plain linear layers into fused matmuls
+            )
             tokenizer = tokenizer or loaded_tokenizer
         elif quant:
             from llmlab.nn.quantized_linear import quantize_model

@@ -1,22 +1,19 @@
-"""Load a Q4_1 GGUF straight into int4 `Int4Linear` layers: the file's 4-bit codes, scales and
-minimums are repacked, never expanded to a float32 weight matrix.
+"""Read a Q4_1 GGUF with its 4-bit blocks kept packed: the file's codes, scales and minimums per
+projection, never expanded to a float32 weight matrix. Tensors and configs only — the model is
+built by `llmlab.load(path, quant="int4")` (llmlab/loading.py).
 
-    model, tokenizer = read_gguf_int4("SmolLM2-135M-Instruct.Q4_1.gguf")
+    config, floats, packed = read_gguf_int4("SmolLM2-135M-Instruct.Q4_1.gguf")
+    codes, scales, minimums = packed["model.layers.0.self_attn.q_proj"]
 
 Q4_1 stores each row in blocks of 32 weights as (d: fp16, m: fp16, 16 bytes of nibbles; the low
 nibbles are weights 0–15, the high ones 16–31) with w = d·q + m — exactly Int4Linear's group-32
 layout. Tensors of other types (the token embedding, norms, anything not Q4_1) are dequantized
-with `llmlab.formats.gguf_quants` as `read_gguf` does. A tied LM head gets its own int4 copy of
-the embedding. Q/K rows get llama.cpp's rotary permutation undone, on the codes and scales alike.
-
-`group_size` other than the file's 32 requantizes each layer from its Q4_1 values to groups of that
-size (one layer's floats at a time, never the whole model): fewer scales, a little more error.
-A layer whose input width the group size does not divide keeps the file's group of 32.
+with `llmlab.formats.gguf_quants` as `read_gguf` does. Q/K rows get llama.cpp's rotary
+permutation undone, on the codes and scales alike.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +29,9 @@ from llmlab.formats.gguf import (
     undo_rope_permutation,
 )
 from llmlab.formats.gguf_quants import dequantize
-from llmlab.nn.quantized_linear import Int4Linear
 
 Q4_1_BLOCK_BYTES = 20
 Q4_1_GROUP = 32
-log = logging.getLogger("llmlab.formats")
 
 
 def q4_1_parts(
@@ -56,27 +51,9 @@ def q4_1_parts(
     return codes, d, m
 
 
-def _regroup(layer: Int4Linear, group_size: int) -> Int4Linear:
-    """The same weights requantized to another group size (or as they are when it does not fit)."""
-    if group_size == layer.group_size:
-        return layer
-    if layer.in_features % group_size:
-        log.warning(
-            "int4 group size %d does not divide %d inputs: keeping the file's group of %d",
-            group_size,
-            layer.in_features,
-            layer.group_size,
-        )
-        return layer
-    return Int4Linear.from_weight(layer.dequantized_weight(), group_size)
-
-
-def read_gguf_int4(path: str | Path, dtype=None, group_size: int = Q4_1_GROUP):
-    from llmlab.device import pick_dtype
-    from llmlab.models.llama import LlamaConfig, LlamaForCausalLM
-    from llmlab.nn.rotary import RotaryEmbedding
-    from llmlab.tokenize.tokenizer import load_tokenizer
-
+def read_gguf_int4(path: str | Path):
+    """(HF config dict, float tensors by HF name, {projection path: (codes, d, m)} of its Q4_1
+    matrices). The embedding is always among the floats (it is looked up, not multiplied)."""
     path = str(path)
     reader = open_gguf(path)
     metadata = read_metadata(reader)
@@ -86,7 +63,7 @@ def read_gguf_int4(path: str | Path, dtype=None, group_size: int = Q4_1_GROUP):
     )  # see read_gguf: llama.cpp permutes Q/K rows for llama only
     heads = {"q_proj": config["num_attention_heads"], "k_proj": config["num_key_value_heads"]}
     floats: dict[str, torch.Tensor] = {}
-    layers: dict[str, Int4Linear] = {}
+    packed: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     rope_factors = None
     for tensor in reader.tensors:
         name = hf_tensor_name(tensor.name)
@@ -102,9 +79,7 @@ def read_gguf_int4(path: str | Path, dtype=None, group_size: int = Q4_1_GROUP):
             parts = q4_1_parts(tensor.data, *shape)
             if permuted and projection in heads:
                 parts = tuple(undo_rope_permutation(p, heads[projection]) for p in parts)
-            layers[name.removesuffix(".weight")] = _regroup(
-                Int4Linear(*parts, group_size=Q4_1_GROUP), group_size
-            )
+            packed[name.removesuffix(".weight")] = parts
             continue
         values = dequantize(tensor.data, tensor.tensor_type.name, shape, tensor.name)
         if name is None:
@@ -123,30 +98,4 @@ def read_gguf_int4(path: str | Path, dtype=None, group_size: int = Q4_1_GROUP):
     if config["vocab_size"] is None:
         config["vocab_size"] = floats["model.embed_tokens.weight"].shape[0]
 
-    model_config = LlamaConfig.from_hf(config)
-    model_config.tie_word_embeddings = False  # the head becomes its own int4 layer below
-    with torch.device("meta"):
-        model = LlamaForCausalLM(model_config)
-    for name, layer in layers.items():
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, layer)
-    if "lm_head" not in layers:
-        head = floats.pop("lm_head.weight", floats["model.embed_tokens.weight"])
-        fits = head.shape[1] % group_size == 0
-        model.lm_head = Int4Linear.from_weight(head, group_size if fits else Q4_1_GROUP)
-    target = pick_dtype(dtype, torch.device("cpu"))
-    missing, unexpected = model.load_state_dict(
-        {k: v.to(target) for k, v in floats.items()}, strict=False, assign=True
-    )
-    missing = [
-        k for k in missing if not any(k.startswith(prefix) for prefix in [*layers, "lm_head"])
-    ]
-    if missing or unexpected:
-        raise CorruptFileError(
-            f"{path}: tensors do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    model.model.rotary = RotaryEmbedding(
-        model_config.head_dim, model_config.rope_theta, model_config.rope_scaling
-    )
-    model.source_path = path
-    return model.eval(), load_tokenizer(path)
+    return config, floats, packed

@@ -1,7 +1,10 @@
 """LoRA adapters in PEFT's folder format, so `peft.PeftModel.from_pretrained` reads ours and we read theirs.
 
-    save_adapter(model, "out/adapter")                     # adapter_config.json + adapter_model.safetensors
-    load_adapter(model, "out/adapter", adapter_name="b")   # adds (or fills) adapter "b"
+    config, weights = read_adapter("out/adapter")   # LoraConfig, {module: {"lora_A", "lora_B"}}
+    write_adapter("out/copy", config, weights, base_model_name_or_path="smollm2-135m-instruct")
+
+Tensors and configs only: putting an adapter onto a model (and taking it off one) is
+`llmlab.adapters.load_adapter` / `save_adapter`.
 
 Weights are keyed `base_model.model.<module path>.lora_A.weight` / `.lora_B.weight` (no adapter
 name inside the key); the config carries r, lora_alpha, lora_dropout, target_modules, use_rslora.
@@ -12,14 +15,13 @@ are refused with a message naming the option.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from llmlab.errors import CorruptFileError
-from llmlab.nn.lora import LoraConfig, LoraError, add_lora, lora_layers
+from llmlab.nn.lora import LoraConfig, LoraError
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -75,79 +77,58 @@ def config_from_peft(raw: dict, path: Path) -> LoraConfig:
     )
 
 
-def save_adapter(
-    model: torch.nn.Module,
+def write_adapter(
     folder: str | Path,
-    adapter_name: str = "default",
+    config: LoraConfig,
+    tensors: dict[str, torch.Tensor],
     base_model_name_or_path: str | None = None,
 ) -> Path:
+    """Write a PEFT folder from `{module path: {"lora_A": A, "lora_B": B}}` and its LoraConfig."""
     folder = Path(folder)
-    layers = lora_layers(model)
-    config = getattr(model, "lora_configs", {}).get(adapter_name)
-    if config is None or not layers:
-        raise LoraError(f"the model has no adapter named '{adapter_name}'")
-    tensors = {}
-    for name, layer in layers.items():
-        if adapter_name in layer.lora_A:
-            tensors[f"{PREFIX}{name}.lora_A.weight"] = (
-                layer.lora_A[adapter_name].weight.detach().cpu().contiguous()
-            )
-            tensors[f"{PREFIX}{name}.lora_B.weight"] = (
-                layer.lora_B[adapter_name].weight.detach().cpu().contiguous()
-            )
+    flat = {
+        f"{PREFIX}{module}.{kind}.weight": tensor.detach().cpu().contiguous()
+        for module, pair in tensors.items()
+        for kind, tensor in pair.items()
+    }
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    base = base_model_name_or_path or getattr(model, "source_path", None)
-    (folder / CONFIG_FILE).write_text(json.dumps(peft_config_dict(config, base), indent=2))
+    save_file(flat, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    (folder / CONFIG_FILE).write_text(
+        json.dumps(peft_config_dict(config, base_model_name_or_path), indent=2)
+    )
     return folder
 
 
-def read_adapter(folder: str | Path) -> tuple[LoraConfig, dict[str, torch.Tensor]]:
+def is_adapter_folder(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / CONFIG_FILE).exists()
+
+
+def read_adapter_config(folder: str | Path) -> dict:
+    """adapter_config.json as a dict (e.g. for its base_model_name_or_path)."""
+    path = Path(folder) / CONFIG_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CorruptFileError(f"{folder}: not a PEFT adapter folder (no {CONFIG_FILE})") from None
+    except json.JSONDecodeError as exc:
+        raise CorruptFileError(f"{path}: not valid JSON ({exc.msg})") from None
+
+
+def read_adapter(folder: str | Path) -> tuple[LoraConfig, dict[str, dict[str, torch.Tensor]]]:
+    """(LoraConfig, {module path: {"lora_A": A, "lora_B": B}}) from a PEFT folder (ours or peft's)."""
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not config_path.exists() or not weights_path.exists():
         raise CorruptFileError(
             f"{folder}: not a PEFT adapter folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})"
         )
-    try:
-        raw = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CorruptFileError(f"{config_path}: not valid JSON ({exc.msg})") from None
-    return config_from_peft(raw, config_path), load_file(str(weights_path))
-
-
-def load_adapter(
-    model: torch.nn.Module,
-    folder: str | Path,
-    adapter_name: str = "default",
-    base_dtype: str | None = None,
-) -> torch.nn.Module:
-    """Add adapter `adapter_name` from a PEFT folder (creating the LoRA layers it names)."""
-    config, tensors = read_adapter(folder)
+    config = config_from_peft(read_adapter_config(folder), config_path)
     weights: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in tensors.items():
+    for key, tensor in load_file(str(weights_path)).items():
         if not key.startswith(PREFIX) or not key.endswith((".lora_A.weight", ".lora_B.weight")):
             raise CorruptFileError(f"{folder}: unexpected adapter key {key}")
         module, kind = key[len(PREFIX) :].rsplit(".", 2)[0], key.rsplit(".", 2)[1]
         weights.setdefault(module, {})[kind] = tensor
-    # Target exactly the modules the file holds: its target_modules may be broader than what was saved.
-    config.target_modules = "|".join(re.escape(m) for m in weights)
-    add_lora(model, config, adapter_name=adapter_name, base_dtype=base_dtype)
-    layers = lora_layers(model)
     for module, pair in weights.items():
-        layer = layers.get(module)
-        if layer is None or set(pair) != {"lora_A", "lora_B"}:
-            raise CorruptFileError(f"{folder}: adapter weights for {module} do not fit the model")
-        for kind, tensor in pair.items():
-            target = getattr(layer, kind)[adapter_name].weight
-            if target.shape != tensor.shape:
-                raise CorruptFileError(
-                    f"{folder}: {module}.{kind} has shape {tuple(tensor.shape)}, "
-                    f"the model needs {tuple(target.shape)}"
-                )
-            with torch.no_grad():
-                target.copy_(tensor)
-    model.lora_configs[adapter_name].target_modules = sorted(
-        {m.rsplit(".", 1)[-1] for m in weights}
-    )
-    return model
+        if set(pair) != {"lora_A", "lora_B"}:
+            raise CorruptFileError(f"{folder}: adapter weights for {module} lack lora_A or lora_B")
+    return config, weights

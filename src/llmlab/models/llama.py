@@ -354,8 +354,11 @@ def model_from_hf(
         )
     if model_config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
-    # Buffers are not in the checkpoint: recompute them off the meta device.
-    model.model.rotary = RotaryEmbedding(
-        model_config.head_dim, model_config.rope_theta, model_config.rope_scaling
-    )
-    return model.eval()
+    return rebuild_buffers(model).eval()
+
+
+def rebuild_buffers(model: LlamaForCausalLM) -> LlamaForCausalLM:
+    """Buffers are not in a checkpoint: recompute them off the meta device after loading weights."""
+    config = model.config
+    model.model.rotary = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling)
+    return model

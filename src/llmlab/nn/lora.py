@@ -2,8 +2,7 @@
 
     add_lora(model, r=8, alpha=16)                 # freeze the model, wrap q/k/v/o projections
     optimizer = torch.optim.AdamW(lora_parameters(model), lr=1e-3)   # only A and B train
-    save_adapter(model, "out/adapter")            # PEFT folder: adapter_config.json + safetensors
-    load_adapter(model, "out/other", adapter_name="other"); set_adapter(model, "other")
+    set_adapter(model, "other")                   # after llmlab.adapters.load_adapter(model, DIR, "other")
     with adapters_disabled(model): ...            # the base model, e.g. DPO's reference
     merge_lora(model); unmerge_lora(model)        # W += B·A·scaling, and back
     merge_and_unload(model)                       # plain nn.Linear again, ready for save_hf_folder
@@ -17,7 +16,7 @@ names, so the base state dict (and `save_hf_folder`) see the same keys as before
 The frozen base may be held in bf16 (`base_dtype="bf16"`: the whole frozen model, which then
 computes in bf16) or int8 (`"int8"`: the wrapped layers, per-row absmax) to save memory; the
 adapters stay float32 (cast to the activations' dtype per use). The PEFT format itself lives in
-`llmlab/formats/peft.py`.
+`llmlab/formats/peft.py`; saving and loading adapters (PEFT folders) in `llmlab/adapters.py`.
 """
 
 from __future__ import annotations
@@ -192,7 +191,9 @@ def lora_layers(model: nn.Module) -> dict[str, LoraLinear]:
 def _layers_or_fail(model: nn.Module) -> dict[str, LoraLinear]:
     layers = lora_layers(model)
     if not layers:
-        raise LoraError("the model has no LoRA adapters (call add_lora or load_adapter first)")
+        raise LoraError(
+            "the model has no LoRA adapters (call add_lora or llmlab.adapters.load_adapter first)"
+        )
     return layers
 
 
@@ -334,24 +335,3 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
         p.requires_grad_(True)
     model.lora_configs = {}
     return model
-
-
-def save_adapter(
-    model: nn.Module,
-    folder,
-    adapter_name: str = "default",
-    base_model_name_or_path: str | None = None,
-):
-    """Write adapter `adapter_name` as a PEFT folder (see llmlab/formats/peft.py)."""
-    from llmlab.formats.peft import save_adapter as save
-
-    return save(model, folder, adapter_name, base_model_name_or_path)
-
-
-def load_adapter(
-    model: nn.Module, folder, adapter_name: str = "default", base_dtype: str | None = None
-):
-    """Add adapter `adapter_name` from a PEFT folder (ours or peft's)."""
-    from llmlab.formats.peft import load_adapter as load
-
-    return load(model, folder, adapter_name, base_dtype)

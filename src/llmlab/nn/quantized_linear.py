@@ -11,6 +11,8 @@ On the CPU the matmul runs in PyTorch's packed kernels (`_weight_int8pack_mm`,
 `_weight_int4pack_mm_for_cpu`), fed bfloat16 activations: their float32 path is a slow
 reference loop on many CPUs, the bfloat16 one is vectorized. Elsewhere (CUDA, or a PyTorch
 without the ops) the weight is dequantized for each call: correct, not fast.
+
+Reading quantized checkpoints (a Q4_1 GGUF's own blocks) is `llmlab.load(..., quant="int4")`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ _HAS_INT4_KERNEL = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and ha
     torch.ops.aten, "_convert_weight_to_int4pack_for_cpu"
 )
 KERNEL_DTYPE = torch.bfloat16
+INT4_GROUP_SIZES = (32, 64, 128, 256)
 
 
 class _QuantizedLinear(nn.Module):
@@ -180,6 +183,22 @@ class Int4Linear(_QuantizedLinear):
         )
 
 
+def regroup(layer: Int4Linear, group_size: int) -> Int4Linear:
+    """The same weights requantized to another group size, or the layer as it is when the size
+    does not divide its inputs (a Q4_1 file's groups of 32 then stay)."""
+    if group_size == layer.group_size or layer.in_features % group_size:
+        return layer
+    return Int4Linear.from_weight(layer.dequantized_weight(), group_size, layer.bias)
+
+
+def check_quant(quant: str | None, group_size: int = 32) -> None:
+    """One-line errors for a quantization this module does not provide."""
+    if quant not in (None, "int8", "int4"):
+        raise LlmlabError(f"unknown quantization '{quant}' (choose int8 or int4)")
+    if quant == "int4" and group_size not in INT4_GROUP_SIZES:
+        raise LlmlabError(f"int4 group size must be 32, 64, 128 or 256, got {group_size}")
+
+
 def quantize_linear(linear: nn.Linear, quant: str, group_size: int = 32) -> nn.Module:
     if quant == "int8":
         return Int8Linear.from_linear(linear)
@@ -192,10 +211,9 @@ def quantize_linear(linear: nn.Linear, quant: str, group_size: int = 32) -> nn.M
 
 def quantize_model(model: nn.Module, quant: str, group_size: int = 32) -> nn.Module:
     """Replace every nn.Linear (incl. a tied LM head, which gets its own quantized copy) in place."""
-    if quant not in ("int8", "int4"):
-        raise LlmlabError(f"unknown quantization '{quant}' (choose int8 or int4)")
-    if quant == "int4" and group_size not in (32, 64, 128, 256):
-        raise LlmlabError(f"int4 group size must be 32, 64, 128 or 256, got {group_size}")
+    if quant is None:
+        raise LlmlabError("unknown quantization 'None' (choose int8 or int4)")
+    check_quant(quant, group_size)
     targets = [
         (name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)
     ]
@@ -204,20 +222,3 @@ def quantize_model(model: nn.Module, quant: str, group_size: int = 32) -> nn.Mod
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, quantize_linear(module, quant, group_size))
     return model
-
-
-def load_quantized(name_or_path, quant: str, group_size: int, device=None, dtype=None):
-    """(model, tokenizer) with int4 weights read straight from a Q4_1 GGUF, or None when that
-    shortcut does not apply (another format, another quantization, a GPU) and the caller should
-    load floats and call quantize_model."""
-    from llmlab.device import pick_device
-    from llmlab.registry import resolve
-
-    path = resolve(name_or_path)
-    if quant != "int4" or path.suffix != ".gguf" or pick_device(device).type != "cpu":
-        return None
-    from llmlab.formats.gguf_int4 import read_gguf_int4
-
-    if group_size not in (32, 64, 128, 256):
-        raise LlmlabError(f"int4 group size must be 32, 64, 128 or 256, got {group_size}")
-    return read_gguf_int4(path, dtype=dtype, group_size=group_size)

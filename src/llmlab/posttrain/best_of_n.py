@@ -43,8 +43,8 @@ def best_of_n(
     seed: int = 0,
 ) -> dict:
     import llmlab
+    from llmlab.adapters import load_adapter
     from llmlab.errors import LlmlabError
-    from llmlab.nn.lora import load_adapter
     from llmlab.posttrain.data import read_prompts
     from llmlab.posttrain.engine_rollout import engine_sampler_for
     from llmlab.posttrain.rewards import make_reward, reward_model_scorer

@@ -88,19 +88,21 @@ class PostTrainConfig(TrainerConfig):
 
 
 def load_policy(config: PostTrainConfig):
+    """(model, tokenizer) to train: `llmlab.load` in float32 on the CPU, then a fresh LoRA adapter
+    or the configured one (kept trainable, on the base dtype `lora.base_dtype` asks for)."""
     import torch
 
     import llmlab
-    from llmlab.nn.lora import add_lora, load_adapter
+    from llmlab.adapters import load_adapter
+    from llmlab.nn.lora import add_lora
 
     if config.model.threads:
         torch.set_num_threads(config.model.threads)
     model, tokenizer = llmlab.load(config.model.name, device="cpu", dtype="float32")
     lora = config.lora
     if config.model.adapter:
-        load_adapter(
-            model, config.model.adapter, base_dtype=lora.base_dtype or None
-        )  # keeps training it
+        # Not llmlab.load(adapters=...): that one freezes the adapter for inference; here it trains on.
+        load_adapter(model, config.model.adapter, base_dtype=lora.base_dtype or None)
     elif lora.enabled:
         add_lora(
             model,
@@ -126,8 +128,9 @@ def split(items: list, config: PostTrainConfig, read_eval) -> tuple[list, list]:
 
 
 def save_result(model, tokenizer, config: PostTrainConfig, summary: dict) -> dict:
+    from llmlab.adapters import save_adapter
     from llmlab.formats.hf import save_hf_folder
-    from llmlab.nn.lora import lora_layers, save_adapter
+    from llmlab.nn.lora import lora_layers
 
     run = Path(config.run_dir)
     if lora_layers(model):
@@ -244,6 +247,7 @@ def run_reward(config: PostTrainConfig) -> dict:
 
 
 def load_reward_model(folder: str):
+    """A `train reward` run's model/ folder: the backbone through `llmlab.load`, then its score head."""
     import llmlab
     from llmlab.posttrain.heads import RewardModel
 
