@@ -13,6 +13,7 @@ when that is a file or package, else at llmlab.x.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -49,8 +50,14 @@ def _targets(node: ast.AST, current: str, is_package: bool) -> list[str]:
 
 
 def module_graph(package: str = "llmlab") -> dict[str, set[str]]:
-    """module → the llmlab modules it imports (anywhere in the file)."""
-    graph: dict[str, set[str]] = {}
+    """module → the llmlab modules it imports (anywhere in the file). A fresh copy of a graph
+    parsed once per test session."""
+    return {module: set(targets) for module, targets in _parsed_graph(package).items()}
+
+
+@functools.cache
+def _parsed_graph(package: str) -> dict[str, frozenset[str]]:
+    graph: dict[str, frozenset[str]] = {}
     for path in sorted((SRC / package).rglob("*.py")):
         name = _module_name(path)
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -62,7 +69,7 @@ def module_graph(package: str = "llmlab") -> dict[str, set[str]]:
                         target = target.rsplit(".", 1)[0]
                     if target != name:
                         edges.add(target)
-        graph[name] = edges
+        graph[name] = frozenset(edges)
     return graph
 
 

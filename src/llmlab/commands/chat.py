@@ -3,7 +3,7 @@
 llmlab chat "What is dropout?"                       # one answer, streamed, then exit
 llmlab chat --system "Answer in one sentence."       # interactive: history kept; /reset, /exit
 llmlab chat --model path/to/model.gguf --temperature 0.7 --seed 1
-llmlab chat --adapter runs/sft-lora/adapter "Hi"     # a LoRA adapter on top of --model
+llmlab chat --adapter runs/sft-lora-smollm2/adapter "Hi"     # a LoRA adapter on top of --model
 
 Interactive: an error (say, a message longer than the context) is printed and the session goes
 on; when the history outgrows the model's context the oldest turns are dropped, with a note; Ctrl-C

@@ -6,7 +6,7 @@ llmlab generate --chat --json-schema person.json "Describe a made-up person as J
 llmlab generate --chat --choice yes --choice no "Is the sky blue? Answer yes or no."
 llmlab generate --regex "[0-9]{4}-[0-9]{2}-[0-9]{2}" "Today's date is "
 llmlab generate --grammar expr.lark "2 + 2 ="          # a Lark grammar file (llguidance dialect)
-llmlab generate --adapter runs/sft-lora/adapter "Q: 2+3=? A:"     # a LoRA adapter on top of --model
+llmlab generate --adapter runs/sft-lora-smollm2/adapter "Q: 2+3=? A:"     # a LoRA adapter on top of --model
 
 With --json-schema / --regex / --choice / --grammar the output is constrained to match (the
 serving engine's constrained decoding; see docs/structured-output.md).

@@ -3,7 +3,7 @@
     llmlab serve --model smollm2-135m-instruct --port 8000
     llmlab serve --model ./my-hf-folder --api-key secret --max-num-seqs 32 --kv-memory 1GiB
     llmlab serve --quant int4 --group-size 32           # 4-bit weights (the GGUF's own blocks)
-    llmlab serve --adapter runs/sft-lora/adapter        # a LoRA adapter merged into the base
+    llmlab serve --adapter runs/sft-lora-smollm2/adapter        # a LoRA adapter merged into the base
 
 Then any OpenAI client works: base_url=http://127.0.0.1:8000/v1. See docs/serving.md.
 """
@@ -34,7 +34,8 @@ def register(subparsers):
         "--adapter",
         default=None,
         metavar="DIR",
-        help="a LoRA adapter (PEFT folder) merged into --model; one per server (see docs/serving.md)",
+        help="a LoRA adapter (PEFT folder) merged into --model, served under the adapter's name "
+        "(one per server; see docs/serving.md)",
     )
     p.add_argument(
         "--served-model-name",
@@ -109,28 +110,28 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def adapter_names(adapters: list[str]) -> list[str]:
-    """Names a request may send as `model` for the adapter: its folder path and its folder name."""
+def adapter_name(folder: str) -> str:
+    """The name clients use for a merged adapter: its folder's name, or the run folder's name for a
+    `train lora` run's `adapter/` (runs/sft-lora-smollm2/adapter → sft-lora-smollm2)."""
     from pathlib import Path
 
-    return [name for a in adapters for name in (a, Path(a).resolve().name)]
+    path = Path(folder).resolve()
+    return path.parent.name if path.name == "adapter" else path.name
 
 
-def run(args) -> int:
-    import logging
+def build_app(args):
+    """The FastAPI app `llmlab serve` runs: the model loaded (adapter merged), engine, routes."""
+    from llmlab.loading import load, require_generative
 
-    import uvicorn
+    require_generative(args.model, "be served for text generation")  # before the heavy imports
     from rich.console import Console
 
     from llmlab.device import set_threads
     from llmlab.engine.async_engine import AsyncEngine
     from llmlab.engine.llm_engine import LLMEngine
-    from llmlab.loading import load, require_generative
     from llmlab.serve.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     set_threads(args.threads)
-    require_generative(args.model, "be served for text generation")
     adapters = [args.adapter] if args.adapter else []
     with Console(stderr=True).status(f"loading {args.model} …"):
         model, tokenizer = load(
@@ -153,13 +154,28 @@ def run(args) -> int:
         compile=args.compile,
         pack_weights=not args.no_pack_weights,
     )
-    name = args.served_model_name or args.model
-    app = create_app(
+    # With an adapter merged in, the base model is not served as it was: clients name the adapter.
+    if args.adapter:
+        name = args.served_model_name or adapter_name(args.adapter)
+        aliases = (args.adapter,)
+    else:
+        name = args.served_model_name or args.model
+        aliases = (args.model,)
+    return create_app(
         AsyncEngine(engine, max_queue=args.max_queue),
         tokenizer,
         name,
         api_key=args.api_key,
-        aliases=(args.model, *adapter_names(adapters)),
+        aliases=aliases,
     )
+
+
+def run(args) -> int:
+    import logging
+
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app = build_app(args)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
     return 0
