@@ -220,6 +220,10 @@ def test_serve_with_an_adapter_lists_it_and_answers_with_its_weights(tiny_with_a
         (["serve", "--port", "70000"], "argument --port: must be a port number"),
         (["serve", "--max-num-seqs", "0"], "argument --max-num-seqs: must be at least 1"),
         (["embed", "--batch-size", "0"], "argument --batch-size: must be at least 1"),
+        (["sample", "best-of-n", "--n", "0"], "argument --n: must be at least 1"),
+        (["train", "tokenizer", "--vocab-size", "-3"], "argument --vocab-size: must be at least 1"),
+        (["data", "serve", "--port", "0"], "argument --port: must be a port number"),
+        (["agent", "run", "--max-steps", "0"], "argument --max-steps: must be at least 1"),
     ],
 )
 def test_impossible_numbers_are_refused_in_one_line(capsys, argv, needle):
@@ -228,6 +232,17 @@ def test_impossible_numbers_are_refused_in_one_line(capsys, argv, needle):
     assert exit_info.value.code == 2
     line = one_error_line(capsys.readouterr().err)
     assert needle in line and f"llmlab {argv[0]}" in line
+
+
+def test_data_ops_table_keeps_every_description_whole_off_a_terminal(capsys):
+    from llmlab.data.ops import OPS
+
+    assert main(["data", "ops"]) == 0  # stdout is captured: not a terminal
+    out = capsys.readouterr().out
+    assert "…" not in out
+    for name, cls in OPS.items():
+        line = next(line for line in out.splitlines() if f" {name} " in line)
+        assert (cls.__doc__ or "").strip().splitlines()[0] in line
 
 
 def _all_parsers(parser, seen=None):

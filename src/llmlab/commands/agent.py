@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from llmlab.commands.common import positive_int
+
 
 def register(subparsers) -> None:
     from llmlab.cli import common_parser
@@ -42,9 +44,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--scaffold", action="store_true", help="prefill Action:/Final Answer: (small models)"
     )
-    p.add_argument("--max-steps", type=int, default=6)
-    p.add_argument("--max-tokens", type=int, default=128, help="per model reply")
-    p.add_argument("--max-observation-chars", type=int, default=1000)
+    p.add_argument("--max-steps", type=positive_int, default=6)
+    p.add_argument("--max-tokens", type=positive_int, default=128, help="per model reply")
+    p.add_argument("--max-observation-chars", type=positive_int, default=1000)
     p.add_argument(
         "--prompt", default="react", help="agent prompt name (llmlab/prompts/agent/) or a YAML file"
     )

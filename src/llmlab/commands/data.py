@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from llmlab.commands.common import console, port, positive_int
+
 
 def register(subparsers) -> None:
     from llmlab.cli import common_parser
@@ -71,7 +73,10 @@ def register(subparsers) -> None:
         help="history.jsonl, failures.jsonl, runs/<id>/ (default: <work_dir>/schedule)",
     )
     schedule.add_argument(
-        "--max-runs", type=int, default=None, help="stop after N runs (default: run forever)"
+        "--max-runs",
+        type=positive_int,
+        default=None,
+        help="stop after N runs (default: run forever)",
     )
     schedule.add_argument(
         "--run-now", action="store_true", help="run once immediately, then follow the schedule"
@@ -92,7 +97,7 @@ def register(subparsers) -> None:
     serve.add_argument(
         "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)"
     )
-    serve.add_argument("--port", type=int, default=8100, help="port (default 8100)")
+    serve.add_argument("--port", type=port, default=8100, help="port (default 8100)")
     serve.add_argument(
         "--state-dir",
         default="runs/data-api",
@@ -100,12 +105,15 @@ def register(subparsers) -> None:
     )
     serve.add_argument(
         "--max-concurrent",
-        type=int,
+        type=positive_int,
         default=2,
         help="runs executing at once; the rest queue (default 2)",
     )
     serve.add_argument(
-        "--max-queued", type=int, default=64, help="queued + running runs before 429 (default 64)"
+        "--max-queued",
+        type=positive_int,
+        default=64,
+        help="queued + running runs before 429 (default 64)",
     )
     serve.add_argument(
         "--api-key",
@@ -150,7 +158,6 @@ def _run(args: argparse.Namespace) -> int:
 def _ops(args: argparse.Namespace) -> int:
     import inspect
 
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -167,7 +174,7 @@ def _ops(args: argparse.Namespace) -> int:
         )
         # escape: a docstring's "[min, max]" is text, not a rich style tag
         table.add_row(name, cls.kind, escape(doc), escape(args_text) or "-")
-    Console(width=200).print(table)
+    console().print(table)  # full width off a terminal: never cut
     return 0
 
 
@@ -209,7 +216,6 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _print_history(entries: list[dict], state_dir: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{len(entries)} scheduled run(s) in {state_dir}")
@@ -218,7 +224,7 @@ def _print_history(entries: list[dict], state_dir: str) -> None:
     for e in entries:
         table.add_row(e["run_id"], e["start"], e["end"], e["status"], str(e.get("records_read", "-")),
                       str(e.get("records_written", "-")), e.get("report") or e.get("error", ""))  # fmt: skip
-    Console(width=200).print(table)
+    console().print(table)  # full width off a terminal: never cut
 
 
 def _serve(args: argparse.Namespace) -> int:

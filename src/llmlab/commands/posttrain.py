@@ -16,6 +16,8 @@ import argparse
 import json
 import sys
 
+from llmlab.commands.common import non_negative_float, positive_int
+
 METHODS = {
     "sft": "supervised fine-tuning on chat conversations (loss on assistant turns)",
     "lora": "SFT with LoRA adapters (saved in PEFT format)",
@@ -80,8 +82,8 @@ def register(subparsers) -> None:
         required=True,
         help="jsonl with a prompt (and e.g. answer) per line, or bundled:NAME",
     )
-    p.add_argument("--n", type=int, default=4, help="samples per prompt")
-    p.add_argument("--keep", type=int, default=1, help="best samples kept per prompt")
+    p.add_argument("--n", type=positive_int, default=4, help="samples per prompt")
+    p.add_argument("--keep", type=positive_int, default=1, help="best samples kept per prompt")
     p.add_argument(
         "--reward", default="exact_answer", help="rule spec, e.g. exact_answer+0.2*format"
     )
@@ -95,8 +97,8 @@ def register(subparsers) -> None:
         help="keep samples scoring at least this (default: those passing the reward's pass/fail "
         "rules, e.g. correct answers for exact_answer)",
     )
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--max-new-tokens", type=positive_int, default=64)
+    p.add_argument("--temperature", type=non_negative_float, default=0.8)
     p.add_argument("--system", default="", help="system prompt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output SFT jsonl (messages format)")

@@ -13,14 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 
+from llmlab.commands.common import positive_int
+
 
 def add_train_subcommands(sub, parents: list) -> None:
     tok = sub.add_parser("tokenizer", parents=parents, help="train a byte-level BPE tokenizer")
     tok.add_argument(
         "--corpus", nargs="+", required=True, help="txt / jsonl / parquet files, or bundled:NAME"
     )
-    tok.add_argument("--vocab-size", type=int, default=4096)
-    tok.add_argument("--min-frequency", type=int, default=2)
+    tok.add_argument("--vocab-size", type=positive_int, default=4096)
+    tok.add_argument("--min-frequency", type=positive_int, default=2)
     tok.add_argument("--text-field", default="text", help="jsonl/parquet field holding the text")
     tok.add_argument(
         "--bert", action="store_true", help="add [CLS] [SEP] [MASK] for encoder pretraining"
