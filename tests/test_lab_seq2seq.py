@@ -92,22 +92,39 @@ def test_decoder_is_causal():
     assert not torch.allclose(a[:, 4:], b[:, 4:])
 
 
-@pytest.mark.parametrize("positions, steps", [("sinusoidal", 600), ("learned", 200)])
+def reversal_batch(size, vocab, length, bos, generator=None):
+    src = torch.randint(2, vocab, (size, length), generator=generator)
+    return src, torch.cat([torch.full((size, 1), bos), src.flip(1)], dim=1)
+
+
+# Why a schedule and a held-out batch: with a constant lr 5e-3 this post-LN model's loss spikes
+# now and then (seed 0: held-out loss 0.15 at step 600, 0.38 at 800, 0.01 at 1000), and the old
+# check read the last 32-sequence training batch, itself ±0.1 noise. Which side of 0.3 step 600
+# landed on depended on the CPU's kernels (AVX-512: 0.365, ATEN_CPU_CAPABILITY=avx2: 0.33 on the
+# same seed), so the test failed on one machine and passed on another. Warm-up plus linear decay
+# settles it: held-out loss 0.017-0.062, accuracy 0.973-0.995 over seeds 0-4 and both kernel sets.
+@pytest.mark.parametrize("positions, steps", [("sinusoidal", 800), ("learned", 200)])
 def test_learns_to_reverse_sequences(positions, steps):
     torch.manual_seed(0)
-    vocab, length, bos = 8, 5, 1
+    vocab, length, bos, warmup = 8, 5, 1, 50
     model = Seq2SeqTransformer(
         vocab, vocab, d_model=32, n_heads=2, n_layers=1, d_ff=64, positions=positions
     )
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, (steps - s) / (steps - warmup))
+    )
     for _ in range(steps):
-        src = torch.randint(2, vocab, (32, length))
-        tgt = torch.cat([torch.full((32, 1), bos), src.flip(1)], dim=1)
-        loss = seq2seq_loss(model, src, tgt)
-        opt.zero_grad(), loss.backward(), opt.step()
-    src = torch.randint(2, vocab, (64, length))
-    accuracy = (greedy_decode(model.eval(), src, bos, length) == src.flip(1)).float().mean().item()
-    assert loss.item() < 0.3 and accuracy > 0.85, (loss.item(), accuracy)
+        loss = seq2seq_loss(model, *reversal_batch(32, vocab, length, bos))
+        opt.zero_grad(), loss.backward(), opt.step(), schedule.step()
+    held_out = torch.Generator().manual_seed(1234)
+    src, tgt = reversal_batch(256, vocab, length, bos, held_out)
+    model.eval()
+    with torch.no_grad():
+        eval_loss = seq2seq_loss(model, src, tgt).item()
+        accuracy = (greedy_decode(model, src, bos, length) == src.flip(1)).float().mean().item()
+    # untrained: loss ≈ ln 6 = 1.8, accuracy ≈ 1/6
+    assert eval_loss < 0.2 and accuracy > 0.9, (eval_loss, accuracy)
 
 
 @torch.no_grad()
