@@ -218,6 +218,10 @@ def test_notes_recipe_produces_clean_qa(tmp_path):
     assert first["answer"].startswith("梯度消失和梯度爆炸都是因为反向传播过程中")
     assert "问题分析" not in first["analysis"] and "面试回答" not in first["answer"]
     assert all("å" not in r["text"] and "ç" not in r["text"] for r in qa)  # no mojibake left
+    # Fine-grained: a record per follow-up and tutorial step, each with heading path and lines.
+    assert {r["kind"] for r in qa} == {"question", "follow_up", "step"} and len(qa) >= 45
+    assert "基础知识点 > 归一化的作用" in {r["source"] for r in qa}
+    assert all(1 <= r["lines"][0] <= r["lines"][1] for r in qa)
     dropout = next(r for r in qa if r["question"].startswith("dropout"))
     assert dropout["follow_ups"] and dropout["follow_ups"][0]["question"].startswith(
         "为什么 Dropout"

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "llmlab.commands.serve",
     "llmlab.commands.exp",
     "llmlab.commands.agent",
+    "llmlab.commands.rag",
 ]
 
 
