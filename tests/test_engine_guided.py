@@ -196,6 +196,7 @@ def test_max_tokens_cuts_json_with_length_and_stop_strings_apply(llm):
     [
         (dict(json_schema={"type": "object", "properties": {"a": {"$ref": "#/x"}}}), "json_schema"),
         (dict(json_schema={"type": "string", "format": "bogus"}), "bogus"),
+        (dict(json_schema={"type": "array", "uniqueItems": True}), "uniqueItems"),  # not dropped
         (dict(json_schema="{not json"), "not valid JSON"),
         (dict(regex="a(b"), "regex"),
         (dict(grammar="start: missing_rule"), "missing_rule"),

@@ -256,6 +256,8 @@ def test_guided_extras_on_chat_and_completions(client):
           {"type": "object", "properties": {"x": {"type": "string", "format": "bogus"}}}}}]},
          "bogus"),
         ({"tools": [WEATHER], "guided_regex": "a"}, "guided_"),
+        ({"functions": [WEATHER["function"]]}, "use tools"),
+        ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools"),
     ],
 )  # fmt: skip
 def test_invalid_constraints_are_400(client, extra, needle):

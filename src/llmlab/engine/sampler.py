@@ -86,6 +86,7 @@ def sample(
     raw = logits
     if masked_rows:
         logits = logits.clone()
+        allowed = allowed.to(logits.device, non_blocking=True)  # masks are built on the CPU
         logits[masked_rows] = logits[masked_rows].masked_fill(~allowed, float("-inf"))
     if all(
         s.params.greedy and not s.params.needs_history and s.params.logprobs is None for s in seqs

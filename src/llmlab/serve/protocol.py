@@ -153,6 +153,9 @@ class ChatCompletionRequest(_SamplingFields):
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
+    # OpenAI's deprecated spelling of tools: named here only to be refused with a 400
+    functions: list | None = None
+    function_call: Any = None
 
     @property
     def tool_mode(self) -> str | dict | None:
