@@ -204,6 +204,39 @@ def test_serve_with_an_adapter_lists_it_and_answers_with_its_weights(tiny_with_a
         assert base_request.status_code == 404  # the base weights are not what this server holds
 
 
+def _int8_folder_reader(folder, config):
+    """A stand-in quantized-folder reader: one projection comes back as an Int8Linear."""
+    from llmlab.formats.hf import read_hf_folder
+    from llmlab.nn.quantized_linear import Int8Linear
+
+    config, state = read_hf_folder(folder)
+    weight = state.pop("model.layers.0.mlp.down_proj.weight")
+    linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    linear.weight.data = weight
+    return config, state, {"model.layers.0.mlp.down_proj": Int8Linear.from_linear(linear)}
+
+
+def test_quantized_folder_hook_dispatches_on_quant_method(tmp_path, monkeypatch):
+    from llmlab.errors import UnsupportedArchitectureError
+    from llmlab.loading import QUANTIZED_FOLDER_READERS
+    from llmlab.nn.quantized_linear import Int8Linear
+
+    save_tiny_llama(tmp_path / "m", initializer_range=0.3)
+    plain, _ = llmlab.load(tmp_path / "m", device="cpu", tokenizer=False)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "test-int8"}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedArchitectureError, match="'test-int8' has no reader"):
+        llmlab.load(tmp_path / "m", device="cpu", tokenizer=False)
+    reader = f"{__name__}:_int8_folder_reader"
+    monkeypatch.setitem(QUANTIZED_FOLDER_READERS, "test-int8", reader)
+    model, _ = llmlab.load(tmp_path / "m", device="cpu", tokenizer=False)
+    assert isinstance(model.model.layers[0].mlp.down_proj, Int8Linear)
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    expected = plain(ids)
+    assert (model(ids) - expected).abs().max() <= 0.02 * expected.abs().max()
+
+
 # --------------------------------------------------------------------------------- CLI hygiene
 @pytest.mark.parametrize(
     "argv, needle",
