@@ -17,7 +17,7 @@ median of the others is taken, and each side's best median over `--repeats` alte
 reported (robust to other jobs on a shared machine).
 
 llmlab's step: chosen and rejected in one forward with each prompt computed once (prefix
-sharing, posttrain/shared_prefix.py), log-probs only at completion positions.
+sharing, train/shared_prefix.py), log-probs only at completion positions.
 """
 
 from __future__ import annotations
@@ -101,9 +101,9 @@ def run_ours(config, tokenized, pad_id, steps, batch, precompute) -> float:
     import transformers
 
     from llmlab.models.llama import model_from_hf
-    from llmlab.posttrain.data import Pair, dpo_collate
+    from llmlab.posttrain.data import Pair, dpo_collate, precompute_reference_logps
     from llmlab.train.config import TrainerConfig
-    from llmlab.train.objectives.dpo import DPOObjective, precompute_reference_logps
+    from llmlab.train.objectives.dpo import DPOObjective
     from llmlab.train.objectives.reference import Reference
     from llmlab.train.sft_data import ShuffledBatches
     from llmlab.train.trainer import Trainer

@@ -10,13 +10,13 @@ from tiny import tiny_llama_config
 from llmlab.errors import LlmlabError
 from llmlab.models.llama import model_from_hf
 from llmlab.nn.lora import add_lora
-from llmlab.posttrain.data import Pair, dpo_collate
-from llmlab.posttrain.shared_prefix import shared_prefix_logps, supports_shared_prefix
+from llmlab.posttrain.data import Pair, dpo_collate, precompute_reference_logps
 from llmlab.train.config import TrainerConfig
 from llmlab.train.losses import token_logps
-from llmlab.train.objectives.dpo import DPOObjective, precompute_reference_logps
+from llmlab.train.objectives.dpo import DPOObjective
 from llmlab.train.objectives.reference import Reference, completion_logps
 from llmlab.train.sft_data import ShuffledBatches
+from llmlab.train.shared_prefix import shared_prefix_logps, supports_shared_prefix
 from llmlab.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -21,6 +21,7 @@ keeps this loop and runs the operators' work on Ray Data.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -349,11 +350,23 @@ def run_recipe(
     recipe = load_recipe(path_or_recipe) if isinstance(path_or_recipe, str) else path_or_recipe
     if work_dir:
         recipe.work_dir = work_dir
-    kind = executor or recipe.executor
-    if kind == "ray":
-        from llmlab.data.ray_executor import RayExecutor
+    return executor_class(executor or recipe.executor)(recipe, progress, on_progress).run(
+        resume=resume
+    )
 
-        return RayExecutor(recipe, progress, on_progress).run(resume=resume)
-    if kind != "local":
-        raise RecipeError(f"unknown executor {kind!r}; use `local` or `ray`")
-    return LocalExecutor(recipe, progress, on_progress).run(resume=resume)
+
+# Executors by name, as "module:class" imported on first use: RayExecutor subclasses LocalExecutor,
+# so this module must not import ray_executor (that was an import cycle), and local runs never
+# load it. A new executor adds a line here.
+EXECUTORS = {
+    "local": "llmlab.data.executor:LocalExecutor",
+    "ray": "llmlab.data.ray_executor:RayExecutor",
+}
+
+
+def executor_class(kind: str):
+    """The executor class registered under `kind` (a recipe's `executor:` field)."""
+    if kind not in EXECUTORS:
+        raise RecipeError(f"unknown executor {kind!r}; use one of: {', '.join(EXECUTORS)}")
+    module, name = EXECUTORS[kind].split(":")
+    return getattr(importlib.import_module(module), name)

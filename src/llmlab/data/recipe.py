@@ -30,7 +30,8 @@ from typing import Any
 
 import yaml
 
-from llmlab.data.ops.base import RecipeError, build_op
+# the package, not ops.base: importing it registers every operator build_op may be asked for
+from llmlab.data.ops import RecipeError, build_op
 
 _KEYS = {"project", "work_dir", "batch_size", "np", "tracer", "trace_samples", "checkpoint", "text_key",
          "sources", "process", "sinks", "executor", "strict"}  # fmt: skip

@@ -20,7 +20,7 @@ import math
 import torch
 
 from llmlab.models.llama import LlamaForCausalLM
-from llmlab.posttrain.rollout import Group
+from llmlab.posttrain.group import Group
 
 
 def engine_supports(model, tokenizer) -> bool:

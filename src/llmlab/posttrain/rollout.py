@@ -14,27 +14,11 @@ every prompt of the step in one continuous batch, same weights); this path stays
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from llmlab.models.llama import KVCache
-
-
-@dataclass
-class Group:
-    input_ids: torch.Tensor
-    completion_mask: torch.Tensor
-    prompt_length: int
-
-    def completion_ids(self, row: int) -> list[int]:
-        return self.input_ids[row][self.completion_mask[row].bool()].tolist()
-
-    def texts(self, tokenizer) -> list[str]:
-        return [
-            tokenizer.decode(self.completion_ids(i), skip_special_tokens=True)
-            for i in range(len(self.input_ids))
-        ]
+from llmlab.posttrain.engine_rollout import engine_sampler_for
+from llmlab.posttrain.group import Group
 
 
 @torch.no_grad()
@@ -188,8 +172,6 @@ class RolloutSource:
         self.tokenizer = tokenizer
         self.generator = torch.Generator().manual_seed(seed)
         self.cursor, self.used, self.batch = 0, reuse, None
-        from llmlab.posttrain.engine_rollout import engine_sampler_for
-
         # The serving engine over the sampler's own weights, when it can run them.
         self.engine = (
             engine_sampler_for(

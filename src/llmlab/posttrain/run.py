@@ -198,8 +198,8 @@ def _pairs(config: PostTrainConfig, tokenizer, collate):
 
 
 def run_dpo(config: PostTrainConfig) -> dict:
-    from llmlab.posttrain.data import dpo_collate
-    from llmlab.train.objectives.dpo import DPOObjective, precompute_reference_logps
+    from llmlab.posttrain.data import dpo_collate, precompute_reference_logps
+    from llmlab.train.objectives.dpo import DPOObjective
     from llmlab.train.objectives.reference import Reference
     from llmlab.train.trainer import Trainer
 

@@ -46,8 +46,6 @@ def op_arguments(cls: type) -> dict[str, Any]:
 
 def build_op(name: str, args: dict[str, Any] | None) -> Op:
     """Instantiate a registered operator, with one-line errors for unknown names or arguments."""
-    from llmlab.data import ops as _load_all  # noqa: F401  (registers every operator)
-
     if name not in OPS:
         close = [n for n in OPS if n.split("_")[0] == name.split("_")[0]][:3]
         hint = f" (did you mean {', '.join(close)}?)" if close else " (see `llmlab data ops`)"

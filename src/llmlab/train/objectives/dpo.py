@@ -3,7 +3,7 @@
 Batch: input_ids / completion_mask [2B, T] — the B chosen rows, then the B rejected rows (prompt +
 completion, right-padded; mask 1 on completion tokens), so policy log-probs of both take one
 forward pass. Reference log-probs come from the batch (`ref_logps` [2B], precomputed once over the
-dataset by `precompute_reference_logps`) or, when absent, from the Reference (adapters off or a
+dataset by `posttrain.data.precompute_reference_logps`) or, when absent, from the Reference (adapters off or a
 frozen copy) on the fly.
 
     precompute_reference_logps(Reference(model), pairs, pad_id)   # fills pair.ref_chosen / ref_rejected
@@ -12,28 +12,9 @@ frozen copy) on the fly.
 
 from __future__ import annotations
 
-import torch
-
 from llmlab.errors import LlmlabError
 from llmlab.train.losses import dpo_loss, dpo_metrics
 from llmlab.train.objectives.reference import pair_logps
-
-
-@torch.no_grad()
-def precompute_reference_logps(reference, pairs: list, pad_id: int, batch_size: int = 8) -> list:
-    """Store log πref(chosen) and log πref(rejected) on every Pair, once, before training.
-
-    `dpo_collate` then puts them in the batch as `ref_logps` and the objective skips the reference
-    forward pass each step (a third of DPO's compute; and no frozen copy needs to stay in memory)."""
-    from llmlab.posttrain.data import dpo_collate
-
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        batch = dpo_collate(chunk, pad_id)
-        chosen, rejected = reference.pair_logps(batch).chunk(2)
-        for pair, c, r in zip(chunk, chosen.tolist(), rejected.tolist()):
-            pair.ref_chosen, pair.ref_rejected = c, r
-    return pairs
 
 
 class DPOObjective:

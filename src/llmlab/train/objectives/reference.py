@@ -18,9 +18,9 @@ import torch
 
 from llmlab.models.llama import LlamaForCausalLM
 from llmlab.nn.lora import adapters_disabled, lora_layers
-from llmlab.posttrain.shared_prefix import shared_prefix_logps, supports_shared_prefix
 from llmlab.train.losses import summed_logps, token_logps
 from llmlab.train.objectives.clm import logits_of
+from llmlab.train.shared_prefix import shared_prefix_logps, supports_shared_prefix
 
 
 def completion_logps(model, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
