@@ -278,6 +278,23 @@ def test_data_ops_table_keeps_every_description_whole_off_a_terminal(capsys):
         assert (cls.__doc__ or "").strip().splitlines()[0] in line
 
 
+def test_every_numeric_option_is_checked_at_parse_time():
+    """A bare int/float type lets `--k 0` or `--max-tokens -5` through to a crash or a silent no-op:
+    options use the checking types in commands/common.py, or choices. Seeds may be any integer,
+    and a reward threshold any number."""
+    free = {"--seed", "--min-reward"}
+    unchecked = sorted(
+        f"{parser.prog} {action.option_strings[0]}"
+        for parser in _all_parsers(build_parser())
+        for action in parser._actions
+        if action.type in (int, float)
+        and not action.choices
+        and action.option_strings
+        and action.option_strings[0] not in free
+    )
+    assert not unchecked, f"use positive_int/probability/... from commands/common.py: {unchecked}"
+
+
 def _all_parsers(parser, seen=None):
     seen = seen if seen is not None else []
     seen.append(parser)

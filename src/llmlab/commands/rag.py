@@ -16,7 +16,7 @@ import json
 import sys
 
 from llmlab.cli import common_parser
-from llmlab.commands.common import add_model_options
+from llmlab.commands.common import add_model_options, positive_int
 
 
 def register(subparsers):
@@ -34,16 +34,20 @@ def register(subparsers):
 
     search = sub.add_parser("search", parents=[common_parser()], help="the best passages")
     search.add_argument("query")
-    search.add_argument("--k", type=int, default=5, help="passages to return (default 5)")
+    search.add_argument("--k", type=positive_int, default=5, help="passages to return (default 5)")
     search.add_argument("--json", action="store_true", help="print a JSON list")
     _search_options(search)
     search.set_defaults(func=run_search)
 
     ask = sub.add_parser("ask", parents=[common_parser()], help="answer with numbered citations")
     ask.add_argument("question")
-    ask.add_argument("--k", type=int, default=3, help="passages given to the model (default 3)")
+    ask.add_argument(
+        "--k", type=positive_int, default=3, help="passages given to the model (default 3)"
+    )
     ask.add_argument("--json", action="store_true", help="print {answer, citations}")
-    ask.add_argument("--max-tokens", type=int, default=256, help="most new tokens (default 256)")
+    ask.add_argument(
+        "--max-tokens", type=positive_int, default=256, help="most new tokens (default 256)"
+    )
     _search_options(ask)
     add_model_options(ask)
     ask.set_defaults(func=run_ask)
@@ -63,7 +67,9 @@ def _index_options(p):
         default="notes-biencoder",
         help="notes-biencoder (trained on the notes, default), a BERT name (minilm-l6-v2) or none",
     )
-    p.add_argument("--max-chars", type=int, default=500, help="chunk size limit (default 500)")
+    p.add_argument(
+        "--max-chars", type=positive_int, default=500, help="chunk size limit (default 500)"
+    )
 
 
 def _search_options(p, mode: bool = True):
@@ -71,7 +77,7 @@ def _search_options(p, mode: bool = True):
     if mode:
         p.add_argument("--mode", default="hybrid", choices=["bm25", "dense", "hybrid"])
     p.add_argument("--rerank", default=None, help="rerank the top 20 with this language model")
-    p.add_argument("--candidates", type=int, default=20, help="passages the reranker sees")
+    p.add_argument("--candidates", type=positive_int, default=20, help="passages the reranker sees")
 
 
 def _embedder(name: str) -> str | None:

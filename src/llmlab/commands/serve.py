@@ -61,6 +61,7 @@ def register(subparsers):
     p.add_argument(
         "--group-size",
         type=int,
+        choices=[32, 64, 128, 256],
         default=32,
         help="int4 group size along the input dimension (default 32; a Q4_1 GGUF is "
         "requantized from its own groups of 32 when this differs)",
