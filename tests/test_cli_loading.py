@@ -89,6 +89,14 @@ def test_generating_commands_refuse_an_embedding_model(capsys, argv):
     assert code == 1 and "embedding model" in line and "llmlab embed" in line
 
 
+def test_the_engine_refuses_an_embedding_model():
+    from llmlab.engine import LLM
+    from llmlab.errors import LlmlabError
+
+    with pytest.raises(LlmlabError, match="embedding model.*llmlab embed"):
+        LLM("minilm-l6-v2")
+
+
 def test_embed_reads_stdin_and_writes_jsonl_in_line_order():
     lines = ["What is dropout?", "", "梯度消失是什么？", "A cat sat on the mat."]
     result = cli("embed", stdin="\n".join(lines) + "\n")

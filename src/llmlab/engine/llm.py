@@ -49,7 +49,9 @@ class LLM:
             raise TypeError(f"unknown LLM options: {', '.join(sorted(unknown))}")
         if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
             import llmlab
+            from llmlab.loading import require_generative
 
+            require_generative(model, "generate text in the engine")
             model, loaded_tokenizer = llmlab.load(
                 model,
                 device=device,
