@@ -337,3 +337,32 @@ def test_smollm2_schema_tools_and_conversation():
         answer = final.choices[0].message
         assert answer.content and not answer.tool_calls, answer
         assert final.choices[0].finish_reason in ("stop", "length")
+
+
+def test_prompt_formats_generic_and_template_own():
+    """Without tool support in the template: tools in the system turn, calls and results in the
+    documented generic form. A template that takes `tools` gets them and the messages as they are."""
+    from llmlab.serve.tools import render_prompt
+
+    tokenizer = tiny_tokenizer()
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}  # fmt: skip
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "1+2?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "3"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "4"},
+    ]
+    text = tokenizer.decode(render_prompt(tokenizer, messages, [ADD]))
+    assert text.index("Be brief.") < text.index("<tools>\n" + json.dumps(ADD)) < text.index("1+2?")
+    assert '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>' in text
+    assert "<tool_response>\n3\n</tool_response>\n<tool_response>\n4\n</tool_response>" in text
+    assert text.count("<|im_start|>user") == 2  # the two results share one turn
+    tokenizer.chat_template = (
+        "{% for t in tools %}[{{ t['function']['name'] }}]{% endfor %}"
+        "{% for m in messages %}<{{ m['role'] }}>{% if m.tool_calls %}"
+        "{{ m.tool_calls[0]['function']['name'] }}{% endif %}{{ m['content'] }}{% endfor %}"
+    )
+    text = tokenizer.decode(render_prompt(tokenizer, messages, [ADD]))
+    assert text.startswith("[add]<system>Be brief.<user>1+2?<assistant>add") and "<tool>3" in text
