@@ -100,7 +100,10 @@ def main() -> int:
     sample = llm.generate(prompts(llm.tokenizer, 1), constrained, progress=False)[0].text
     print(f"constrained output starts: {sample[:90]!r}")
     results = {"load_average_at_start": os.getloadavg()[0], "rows": []}
-    header = f"{'row':<16}{'free tok/s':>12}{'guided tok/s':>14}{'slowdown':>10}{'mask µs/tok':>13}"
+    header = (
+        f"{'row':<16}{'free tok/s':>12}{'guided tok/s':>14}{'slowdown':>10}{'CPU slowdown':>14}"
+        f"{'mask µs/tok':>13}"
+    )
     print(header)
     for name, n in (("single stream", 1), (f"{args.batch} concurrent", args.batch)):
         batch = prompts(llm.tokenizer, n)
