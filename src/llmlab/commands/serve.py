@@ -131,6 +131,7 @@ def build_app(args):
     from llmlab.engine.async_engine import AsyncEngine
     from llmlab.engine.llm_engine import LLMEngine
     from llmlab.serve.app import create_app
+    from llmlab.web import mount_web
 
     set_threads(args.threads)
     adapters = [args.adapter] if args.adapter else []
@@ -162,13 +163,14 @@ def build_app(args):
     else:
         name = args.served_model_name or args.model
         aliases = (args.model,)
-    return create_app(
+    app = create_app(
         AsyncEngine(engine, max_queue=args.max_queue),
         tokenizer,
         name,
         api_key=args.api_key,
         aliases=aliases,
     )
+    return mount_web(app)  # the chat page at /
 
 
 def run(args) -> int:

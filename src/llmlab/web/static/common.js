@@ -1,0 +1,65 @@
+// Shared by the chat, notes and coach pages: the API key, authorised fetches, Markdown rendering.
+"use strict";
+
+const KEY_STORAGE = "llmlab.apiKey";
+
+function apiKey() {
+  return localStorage.getItem(KEY_STORAGE) || "";
+}
+
+function authHeaders(extra) {
+  const headers = Object.assign({ "Content-Type": "application/json" }, extra || {});
+  const key = apiKey();
+  if (key) headers["Authorization"] = "Bearer " + key;
+  return headers;
+}
+
+// Ask for the key (once; it is kept in this browser) and resolve when one was saved.
+function askForKey(message) {
+  const dialog = document.getElementById("key-dialog");
+  document.getElementById("key-message").textContent = message;
+  const input = document.getElementById("api-key");
+  input.value = "";
+  return new Promise((resolve) => {
+    const form = document.getElementById("key-form");
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      localStorage.setItem(KEY_STORAGE, input.value.trim());
+      dialog.close();
+      resolve();
+    };
+    dialog.showModal();
+    input.focus();
+  });
+}
+
+// fetch() that asks for the API key on a 401 and retries; a wrong key says so plainly.
+async function apiFetch(path, options) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const response = await fetch(path, Object.assign({}, options, { headers: authHeaders() }));
+    if (response.status !== 401) return response;
+    await askForKey(apiKey() ? "The API key was not accepted. Enter the right key." : "This server needs an API key.");
+  }
+  throw new Error("the API key was not accepted");
+}
+
+// An OpenAI error body → one readable line.
+async function errorText(response) {
+  try {
+    const body = await response.json();
+    if (body.error && body.error.message) return body.error.message;
+    if (body.detail) return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+  } catch (e) { /* not JSON */ }
+  return "HTTP " + response.status;
+}
+
+// Markdown → sanitised HTML (model output is untrusted: no raw HTML survives).
+function renderMarkdown(text) {
+  return DOMPurify.sanitize(marked.parse(text || ""));
+}
+
+// A heading path ("基础知识点 > 归一化的作用") → the anchor id the notes page gives that heading.
+function headingAnchor(heading) {
+  const last = String(heading || "").split(">").pop().trim();
+  return "h-" + Array.from(last).map((c) => (/[\p{L}\p{N}]/u.test(c) ? c : "-")).join("").replace(/-+/g, "-").replace(/^-|-$/g, "");
+}
