@@ -118,3 +118,24 @@ def test_checkpoints_atomic_and_pruned(tmp_path):
         save_checkpoint(tmp_path, step, {"step": step}, keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000003.pt", "step_00000004.pt"]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_rerunning_a_finished_run_says_so_and_logs_nothing(tmp_path, tiny_tokenizer):
+    """`llmlab train pretrain` on a run_dir that already reached train.steps: a one-line error
+    naming the step and folder, and no empty summary ("loss": null) added to metrics.jsonl."""
+    config = tiny_pretrain_config(tmp_path / "run", tiny_tokenizer, steps=2, checkpoint_every=2)
+    command = [sys.executable, "-m", "llmlab", "train", "pretrain", "--config", str(config)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert first.returncode == 0, first.stderr
+    before = read_metrics(tmp_path / "run")
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert again.returncode != 0
+    assert (
+        f"run already complete at step 2 in {tmp_path / 'run'}; pick a new run_dir or "
+        "--set checkpoint.resume=false"
+    ) in again.stderr
+    after = read_metrics(tmp_path / "run")
+    summaries = [r for r in after if r["kind"] == "summary"]
+    assert len(summaries) == 1 and summaries[0]["loss"] is not None
+    assert [r for r in after if r["kind"] == "train"] == [r for r in before if r["kind"] == "train"]

@@ -70,7 +70,17 @@ def run_tokenizer(args) -> int:
     tokenizer = train_tokenizer(
         args.corpus, args.out, args.vocab_size, args.min_frequency, args.text_field, args.bert
     )
-    print(f"tokenizer with {len(tokenizer)} tokens written to {args.out}")
+    size = len(tokenizer)
+    # BPE stops merging once no pair occurs --min-frequency times: a small corpus gives fewer
+    # tokens than asked, which would otherwise look like a bug.
+    short = (
+        f" (fewer than --vocab-size {args.vocab_size}: no pair of tokens left that occurs"
+        f" --min-frequency {args.min_frequency} times in this corpus; more text or a lower"
+        " --min-frequency gives more)"
+        if size < args.vocab_size
+        else ""
+    )
+    print(f"tokenizer with {size} tokens{short} written to {args.out}")
     return 0
 
 

@@ -197,7 +197,7 @@ def run_bert(config: BertPretrainConfig, finetune: bool = True) -> dict:
 
     validate(config)
     data, loop = config.data, config.train
-    tokenizer = load_tokenizer(data.tokenizer)
+    tokenizer = load_tokenizer(data.tokenizer, bert=True)
     encoder = PairEncoder(tokenizer, data.seq_len)
     model_config = bert_config(config.model, tokenizer.get_vocab_size(), encoder.pad, data.seq_len)
     if finetune and not data.classification:

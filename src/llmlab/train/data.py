@@ -75,8 +75,9 @@ def iter_documents(paths: list[str], text_field: str = "text") -> Iterator[str]:
             yield from (doc.strip() for doc in text.split("\n\n") if doc.strip())
 
 
-def load_tokenizer(folder: str | Path):
-    """The `tokenizers.Tokenizer` of a tokenizer folder (tokenizer.json) or file."""
+def load_tokenizer(folder: str | Path, bert: bool = False):
+    """The `tokenizers.Tokenizer` of a tokenizer folder (tokenizer.json) or file; `bert` makes the
+    not-found hint the command that trains an encoder's tokenizer (with [CLS] [SEP] [MASK])."""
     from tokenizers import Tokenizer
 
     if not folder:
@@ -86,7 +87,11 @@ def load_tokenizer(folder: str | Path):
     path = Path(folder)
     path = path / "tokenizer.json" if path.is_dir() else path
     if not path.is_file():
-        raise DataError(f"tokenizer not found: {path} (train one with `llmlab train tokenizer`)")
+        command = "llmlab train tokenizer" + (" --bert" if bert else "")
+        raise DataError(
+            f"tokenizer not found: {path} (train one with "
+            f"`{command} --corpus FILE... --out {folder}`)"
+        )
     return Tokenizer.from_file(str(path))
 
 

@@ -58,13 +58,18 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     axes[0].legend()
     axes[1].plot(steps, [r["lr"] for r in train])
     axes[1].set(title="learning rate", xlabel="step")
-    axes[2].plot(steps, [r["grad_norm"] for r in train], label="raw")
-    axes[2].plot(
-        steps,
-        [r.get("grad_norm_applied", r["grad_norm"]) for r in train],
-        label="applied (clipped)",
+    raw = [r["grad_norm"] for r in train]
+    applied = [r.get("grad_norm_applied", r["grad_norm"]) for r in train]
+    axes[2].plot(steps, raw, label="raw")
+    axes[2].plot(steps, applied, label="applied (clipped)")
+    # A log axis needs a positive value (an RL objective can log zero norms throughout);
+    # asking for one anyway only earns a matplotlib warning on the user's terminal.
+    positive = any(v is not None and v > 0 for v in raw + applied)
+    axes[2].set(
+        title="gradient norm" if positive else "gradient norm (no positive value)",
+        xlabel="step",
+        yscale="log" if positive else "linear",
     )
-    axes[2].set(title="gradient norm", xlabel="step", yscale="log")
     axes[2].legend()
     fig.tight_layout()
     written.append(run_dir / "training.png")

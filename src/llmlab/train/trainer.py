@@ -31,6 +31,7 @@ import torch
 import yaml
 from torch import nn
 
+from llmlab.errors import LlmlabError
 from llmlab.train import diagnostics as diag
 from llmlab.train.checkpoint import (
     capture_rng,
@@ -51,6 +52,10 @@ from llmlab.train.distributed import (
     wrap_model,
 )
 from llmlab.train.optim import apply_init, build_optimizer, build_scheduler
+
+
+class RunAlreadyComplete(LlmlabError):
+    """Resuming a run whose last checkpoint is already at train.steps."""
 
 
 class Objective(Protocol):
@@ -363,8 +368,12 @@ class Trainer:
     # ---- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict:
         loop, ckpt = self.config.train, self.config.checkpoint
-        if ckpt.resume:
-            self.resume()
+        if ckpt.resume and self.resume() and self.step >= loop.steps:
+            # Nothing left to train: say so instead of logging a summary with no loss in it.
+            raise RunAlreadyComplete(
+                f"run already complete at step {self.step} in {self.run_dir}; "
+                "pick a new run_dir or --set checkpoint.resume=false"
+            )
         progress = _Progress(loop.steps, self.step, enabled=loop.progress and self.ctx.is_main)
         summary: dict = {}
         started, tokens_seen = time.perf_counter(), 0
