@@ -185,9 +185,12 @@ def test_engine_and_quantized_load_apply_the_adapter(tiny_with_adapter):
     assert llm.generate(["Dropout randomly"], SamplingParams(max_tokens=12))[0].text == adapted
     merged, _ = llmlab.load(base, device="cpu", adapters=[adapter], merge_adapters=True)
     int8, _ = llmlab.load(base, device="cpu", adapters=[adapter], quant="int8", tokenizer=False)
+    plain, _ = llmlab.load(base, device="cpu", tokenizer=False)
     ids = torch.tensor([[5, 17, 42, 99, 7]])
     expected = merged(ids)
-    assert (int8(ids) - expected).abs().max() <= 0.05 * expected.abs().max()
+    tolerance = 0.05 * expected.abs().max()
+    assert (plain(ids) - expected).abs().max() > 4 * tolerance  # the adapter is visible ...
+    assert (int8(ids) - expected).abs().max() <= tolerance  # ... and int8 keeps it
 
 
 def test_serve_with_an_adapter_lists_it_and_answers_with_its_weights(tiny_with_adapter):
