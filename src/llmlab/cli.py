@@ -27,6 +27,8 @@ COMMAND_MODULES = [
     "llmlab.commands.exp",
     "llmlab.commands.agent",
     "llmlab.commands.rag",
+    "llmlab.commands.quantize",
+    "llmlab.commands.eval",
 ]
 
 

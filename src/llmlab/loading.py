@@ -58,7 +58,9 @@ FAMILIES = {
 EMBEDDING_TYPES = ("bert",)
 
 # quantization_config.quant_method → "module:function" reading such a folder (see the docstring).
-QUANTIZED_FOLDER_READERS: dict[str, str] = {}
+QUANTIZED_FOLDER_READERS: dict[str, str] = {
+    "llmlab": "llmlab.formats.quantized:read_quantized_folder",  # `llmlab quantize` (quant/)
+}
 
 
 def family_for(config: dict):
@@ -166,7 +168,7 @@ def load(
     if quant == "int4" and path.suffix == ".gguf" and device.type == "cpu" and not adapter_paths:
         model = _gguf_int4_model(path, target_dtype, group_size)
     else:
-        model = _float_model(path).to(device=device, dtype=target_dtype)
+        model = _float_model(path, quant).to(device=device, dtype=target_dtype)
         if adapter_paths:
             _add_adapters(model, adapter_paths, merge=merge_adapters or bool(quant))
         if quant:
@@ -183,12 +185,14 @@ def load(
     return model, load_tokenizer(path)
 
 
-def _float_model(path: Path) -> torch.nn.Module:
+def _float_model(path: Path, quant: str | None = None) -> torch.nn.Module:
     if path.is_dir():
         from llmlab.formats.hf import read_config
 
         quantization = read_config(path).get("quantization_config")
         if quantization:
+            if quant:
+                raise LlmlabError(f"{path} is already quantized: drop --quant {quant}")
             return _quantized_folder_model(path, quantization)
     config, state_dict = read_checkpoint(path)
     return family_for(config).model_from_hf(config, state_dict)

@@ -3,6 +3,8 @@
     llmlab serve --model smollm2-135m-instruct --port 8000
     llmlab serve --model ./my-hf-folder --api-key secret --max-num-seqs 32 --kv-memory 1GiB
     llmlab serve --quant int4 --group-size 32           # 4-bit weights (the GGUF's own blocks)
+    llmlab serve --quant w8a8                           # int8 weights × int8 activations per token
+    llmlab serve --model runs/smollm2-gptq4             # a folder written by `llmlab quantize`
     llmlab serve --adapter runs/sft-lora-smollm2/adapter        # a LoRA adapter merged into the base
 
 Then any OpenAI client works: base_url=http://127.0.0.1:8000/v1. See docs/serving.md.
@@ -55,8 +57,9 @@ def register(subparsers):
     p.add_argument(
         "--quant",
         default=None,
-        choices=["int8", "int4"],
-        help="weight-only quantization of the linear layers",
+        choices=["int8", "int4", "w8a8"],
+        help="quantize the linear layers at load: int8/int4 weight-only, or w8a8 (int8 weights, "
+        "int8 activations quantized per token at run time; see docs/quantization.md)",
     )
     p.add_argument(
         "--group-size",

@@ -5,7 +5,8 @@
     outs = llm.generate(["The capital of France is", [1, 2, 3]], SamplingParams(max_tokens=32))
     print(outs[0].text, outs[0].token_ids)
 
-Options: device, dtype ("float32" | "bfloat16"), quant ("int8" | "int4"), group_size (int4, default
+Options: device, dtype ("float32" | "bfloat16"), quant ("int8" | "int4" | "w8a8":
+int8 weights × int8 activations quantized per token), group_size (int4, default
 32), adapters (PEFT folders, merged into the weights), all passed to `llmlab.load`; max_num_seqs,
 max_num_batched_tokens, block_size, kv_memory ("512MiB"), num_kv_blocks, enable_prefix_caching, compile, pack_weights (default True: the engine's fused copy of the
 projection weights; False runs the model's own modules). A model object can be passed instead of a

@@ -1,6 +1,7 @@
-"""Weight-only quantized linear layers: int8 per output channel, int4 per group of inputs.
+"""Quantized linear layers: int8 / int4 weight-only, and W8A8 (int8 weights × int8 activations).
 
     quantize_model(model, "int4", group_size=32)     # every nn.Linear except the embedding
+    quantize_model(model, "w8a8")                    # int8 weights, activations per token at run time
     layer = Int8Linear.from_linear(linear); y = layer(x)
 
 int8: w ≈ q · s, q ∈ [-127, 127], one scale per output row (symmetric).
@@ -13,6 +14,14 @@ reference loop on many CPUs, the bfloat16 one is vectorized. Elsewhere (CUDA, or
 without the ops) the weight is dequantized for each call: correct, not fast.
 
 Reading quantized checkpoints (a Q4_1 GGUF's own blocks) is `llmlab.load(..., quant="int4")`.
+
+W8A8 (`W8A8Linear`): int8 weights per output channel (symmetric) times int8 activations, either
+quantized per token at run time (dynamic: scale = max|x_token| / 127) or with one calibrated
+(scale, zero point) for the whole input (static, from `llmlab.quant`'s observers). The product
+runs in `torch._int_mm` (int8 × int8 → int32 through oneDNN: VNNI / AMX on CPUs that have them),
+then one float multiply by the activation and weight scales. The flows that produce these layers
+(calibration, GPTQ, QAT) live in `llmlab.quant`; the layers live here because `llmlab.load` (below
+quant/) builds them when it reads a quantized folder.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from torch import nn
 from llmlab.errors import LlmlabError
 
 _HAS_INT8_KERNEL = hasattr(torch.ops.aten, "_weight_int8pack_mm")
+_HAS_INT_MM = hasattr(torch, "_int_mm")
 _HAS_INT4_KERNEL = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and hasattr(
     torch.ops.aten, "_convert_weight_to_int4pack_for_cpu"
 )
@@ -191,28 +201,114 @@ def regroup(layer: Int4Linear, group_size: int) -> Int4Linear:
     return Int4Linear.from_weight(layer.dequantized_weight(), group_size, layer.bias)
 
 
+class W8A8Linear(nn.Module):
+    """qweight [out, in] int8 and weight_scale [out]: w ≈ qweight · weight_scale (per output row).
+
+    Activations: `input_scale=None` quantizes each token (row of x) at run time, symmetric to
+    [-127, 127]; a calibrated `input_scale` (and `input_zero_point`, 0 when symmetric) quantizes
+    every row with the same affine map to [-128, 127]. The zero point comes out of the int32
+    product exactly: Σ (q − z) · w = Σ q · w − z · Σ w (Σ w per row precomputed)."""
+
+    def __init__(
+        self,
+        qweight: torch.Tensor,
+        weight_scale: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        input_scale: torch.Tensor | float | None = None,
+        input_zero_point: torch.Tensor | int | None = None,
+    ):
+        super().__init__()
+        self.out_features, self.in_features = qweight.shape
+        self.register_buffer("qweight", qweight.to(torch.int8).contiguous())
+        self.register_buffer("weight_scale", weight_scale.detach().float().reshape(-1))
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+        self.static = input_scale is not None
+        if self.static:
+            scale = torch.as_tensor(input_scale, dtype=torch.float32).reshape(1)
+            zero = torch.as_tensor(
+                0 if input_zero_point is None else input_zero_point, dtype=torch.float32
+            )
+            self.register_buffer("input_scale", scale)
+            self.register_buffer("input_zero_point", zero.round().reshape(1))
+            # Σ_k w[n, k] per output row, for the zero-point correction.
+            self.register_buffer("weight_row_sums", self.qweight.sum(1, dtype=torch.int32))
+            self.has_zero_point = bool(
+                self.input_zero_point.item() != 0
+            )  # a Python flag: no sync per call
+
+    @classmethod
+    def from_weight(
+        cls, weight: torch.Tensor, bias=None, input_scale=None, input_zero_point=None
+    ) -> W8A8Linear:
+        w = weight.detach().float()
+        scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
+        q = (w / scale[:, None]).round().clamp(-127, 127)
+        return cls(q, scale, bias, input_scale, input_zero_point)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, input_scale=None, input_zero_point=None) -> W8A8Linear:
+        return cls.from_weight(linear.weight, linear.bias, input_scale, input_zero_point)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.dequantized_weight()
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return self.qweight.float() * self.weight_scale[:, None]
+
+    def quantize_input(self, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [M, in] float → (codes [M, in] int8, scale [M, 1] or [1]) so that x ≈ scale · (codes − z)."""
+        x2 = x2.float()
+        if self.static:
+            q = (x2 / self.input_scale + self.input_zero_point).round_().clamp_(-128, 127)
+            return q.to(torch.int8), self.input_scale
+        scale = x2.abs().amax(-1, keepdim=True).clamp_(min=1e-12) / 127
+        return (x2 / scale).round_().to(torch.int8), scale
+
+    def int_matmul(self, q: torch.Tensor) -> torch.Tensor:
+        """int8 [M, in] × qweightᵀ → int32 [M, out] (exact)."""
+        if _HAS_INT_MM and q.device.type == "cpu":
+            return torch._int_mm(q, self.qweight.t())
+        # Elsewhere: float32 matmul of the integer values (exact up to 2^24 per sum).
+        return (q.float() @ self.qweight.float().t()).round_().to(torch.int32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        q, scale = self.quantize_input(x2)
+        acc = self.int_matmul(q)
+        if self.static and self.has_zero_point:
+            acc = acc - self.input_zero_point.to(torch.int32) * self.weight_row_sums
+        out = acc.float().mul_(scale).mul_(self.weight_scale)
+        if self.bias is not None:
+            out = out + self.bias.float()
+        return out.to(x.dtype).view(*shape[:-1], self.out_features)
+
+
 def check_quant(quant: str | None, group_size: int = 32) -> None:
     """One-line errors for a quantization this module does not provide."""
-    if quant not in (None, "int8", "int4"):
-        raise LlmlabError(f"unknown quantization '{quant}' (choose int8 or int4)")
+    if quant not in (None, "int8", "int4", "w8a8"):
+        raise LlmlabError(f"unknown quantization '{quant}' (choose int8, int4 or w8a8)")
     if quant == "int4" and group_size not in INT4_GROUP_SIZES:
         raise LlmlabError(f"int4 group size must be 32, 64, 128 or 256, got {group_size}")
 
 
 def quantize_linear(linear: nn.Linear, quant: str, group_size: int = 32) -> nn.Module:
+    if quant == "w8a8":
+        return W8A8Linear.from_linear(linear)
     if quant == "int8":
         return Int8Linear.from_linear(linear)
     if quant == "int4":
         if linear.in_features % group_size:
             return Int8Linear.from_linear(linear)  # a layer the groups don't tile stays 8-bit
         return Int4Linear.from_linear(linear, group_size)
-    raise LlmlabError(f"unknown quantization '{quant}' (choose int8 or int4)")
+    raise LlmlabError(f"unknown quantization '{quant}' (choose int8, int4 or w8a8)")
 
 
 def quantize_model(model: nn.Module, quant: str, group_size: int = 32) -> nn.Module:
     """Replace every nn.Linear (incl. a tied LM head, which gets its own quantized copy) in place."""
     if quant is None:
-        raise LlmlabError("unknown quantization 'None' (choose int8 or int4)")
+        raise LlmlabError("unknown quantization 'None' (choose int8, int4 or w8a8)")
     check_quant(quant, group_size)
     targets = [
         (name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)

@@ -1,0 +1,105 @@
+"""`llmlab quantize`: write a quantized copy of a model as a folder that `llmlab.load`, the engine
+and `llmlab serve --model DIR` load.
+
+    llmlab quantize --model smollm2-135m-instruct --method gptq --bits 4 --group-size 128 \\
+        --calib bundled:stories-en.txt --calib bundled:notes-zh.txt --out runs/smollm2-gptq4
+    llmlab quantize --model runs/pretrain-tiny/final --method static --bits 8 --observer percentile --out runs/tiny-w8a8
+    llmlab quantize --model M --method dynamic --bits 8 --out DIR     # W8A8, per-token activations
+    llmlab quantize --model M --method rtn --bits 4 --out DIR         # int4 round-to-nearest (or --bits 8)
+    llmlab quantize --model M --method qat --bits 4 --qat-steps 100 --out DIR
+
+Calibration text (gptq, static, qat) is the first 90 % of the lines of each --calib file (the
+last 10 % are the held-out split `llmlab eval perplexity --split heldout` measures on). A group
+size that does not divide a layer's inputs falls back to the largest of 256/128/64/32 that does.
+See docs/quantization.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from llmlab.cli import common_parser
+
+
+def register(subparsers):
+    from llmlab.quant.flows import METHODS  # no torch import: `llmlab --help` stays fast
+
+    p = subparsers.add_parser(
+        "quantize",
+        parents=[common_parser()],
+        help="quantize a model's linear layers and write a loadable folder",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="packaged name, HF folder or .gguf")
+    p.add_argument("--method", required=True, choices=list(METHODS))
+    p.add_argument("--bits", type=int, required=True, choices=[8, 4])
+    p.add_argument(
+        "--group-size", type=int, default=128, help="int4 inputs per group (default 128)"
+    )
+    p.add_argument(
+        "--calib",
+        action="append",
+        default=None,
+        help="calibration text, bundled:NAME or a path (repeatable; default: the bundled "
+        "stories-en.txt and notes-zh.txt)",
+    )
+    p.add_argument("--samples", type=int, default=16, help="calibration sequences (default 16)")
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sequence")
+    p.add_argument(
+        "--observer",
+        default="histogram-mse",
+        choices=["minmax", "moving-average", "histogram-mse", "histogram-entropy", "percentile"],
+        help="activation observer for --method static (default histogram-mse)",
+    )
+    p.add_argument("--qat-steps", type=int, default=100, help="fine-tuning steps for --method qat")
+    p.add_argument("--qat-lr", type=float, default=1e-4, help="learning rate for --method qat")
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import time
+
+    import llmlab
+    from llmlab.device import set_threads
+    from llmlab.errors import LlmlabError
+    from llmlab.formats.quantized import is_quantized_config
+    from llmlab.quant.flows import check_method, quantize_model_with
+    from llmlab.quant.save import folder_bytes, save_quantized
+    from llmlab.registry import resolve
+
+    check_method(args.method, args.bits)
+    for name, value in (("--samples", args.samples), ("--seq-len", args.seq_len)):
+        if value < 1:
+            raise LlmlabError(f"{name} must be at least 1, got {value}")
+    path = resolve(args.model)
+    if path.is_dir() and (path / "config.json").is_file():
+        from llmlab.formats.hf import read_config
+
+        if is_quantized_config(read_config(path)):
+            raise LlmlabError(f"{args.model} is already quantized: quantize its float original")
+    set_threads(args.threads)
+    start = time.perf_counter()
+    model, tokenizer = llmlab.load(args.model, device="cpu", dtype="float32")
+    model, info = quantize_model_with(
+        model,
+        tokenizer,
+        args.method,
+        args.bits,
+        group_size=args.group_size,
+        calib=args.calib,
+        samples=args.samples,
+        seq_len=args.seq_len,
+        observer=args.observer,
+        qat_steps=args.qat_steps,
+        qat_lr=args.qat_lr,
+    )
+    info["source"] = str(args.model)
+    out = save_quantized(model, args.out, tokenizer, info)
+    print(
+        f"wrote {out} ({folder_bytes(out) / 2**20:.1f} MiB, {args.method} {args.bits}-bit, "
+        f"{time.perf_counter() - start:.1f} s)"
+    )
+    return 0

@@ -1,0 +1,88 @@
+"""One entry point for every method: `quantize_model_with(model, tokenizer, method, bits, ...)`,
+used by `llmlab quantize` and bench/quant.py. Validates the combination, builds calibration data
+from the train split of the given texts (see text_data.py), runs the flow, returns the model and
+a dict describing what was done (stored in the folder's quantization_config)."""
+
+from __future__ import annotations
+
+import logging
+
+from llmlab.errors import LlmlabError
+
+log = logging.getLogger("llmlab.quant")
+
+METHODS = {"rtn": (8, 4), "gptq": (4,), "static": (8,), "dynamic": (8,), "qat": (4,)}
+DEFAULT_CALIB = ["bundled:stories-en.txt", "bundled:notes-zh.txt"]
+
+
+def check_method(method: str, bits: int):
+    if method not in METHODS:
+        raise LlmlabError(f"unknown method '{method}' (choose {', '.join(METHODS)})")
+    if bits not in METHODS[method]:
+        allowed = " or ".join(str(b) for b in METHODS[method])
+        raise LlmlabError(f"--method {method} supports --bits {allowed}, got {bits}")
+
+
+def quantize_model_with(
+    model,
+    tokenizer,
+    method: str,
+    bits: int,
+    group_size: int = 128,
+    calib: list[str] | None = None,
+    samples: int = 16,
+    seq_len: int = 256,
+    observer: str = "histogram-mse",
+    qat_steps: int = 100,
+    qat_lr: float = 1e-4,
+):
+    """(model quantized in place, info dict)."""
+    check_method(method, bits)
+    calib = calib or DEFAULT_CALIB
+    info = {"method": method, "bits": bits}
+    if bits == 4:
+        info["group_size"] = group_size
+    seq_len = min(seq_len, getattr(model, "max_context", seq_len))
+
+    def calibration(length=seq_len):
+        from llmlab.quant.text_data import calibration_batch
+
+        info["calibration"] = {
+            "texts": calib,
+            "split": "train",
+            "samples": samples,
+            "seq_len": length,
+        }
+        return calibration_batch(tokenizer, calib, samples, length)
+
+    if method == "rtn":
+        from llmlab.quant.rtn import quantize_rtn
+
+        quantize_rtn(model, bits, group_size)
+        info["activations"] = None
+    elif method == "gptq":
+        from llmlab.quant.gptq import quantize_gptq
+
+        quantize_gptq(model, calibration(), group_size)
+        info["activations"] = None
+    elif method == "static":
+        from llmlab.quant.ptq import quantize_static
+
+        quantize_static(model, calibration(), observer)
+        info.update(activations="static", observer=observer)
+    elif method == "dynamic":
+        from llmlab.quant.ptq import quantize_dynamic
+
+        quantize_dynamic(model)
+        info["activations"] = "dynamic"
+    else:  # qat
+        from llmlab.quant.qat import convert_qat, prepare_qat, train_qat
+
+        windows = calibration(seq_len + 1)
+        prepare_qat(model, group_size)
+        summary = train_qat(model, windows, steps=qat_steps, lr=qat_lr)
+        convert_qat(model)
+        info.update(
+            activations=None, qat={"steps": qat_steps, "lr": qat_lr, "loss": summary.get("loss")}
+        )
+    return model, info
