@@ -52,6 +52,13 @@ def register(subparsers):
         choices=["minmax", "moving-average", "histogram-mse", "histogram-entropy", "percentile"],
         help="activation observer for --method static (default histogram-mse)",
     )
+    p.add_argument(
+        "--smooth",
+        type=float,
+        default=0.5,
+        help="SmoothQuant strength α for --method static/dynamic (0 = off; default 0.5): "
+        "activation outlier channels moved into the weights, from calibration statistics",
+    )
     p.add_argument("--qat-steps", type=int, default=100, help="fine-tuning steps for --method qat")
     p.add_argument("--qat-lr", type=float, default=1e-4, help="learning rate for --method qat")
     p.add_argument("--out", required=True, help="folder to write")
@@ -93,6 +100,7 @@ def run(args) -> int:
         samples=args.samples,
         seq_len=args.seq_len,
         observer=args.observer,
+        smooth=args.smooth or None,
         qat_steps=args.qat_steps,
         qat_lr=args.qat_lr,
     )

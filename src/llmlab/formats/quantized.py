@@ -15,7 +15,7 @@ and whose safetensors file holds, for each quantized layer NAME (kind from `laye
 |---|---|
 | int8 (weight-only) | NAME.qweight int8 [out, in], NAME.weight_scale float32 [out] |
 | int4 (weight-only, groups) | NAME.qweight_int4 uint8 [out, in/2] (two codes a byte, low nibble first), NAME.scales and NAME.minimums float16 [out, in/group] |
-| w8a8 | NAME.qweight int8 [out, in], NAME.weight_scale float32 [out]; static also NAME.input_scale, NAME.input_zero_point float32 [1] |
+| w8a8 | NAME.qweight int8 [out, in], NAME.weight_scale float32 [out]; static also NAME.input_scale, NAME.input_zero_point float32 [1]; smoothed (SmoothQuant) also NAME.input_divisor float32 [in] |
 
 plus NAME.bias when the layer has one. A tied LM head is stored as its own quantized layer, and
 the config says `tie_word_embeddings: false`. Transformers cannot load these folders (the format
@@ -64,6 +64,8 @@ def layer_tensors(name: str, layer) -> tuple[str, dict[str, torch.Tensor]]:
         if layer.static:
             out["input_scale"] = layer.input_scale
             out["input_zero_point"] = layer.input_zero_point
+        if layer.smoothed:
+            out["input_divisor"] = layer.input_divisor
     elif isinstance(layer, Int8Linear):
         kind = "int8"
         out["qweight"], out["weight_scale"] = layer.qweight, layer.scales
@@ -71,7 +73,8 @@ def layer_tensors(name: str, layer) -> tuple[str, dict[str, torch.Tensor]]:
         raise TypeError(f"{name}: not a quantized layer ({type(layer).__name__})")
     if layer.bias is not None:
         out["bias"] = layer.bias.detach()
-    return kind, {f"{name}.{k}": v.detach().cpu().contiguous() for k, v in out.items()}
+    # clone: layers may share a tensor (one smoothing divisor for q/k/v), safetensors stores each once
+    return kind, {f"{name}.{k}": v.detach().cpu().contiguous().clone() for k, v in out.items()}
 
 
 def build_layer(name: str, kind: str, tensors: dict[str, torch.Tensor]):
@@ -99,6 +102,7 @@ def build_layer(name: str, kind: str, tensors: dict[str, torch.Tensor]):
             bias,
             scale,
             get("input_zero_point", scale is not None),
+            get("input_divisor", required=False),
         )
     raise CorruptFileError(f"quantized folder: layer '{name}' has unknown kind '{kind}'")
 

@@ -41,7 +41,21 @@ KERNEL_DTYPE = torch.bfloat16
 INT4_GROUP_SIZES = (32, 64, 128, 256)
 
 
-class _QuantizedLinear(nn.Module):
+class _FixedDtypeBuffers(nn.Module):
+    """`model.to(dtype)` moves these layers' buffers to the new device but keeps their dtypes: the
+    packed kernels need their bfloat16 scales as bfloat16, and float32 scales are not worth
+    rounding when the rest of the model goes to bfloat16."""
+
+    def _apply(self, fn, recurse=True):
+        dtypes = {name: b.dtype for name, b in self._buffers.items() if b is not None}
+        super()._apply(fn, recurse)
+        for name, dtype in dtypes.items():
+            if self._buffers[name].dtype != dtype:
+                self._buffers[name] = self._buffers[name].to(dtype)
+        return self
+
+
+class _QuantizedLinear(_FixedDtypeBuffers):
     """Shared forward: the packed kernel on CPU when available, else dequantize and matmul."""
 
     in_features: int
@@ -201,13 +215,17 @@ def regroup(layer: Int4Linear, group_size: int) -> Int4Linear:
     return Int4Linear.from_weight(layer.dequantized_weight(), group_size, layer.bias)
 
 
-class W8A8Linear(nn.Module):
+class W8A8Linear(_FixedDtypeBuffers):
     """qweight [out, in] int8 and weight_scale [out]: w ≈ qweight · weight_scale (per output row).
 
     Activations: `input_scale=None` quantizes each token (row of x) at run time, symmetric to
     [-127, 127]; a calibrated `input_scale` (and `input_zero_point`, 0 when symmetric) quantizes
     every row with the same affine map to [-128, 127]. The zero point comes out of the int32
-    product exactly: Σ (q − z) · w = Σ q · w − z · Σ w (Σ w per row precomputed)."""
+    product exactly: Σ (q − z) · w = Σ q · w − z · Σ w (Σ w per row precomputed).
+
+    `smooth` (SmoothQuant, optional, [in]): the weight was multiplied by it column-wise before
+    quantization and the input is divided by it here, so x · wᵀ is unchanged while the
+    activations' outlier channels shrink (and the weights, which quantize per row, absorb them)."""
 
     def __init__(
         self,
@@ -216,9 +234,13 @@ class W8A8Linear(nn.Module):
         bias: torch.Tensor | None = None,
         input_scale: torch.Tensor | float | None = None,
         input_zero_point: torch.Tensor | int | None = None,
+        smooth: torch.Tensor | None = None,
     ):
         super().__init__()
         self.out_features, self.in_features = qweight.shape
+        self.smoothed = smooth is not None
+        if self.smoothed:
+            self.register_buffer("input_divisor", smooth.detach().float().reshape(-1))
         self.register_buffer("qweight", qweight.to(torch.int8).contiguous())
         self.register_buffer("weight_scale", weight_scale.detach().float().reshape(-1))
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
@@ -238,12 +260,14 @@ class W8A8Linear(nn.Module):
 
     @classmethod
     def from_weight(
-        cls, weight: torch.Tensor, bias=None, input_scale=None, input_zero_point=None
+        cls, weight: torch.Tensor, bias=None, input_scale=None, input_zero_point=None, smooth=None
     ) -> W8A8Linear:
         w = weight.detach().float()
+        if smooth is not None:
+            w = w * smooth.float()[None, :]
         scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
         q = (w / scale[:, None]).round().clamp(-127, 127)
-        return cls(q, scale, bias, input_scale, input_zero_point)
+        return cls(q, scale, bias, input_scale, input_zero_point, smooth)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, input_scale=None, input_zero_point=None) -> W8A8Linear:
@@ -254,11 +278,15 @@ class W8A8Linear(nn.Module):
         return self.dequantized_weight()
 
     def dequantized_weight(self) -> torch.Tensor:
-        return self.qweight.float() * self.weight_scale[:, None]
+        """The effective float weight (smoothing undone): x · this = the layer's output."""
+        w = self.qweight.float() * self.weight_scale[:, None]
+        return w / self.input_divisor[None, :] if self.smoothed else w
 
     def quantize_input(self, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [M, in] float → (codes [M, in] int8, scale [M, 1] or [1]) so that x ≈ scale · (codes − z)."""
         x2 = x2.float()
+        if self.smoothed:
+            x2 = x2 / self.input_divisor
         if self.static:
             q = (x2 / self.input_scale + self.input_zero_point).round_().clamp_(-128, 127)
             return q.to(torch.int8), self.input_scale

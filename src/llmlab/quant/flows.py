@@ -33,6 +33,7 @@ def quantize_model_with(
     samples: int = 16,
     seq_len: int = 256,
     observer: str = "histogram-mse",
+    smooth: float | None = 0.5,
     qat_steps: int = 100,
     qat_lr: float = 1e-4,
 ):
@@ -68,13 +69,13 @@ def quantize_model_with(
     elif method == "static":
         from llmlab.quant.ptq import quantize_static
 
-        quantize_static(model, calibration(), observer)
-        info.update(activations="static", observer=observer)
+        quantize_static(model, calibration(), observer, smooth=smooth)
+        info.update(activations="static", observer=observer, smooth=smooth)
     elif method == "dynamic":
         from llmlab.quant.ptq import quantize_dynamic
 
-        quantize_dynamic(model)
-        info["activations"] = "dynamic"
+        quantize_dynamic(model, calibration() if smooth else None, smooth=smooth)
+        info.update(activations="dynamic", smooth=smooth)
     else:  # qat
         from llmlab.quant.qat import convert_qat, prepare_qat, train_qat
 

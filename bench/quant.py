@@ -1,0 +1,286 @@
+"""Quantization: size, memory, quality and speed of every method on SmolLM2, one run.
+
+    .venv/bin/python bench/quant.py                          # every row, 2 threads, table + JSON
+    .venv/bin/python bench/quant.py --rows fp32,w8a8-dynamic --ppl-tokens 512 --tokens 32
+    .venv/bin/python bench/quant.py --qat runs/pretrain-tiny/final    # + QAT vs PTQ int4, tiny model
+
+Rows: fp32, bf16, int8 weight-only, W8A8 static, W8A8 dynamic, int4 RTN and int4 GPTQ (both at
+--group-size, falling back to 64 on SmolLM2's 576-wide inputs), int4 from the GGUF's own Q4_1
+blocks (the engine's existing int4 path, for reference), and llama.cpp on the same GGUF when
+`llama_cpp` imports. Each quantized variant is made once with `llmlab quantize`'s code and written
+as a folder (cached under --work); each row then runs in its own process (so peak RSS is that
+row's): load the folder, perplexity on the held-out English (stories-en.txt lines 5401–5999) and
+Chinese (notes-zh.txt lines 896–994) text, first --ppl-tokens tokens each, disjoint 512-token
+windows; single-stream and --batch-concurrent greedy decode of --tokens new tokens through the
+engine (chat prompts, EOS ignored, prefix cache off, best of --repeats). Tokens/s are given by
+wall clock and by the process's CPU time (on a busy shared machine the CPU-time rate is the one
+that depends less on the other jobs). The load average is printed at the start and the end.
+
+The source weights are the packaged Q4_1 GGUF's, dequantized: "fp32" is that model in float32.
+
+--qat DIR: a tiny pretrained model (recipes/pretrain-tiny.yaml) in float, int4 RTN (PTQ) and
+int4 after QAT fine-tuning (--qat-steps), perplexity on the held-out English and Chinese text;
+"recovered" = (PTQ − QAT) / (PTQ − float) of the perplexity loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+MODEL = "smollm2-135m-instruct"
+EN, ZH = "bundled:stories-en.txt", "bundled:notes-zh.txt"
+# row → how its folder is made: (method, bits) for `quantize_model_with`, or a float dtype
+ROWS = {
+    "fp32": ("float", "float32"),
+    "bf16": ("float", "bfloat16"),
+    "int8": ("rtn", 8),
+    "w8a8-static": ("static", 8),
+    "w8a8-dynamic": ("dynamic", 8),
+    "int4-rtn": ("rtn", 4),
+    "int4-gptq": ("gptq", 4),
+    "int4-q4_1": ("gguf", 4),
+    "llama.cpp": ("llama.cpp", 4),
+}
+
+
+def load_average() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def prepare(row: str, work: Path, group_size: int, samples: int) -> Path | None:
+    """The row's model folder (made once; None for rows that load the GGUF)."""
+    import llmlab
+    from llmlab.formats.hf import save_hf_folder
+    from llmlab.quant import quantize_model_with
+    from llmlab.quant.save import save_quantized
+
+    kind, arg = ROWS[row]
+    if kind in ("gguf", "llama.cpp"):
+        return None
+    folder = work / row
+    if (folder / "config.json").exists():
+        return folder
+    start = time.perf_counter()
+    model, tokenizer = llmlab.load(MODEL, device="cpu", dtype="float32")
+    if kind == "float":
+        save_hf_folder(model.to(getattr(torch, arg)), folder, tokenizer=tokenizer)
+    else:
+        model, info = quantize_model_with(
+            model, tokenizer, kind, arg, group_size=group_size, samples=samples
+        )
+        save_quantized(model, folder, tokenizer, info)
+    print(f"  made {row} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return folder
+
+
+def measure_row(args) -> dict:
+    """Runs in the row's own process: load, perplexity, decode speed, peak RSS."""
+    from engine import Rate, chat_prompts, engine_run, llama_cpp_runner
+
+    import llmlab
+    from llmlab.engine import LLM
+    from llmlab.quant.perplexity import perplexity
+    from llmlab.quant.save import folder_bytes
+    from llmlab.quant.text_data import split_text
+    from llmlab.registry import resolve
+
+    torch.set_num_threads(args.threads)
+    row, result = args.row, {"row": args.row}
+    kind, arg = ROWS[row]
+    gguf = resolve(MODEL)
+    if kind == "llama.cpp":
+        return measure_llama_cpp(args, gguf, result)
+    source = str(gguf) if kind == "gguf" else args.folder
+    result["disk_mb"] = folder_bytes(source) / 1e6
+    load = dict(quant="int4") if kind == "gguf" else {}
+    dtype = "bfloat16" if arg == "bfloat16" else "float32"
+    model, tokenizer = llmlab.load(source, device="cpu", dtype=dtype, **load)
+    for name, text in (("en", EN), ("zh", ZH)):
+        r = perplexity(
+            model, tokenizer, split_text(text, "heldout"), 512, 512, max_tokens=args.ppl_tokens
+        )
+        result[f"ppl_{name}"], result[f"ppl_{name}_tok_s"] = r.perplexity, r.tokens_per_s
+    llm = LLM(model, tokenizer=tokenizer, enable_prefix_caching=False)
+    prompts = chat_prompts(tokenizer, args.batch)
+    for label, batch in (("single", prompts[:1]), ("batch", prompts)):
+        engine_run(llm, batch, 2)  # warm-up
+        rate = Rate()
+        for _ in range(args.repeats):
+            rate.measure(lambda batch=batch: engine_run(llm, batch, args.tokens))
+        result[f"{label}_tok_s"], result[f"{label}_tok_s_cpu"] = rate.wall, rate.cpu
+    result["tokens"] = rate.tokens[:8]
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    del llama_cpp_runner
+    return result
+
+
+def measure_llama_cpp(args, gguf, result) -> dict:
+    from engine import Rate, llama_cpp_runner
+
+    run = llama_cpp_runner(gguf)
+    if run is None:
+        result["missing"] = "llama_cpp not importable (make bench-peers builds it)"
+        return result
+    import llmlab
+
+    _, tokenizer = llmlab.load(MODEL, device="cpu")
+    from engine import chat_prompts
+
+    prompt = chat_prompts(tokenizer, 1)[0]
+    run(prompt, 2)
+    rate = Rate()
+    for _ in range(args.repeats):
+        rate.measure(lambda: run(prompt, args.tokens))
+    result["single_tok_s"], result["single_tok_s_cpu"] = rate.wall, rate.cpu
+    result["disk_mb"] = gguf.stat().st_size / 1e6
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def qat_section(args) -> dict:
+    """Float vs int4 RTN vs int4 QAT on a tiny pretrained model (same group size)."""
+    import llmlab
+    from llmlab.quant import quantize_model_with
+    from llmlab.quant.perplexity import perplexity
+    from llmlab.quant.text_data import split_text
+
+    torch.set_num_threads(args.threads)
+    out = {"model": args.qat, "group_size": args.qat_group_size, "steps": args.qat_steps}
+    for label, method in (("float", None), ("ptq_rtn", "rtn"), ("qat", "qat")):
+        start = time.perf_counter()
+        model, tokenizer = llmlab.load(args.qat, device="cpu", dtype="float32")
+        if method:
+            quantize_model_with(
+                model,
+                tokenizer,
+                method,
+                4,
+                group_size=args.qat_group_size,
+                samples=args.qat_samples,
+                seq_len=128,
+                qat_steps=args.qat_steps,
+                qat_lr=args.qat_lr,
+            )
+        for name, text in (("en", EN), ("zh", ZH)):
+            r = perplexity(model, tokenizer, split_text(text, "heldout"), 128, 128)
+            out[f"{label}_{name}"] = r.perplexity
+        out[f"{label}_seconds"] = time.perf_counter() - start
+        print(f"  qat section: {label} done", file=sys.stderr, flush=True)
+    for name in ("en", "zh"):
+        loss = out[f"ptq_rtn_{name}"] - out[f"float_{name}"]
+        out[f"recovered_{name}"] = (
+            (out[f"ptq_rtn_{name}"] - out[f"qat_{name}"]) / loss if loss else None
+        )
+    return out
+
+
+def report(rows: list[dict], qat: dict | None, header: str):
+    print(header)
+    bf16 = next((r for r in rows if r["row"] == "bf16"), None)
+    print(
+        "| row | disk MB | peak RSS MB | ppl en | ppl zh | vs bf16 (en / zh) | single tok/s (cpu) "
+        "| 16 concurrent tok/s (cpu) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "missing" in r:
+            print(f"| {r['row']} | — | — | — | — | — | not run: {r['missing']} | — |")
+            continue
+        rel = "—"
+        if bf16 and "ppl_en" in r and "ppl_en" in bf16:
+            rel = " / ".join(
+                f"{100 * (r[f'ppl_{k}'] / bf16[f'ppl_{k}'] - 1):+.2f} %" for k in ("en", "zh")
+            )
+        ppl = [f"{r[k]:.3f}" if k in r else "—" for k in ("ppl_en", "ppl_zh")]
+        batch = (
+            f"{r['batch_tok_s']:.1f} ({r['batch_tok_s_cpu']:.1f})" if "batch_tok_s" in r else "—"
+        )
+        print(
+            f"| {r['row']} | {r['disk_mb']:.1f} | {r['peak_rss_mb']:.0f} | {ppl[0]} | {ppl[1]} | {rel} "
+            f"| {r['single_tok_s']:.1f} ({r['single_tok_s_cpu']:.1f}) | {batch} |"
+        )
+    if qat:
+        print(
+            f"\nQAT vs PTQ int4 (group {qat['group_size']}, {qat['steps']} QAT steps) on {qat['model']}:"
+        )
+        print("| | float | int4 RTN (PTQ) | int4 QAT | loss recovered |")
+        print("|---|---|---|---|---|")
+        for name in ("en", "zh"):
+            rec = qat[f"recovered_{name}"]
+            print(
+                f"| ppl {name} | {qat[f'float_{name}']:.3f} | {qat[f'ptq_rtn_{name}']:.3f} "
+                f"| {qat[f'qat_{name}']:.3f} | {'—' if rec is None else f'{100 * rec:.0f} %'} |"
+            )
+
+
+def main():
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows (default: all)")
+    p.add_argument("--group-size", type=int, default=128)
+    p.add_argument("--samples", type=int, default=16, help="calibration sequences (256 tokens)")
+    p.add_argument("--ppl-tokens", type=int, default=2048, help="held-out tokens per language")
+    p.add_argument("--tokens", type=int, default=64, help="new tokens per decode run")
+    p.add_argument("--batch", type=int, default=16, help="concurrent requests")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--work", default="runs/bench-quant", help="where the quantized folders go")
+    p.add_argument("--qat", default=None, help="tiny pretrained model folder for the QAT section")
+    p.add_argument("--qat-steps", type=int, default=150)
+    p.add_argument("--qat-lr", type=float, default=1e-4)
+    p.add_argument("--qat-group-size", type=int, default=64)
+    p.add_argument("--qat-samples", type=int, default=64)
+    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: measure one row
+    p.add_argument("--folder", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.row:
+        print(json.dumps(measure_row(args)))
+        return
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        sys.exit(f"error: unknown rows {unknown} (known: {', '.join(ROWS)})")
+    header = (
+        f"bench/quant.py {' '.join(sys.argv[1:])} — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"load average at start {load_average()}, torch {torch.__version__}, {args.threads} threads"
+    )
+    print(header, file=sys.stderr, flush=True)
+    work = Path(args.work)
+    torch.set_num_threads(args.threads)
+    folders = {row: prepare(row, work, args.group_size, args.samples) for row in rows}
+    results = []
+    for row in rows:
+        command = [sys.executable, __file__, "--row", row, "--threads", str(args.threads)]
+        command += ["--ppl-tokens", str(args.ppl_tokens), "--tokens", str(args.tokens)]
+        command += ["--batch", str(args.batch), "--repeats", str(args.repeats)]
+        if folders[row]:
+            command += ["--folder", str(folders[row])]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"error: row {row} failed:\n{done.stderr[-3000:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"  {row}: {results[-1]}", file=sys.stderr, flush=True)
+    qat = qat_section(args) if args.qat else None
+    header += f"; load average at the end {load_average()}"
+    report(results, qat, header)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"header": header, "rows": results, "qat": qat}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()
