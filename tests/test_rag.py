@@ -222,6 +222,23 @@ def test_cli_search_json_shape_and_errors(toy_index, tmp_path, capsys):
     assert "no RAG index" in capsys.readouterr().err
 
 
+def test_cli_ask_json_shape(toy_index, tmp_path, capsys):
+    from tiny import save_tiny_llama
+
+    from llmlab.cli import main
+
+    save_tiny_llama(tmp_path / "tiny", max_position_embeddings=2048)
+    toy_index.save(tmp_path / "index")
+    args = ["rag", "ask", "怎么连接数据库", "--index", str(tmp_path / "index"), "--json"]
+    assert main([*args, "--model", str(tmp_path / "tiny"), "--max-tokens", "3", "--k", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"answer", "citations"} and isinstance(out["answer"], str)
+    hits = toy_index.search("怎么连接数据库", k=2)
+    assert [(c["n"], c["id"], c["heading"]) for c in out["citations"]] == [
+        (n, h.id, h.heading) for n, h in enumerate(hits, start=1)
+    ]
+
+
 def test_bundled_eval_set_maps_to_real_sections():
     from llmlab.data.ops.markdown_qa import qa_records
     from llmlab.rag.evaluate import load_eval_set

@@ -10,10 +10,13 @@ document or chunker setting builds a new index instead of reusing a stale one.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
 from llmlab.bundled import resolve_bundled
+from llmlab.rag.biencoder import NAME as BIENCODER
+from llmlab.rag.biencoder import SETTINGS
 from llmlab.rag.index import DEFAULT_EMBEDDER, FORMAT_VERSION, Index
 
 DEFAULT_NOTES = "bundled:notes-zh.md"
@@ -37,7 +40,9 @@ def default_index_dir(
     max_chars: int = DEFAULT_MAX_CHARS,
 ) -> Path:
     text, name = read_document(source)
-    key = f"{FORMAT_VERSION}|{embedder}|{max_chars}|{text}"
+    # The key covers everything the index depends on, so a change never reuses a stale index.
+    training = json.dumps(SETTINGS, sort_keys=True) if embedder == BIENCODER else ""
+    key = f"{FORMAT_VERSION}|{embedder}|{training}|{max_chars}|{text}"
     return cache_root() / f"{Path(name).stem}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 

@@ -18,10 +18,10 @@ from fastapi import FastAPI
 
 from llmlab.engine.async_engine import AsyncEngine
 from llmlab.serve.errors import install_api_key_check, install_error_handlers
-from llmlab.serve.routes import chat, completions, health, models
+from llmlab.serve.routes import chat, completions, health, models, rag
 from llmlab.serve.state import ServerState
 
-ROUTERS = (chat.router, completions.router, models.router, health.router)
+ROUTERS = (chat.router, completions.router, models.router, health.router, rag.router)
 
 
 def create_app(

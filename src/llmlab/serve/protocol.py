@@ -156,6 +156,9 @@ class ChatCompletionRequest(_SamplingFields):
     # OpenAI's deprecated spelling of tools: named here only to be refused with a 400
     functions: list | None = None
     function_call: Any = None
+    # llmlab extension: answer from passages retrieved from the notes (serve/routes/rag.py)
+    rag: bool = False
+    rag_k: int = Field(default=3, ge=1, le=20)
 
     @property
     def tool_mode(self) -> str | dict | None:

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from llmlab.errors import LlmlabError
 from llmlab.serve.errors import APIError
 from llmlab.serve.protocol import ChatCompletionRequest, chat_logprobs, usage
+from llmlab.serve.routes import rag
 from llmlab.serve.state import ServerState, State
 from llmlab.serve.streaming import collect, sse
 from llmlab.serve.tools import (
@@ -61,6 +62,9 @@ def _finish_reason(reason: str | None, parser: ToolCallParser | None) -> str | N
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: State):
     state.check_model(body.model)
+    hits = None
+    if body.rag:  # llmlab's extension: answer from retrieved passages, with citations
+        body, hits = await rag.with_retrieval(body, request)
     try:
         prompt_ids, constraint = _prepare(body, state.tokenizer)
     except LlmlabError as exc:
@@ -71,7 +75,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
         "chatcmpl",
     )
     if body.stream:
-        return sse(_chat_chunks(state, request_id, body, len(prompt_ids), results))
+        return sse(_chat_chunks(state, request_id, body, len(prompt_ids), results, hits))
     final = await collect(results, request)
     choices = []
     for o in final.outputs:
@@ -94,7 +98,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
                 "finish_reason": _finish_reason(o.finish_reason, parser),
             }
         )
-    return {
+    response = {
         "id": request_id,
         "object": "chat.completion",
         "created": int(time.time()),
@@ -102,6 +106,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
         "choices": choices,
         "usage": usage(len(prompt_ids), final.num_generated_tokens),
     }
+    if hits is not None:
+        response["citations"] = rag.citations(choices[0]["message"].get("content"), hits)
+    return response
 
 
 def _delta(event: tuple) -> dict:
@@ -125,7 +132,12 @@ def _delta(event: tuple) -> dict:
 
 
 async def _chat_chunks(
-    state: ServerState, request_id, body: ChatCompletionRequest, prompt_tokens: int, results
+    state: ServerState,
+    request_id,
+    body: ChatCompletionRequest,
+    prompt_tokens: int,
+    results,
+    hits=None,
 ):
     created = int(time.time())
 
@@ -149,7 +161,10 @@ async def _chat_chunks(
             "finish_reason": finish_reason,
         }
 
-    yield chunk([choice(i, {"role": "assistant", "content": ""}, []) for i in range(body.n)])
+    first = chunk([choice(i, {"role": "assistant", "content": ""}, []) for i in range(body.n)])
+    if hits is not None:
+        first["citations"] = rag.citations(None, hits)
+    yield first
     parsers = [
         ToolCallParser(tool_mode=body.tool_mode != "auto") if _calls_expected(body) else None
         for _ in range(body.n)
