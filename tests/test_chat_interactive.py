@@ -85,7 +85,7 @@ def test_ctrl_c_stops_the_answer_not_the_session_and_reset_confirms(tmp_path):
         term.expect("you> ")
         term.type("hello\n")
         term.expect("bot> ")
-        term.expect(r"\S{20}")  # the answer is being written (4000 tokens would take a while)
+        term.expect(r"[\s\S]{20}")  # the answer is being written (4000 tokens take a while)
         term.proc.send_signal(signal.SIGINT)
         term.expect(r"\(answer stopped\)", timeout=30)
         term.expect("you> ")
