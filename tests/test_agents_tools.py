@@ -233,3 +233,18 @@ def test_server_errors_are_one_line():
 
 def test_reply_dataclass_defaults():
     assert Reply("x").tool_calls == []
+
+
+def test_constrained_replies_follow_the_action_format():
+    import re
+
+    from llmlab.agents.react import action_regex
+
+    pattern = re.compile(action_regex(["calculator"]))
+    assert pattern.fullmatch("Thought: multiply\nAction: calculator\nAction Input: 3 * 4")
+    assert pattern.fullmatch("Thought: done\nFinal Answer: 12")
+    assert not pattern.fullmatch("Thought: x\nAction: python\nAction Input: print(1)")
+    assert not pattern.fullmatch("12")
+    chat = ScriptedChat(["Thought: t\nFinal Answer: 1"])
+    ReActAgent(chat, default_registry(["calculator"]), constrain=True).run("q")
+    assert chat.regexes == [action_regex(["calculator"])]

@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "llmlab.commands.rag",
     "llmlab.commands.quantize",
     "llmlab.commands.eval",
+    "llmlab.commands.reason",
 ]
 
 

@@ -25,15 +25,23 @@ class Reply:
 
 
 class EngineChat:
-    """Messages → the model's chat template → `LLM.generate` (greedy unless temperature > 0)."""
+    """Messages → the model's chat template → `LLM.generate` (greedy unless temperature > 0).
+
+    `regex` constrains the reply (the engine's constrained decoding), e.g. to the action format."""
 
     native_tools = False
+    constrainable = True
 
     def __init__(self, llm, max_tokens: int = 256, temperature: float = 0.0, seed: int = 0):
         self.llm, self.max_tokens, self.temperature, self.seed = llm, max_tokens, temperature, seed
 
     def complete(
-        self, messages: list[dict], stop: list[str] | None = None, tools=None, prefill: str = ""
+        self,
+        messages: list[dict],
+        stop: list[str] | None = None,
+        tools=None,
+        prefill: str = "",
+        regex: str | None = None,
     ) -> Reply:
         """`prefill` starts the assistant's reply (returned as part of the text)."""
         from llmlab.engine import SamplingParams
@@ -47,6 +55,7 @@ class EngineChat:
             temperature=self.temperature,
             seed=self.seed,
             stop=list(stop or []),
+            regex=regex,
         )
         out = self.llm.generate([ids], params, progress=False)[0]
         return Reply(prefill + out.text, [], len(ids), len(out.token_ids))
@@ -65,6 +74,7 @@ class OpenAIChat:
         native_tools: bool = False,
         timeout_s: float = 120.0,
         transport=None,
+        guided: bool = False,
     ):
         import httpx
 
@@ -74,9 +84,15 @@ class OpenAIChat:
         )
         self.model, self.max_tokens, self.temperature = model, max_tokens, temperature
         self.native_tools = native_tools
+        self.constrainable = guided  # the server takes vLLM's `guided_regex` (llmlab serve does)
 
     def complete(
-        self, messages: list[dict], stop: list[str] | None = None, tools=None, prefill: str = ""
+        self,
+        messages: list[dict],
+        stop: list[str] | None = None,
+        tools=None,
+        prefill: str = "",
+        regex: str | None = None,
     ) -> Reply:
         """`prefill` is not part of the OpenAI API: it is ignored (the model writes the format)."""
         import httpx
@@ -91,6 +107,8 @@ class OpenAIChat:
             body["stop"] = stop
         if self.native_tools and tools:
             body["tools"] = tools
+        if regex and self.constrainable:
+            body["guided_regex"] = regex
         try:
             response = self.client.post("/chat/completions", json=body)
         except httpx.HTTPError as exc:
@@ -126,13 +144,22 @@ class OpenAIChat:
 class ScriptedChat:
     """Replays fixed replies in order (strings or Reply objects); records what it was sent."""
 
+    constrainable = True
+
     def __init__(self, replies: list, native_tools: bool = False):
         self.replies, self.native_tools, self.sent = list(replies), native_tools, []
+        self.regexes = []
 
     def complete(
-        self, messages: list[dict], stop: list[str] | None = None, tools=None, prefill: str = ""
+        self,
+        messages: list[dict],
+        stop: list[str] | None = None,
+        tools=None,
+        prefill: str = "",
+        regex: str | None = None,
     ) -> Reply:
         self.sent.append(json.loads(json.dumps(messages)))
+        self.regexes.append(regex)
         if not self.replies:
             raise LlmlabError("scripted model ran out of replies")
         reply = self.replies.pop(0)

@@ -14,7 +14,9 @@ or `Final Answer: ...`; generation stops at "Observation:", the tool's result is
 next user turn. Parsing is forgiving (case, `Action: tool[input]`, `tool(input)`, code fences)
 because a 135M model's format drifts. `scaffold=True` (for such models) starts each reply with
 "Action:" until a tool has answered and then with "Final Answer:"; with one tool, an action that
-names no tool is taken as that tool's input. Native (`chat.native_tools`): the registry's schemas go out
+names no tool is taken as that tool's input. `constrain=True` instead constrains each reply with
+the engine's constrained decoding (a regex over the format and the registered tool names; with
+`OpenAIChat(guided=True)` sent as `guided_regex`). Native (`chat.native_tools`): the registry's schemas go out
 as OpenAI `tools` and `tool_calls` come back. Tool errors, unknown tools and unparseable replies
 become observations, never exceptions. Observations are cut to `max_observation_chars`.
 
@@ -71,6 +73,16 @@ def parse_reply(text: str) -> Step:
     return Step(thought)
 
 
+def action_regex(names: list[str]) -> str:
+    """Thought line, then `Action: <tool>` + `Action Input: ...` or `Final Answer: ...`."""
+    tools = "|".join(re.escape(n) for n in names)
+    given = r"[\s\S]{1,800}" if "python" in names else r"[^\n]{1,300}"  # code spans lines
+    return (
+        rf"Thought: [^\n]{{1,200}}\n(Action: ({tools})\nAction Input: {given}"
+        rf"|Final Answer: [^\n]{{1,200}})"
+    )
+
+
 @dataclass
 class AgentResult:
     question: str
@@ -92,12 +104,14 @@ class ReActAgent:
         prompt: str = "react",
         trace: str | None = None,
         scaffold: bool = False,
+        constrain: bool = False,
     ):
         self.chat, self.registry = chat, registry
         self.max_steps, self.max_observation_chars = max_steps, max_observation_chars
         self.prompt = load_prompt("agent", prompt)
         self.trace_path = trace
         self.scaffold = scaffold
+        self.constrain = constrain and getattr(chat, "constrainable", False)
 
     def system_message(self) -> str:
         template = self.prompt["system_native" if self.chat.native_tools else "system"]
@@ -120,6 +134,7 @@ class ReActAgent:
                     stop=STOP,
                     tools=self.registry.schemas(),
                     prefill=self._prefill(result),
+                    regex=self._regex(),
                 )
                 result.prompt_tokens += reply.prompt_tokens
                 result.completion_tokens += reply.completion_tokens
@@ -176,6 +191,14 @@ class ReActAgent:
                 }
             )
         return result
+
+    def _regex(self) -> str | None:
+        """With constrain=True (text format): every reply is a Thought, then an Action on a
+        registered tool with an input, or a Final Answer — constrained decoding keeps a small
+        model's replies parseable."""
+        if not self.constrain or self.chat.native_tools:
+            return None
+        return action_regex(self.registry.names())
 
     def _prefill(self, result: AgentResult) -> str:
         """Scaffold for small models: the reply starts with "Action:" until a tool has answered,

@@ -1,5 +1,6 @@
 """`llmlab agent run "question"`: the ReAct agent with built-in tools, on our engine or any OpenAI server.
 
+    llmlab agent run "What is 37 * 41?" --tools calculator --constrain --trace out.jsonl
     llmlab agent run "What is 37 * 41?" --tools calculator --scaffold --trace out.jsonl
     llmlab agent run "Sum the squares of 1..10" --tools calculator,python --trace out.jsonl
     llmlab agent run "..." --base-url http://127.0.0.1:8000/v1 --model smollm2 [--native-tools]
@@ -7,7 +8,8 @@
 
 Prints the answer (or JSON with --json); the JSONL trace records every model reply, action and
 observation. `--native-tools` sends OpenAI `tools` and reads `tool_calls` (servers that support
-them); otherwise the plain-text Action format is used and parsed.
+them); otherwise the plain-text Action format is used and parsed — `--constrain` keeps it
+parseable with constrained decoding, `--scaffold` prefills "Action:" / "Final Answer:".
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ def register(subparsers) -> None:
     p.add_argument(
         "--scaffold", action="store_true", help="prefill Action:/Final Answer: (small models)"
     )
+    p.add_argument(
+        "--constrain",
+        action="store_true",
+        help="constrained decoding of the action format (our engine, or guided_regex on --base-url)",
+    )
     p.add_argument("--max-steps", type=positive_int, default=6)
     p.add_argument("--max-tokens", type=positive_int, default=128, help="per model reply")
     p.add_argument("--max-observation-chars", type=positive_int, default=1000)
@@ -77,6 +84,7 @@ def run_agent(args) -> int:
             api_key=args.api_key or None,
             max_tokens=args.max_tokens,
             native_tools=args.native_tools,
+            guided=args.constrain,
         )
     else:
         if args.native_tools:
@@ -92,6 +100,7 @@ def run_agent(args) -> int:
         prompt=args.prompt,
         trace=args.trace or None,
         scaffold=args.scaffold,
+        constrain=args.constrain,
     )
     result = agent.run(args.question)
     if args.json:

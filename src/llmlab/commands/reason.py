@@ -1,0 +1,133 @@
+"""`llmlab reason`: score reasoning methods (greedy, CoT, CoT + self-consistency, PoT, PoT-SC) on word problems.
+
+    llmlab reason --method greedy,cot,pot --problems bundled:arith-word-test.jsonl --limit 50
+    llmlab reason --method cot-sc,pot-sc --n 8 --limit 50 --out runs/reason/sc.json
+    llmlab reason --method pot --search-prompts --dev bundled:arith-word-dev.jsonl --dev-limit 30
+    llmlab reason --method pot --prompt pot-example --show 3     # print three worked samples
+
+One model load for all methods; a table of accuracy and cost (prompt tokens — counted once per
+problem since the n samples share its KV blocks —, generated tokens, seconds) and, with --out, the
+JSON with every problem's samples and votes (written to a temporary file, then renamed). PoT
+programs run in llmlab.agents.sandbox, never in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def register(subparsers) -> None:
+    from llmlab.cli import common_parser
+
+    p = subparsers.add_parser(
+        "reason",
+        parents=[common_parser()],
+        help="CoT / PoT / self-consistency on word problems",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--method", default="cot", help="greedy|cot|cot-sc|pot|pot-sc (comma-separated)")
+    p.add_argument("--n", type=int, default=8, help="samples per problem for -sc methods")
+    p.add_argument(
+        "--problems", default="bundled:arith-word-test.jsonl", help="jsonl or bundled:NAME"
+    )
+    p.add_argument("--limit", type=int, default=0, help="first N problems only (0 = all)")
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--adapter", default="", help="a PEFT LoRA adapter folder to apply")
+    p.add_argument(
+        "--prompt", default="", help="prompt name under llmlab/prompts/reason/ or a YAML file"
+    )
+    p.add_argument("--temperature", type=float, default=0.7, help="for -sc sampling")
+    p.add_argument("--max-tokens", type=int, default=0, help="per sample (0 = per-method default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--search-prompts", action="store_true", help="pick the best prompt on --dev")
+    p.add_argument("--dev", default="bundled:arith-word-dev.jsonl")
+    p.add_argument("--dev-limit", type=int, default=30)
+    p.add_argument("--show", type=int, default=0, help="print this many samples per method")
+    p.add_argument("--out", default="", help="write the full results as JSON")
+    p.set_defaults(func=run_reason)
+
+
+def _load(args):
+    from llmlab.engine import LLM
+
+    if not args.adapter:
+        return LLM(args.model)
+    import llmlab
+    from llmlab.nn.lora import load_adapter, merge_lora
+
+    model, tokenizer = llmlab.load(args.model, device="cpu", dtype="float32")
+    load_adapter(model, args.adapter)
+    merge_lora(model)
+    return LLM(model, tokenizer)
+
+
+def run_reason(args) -> int:
+    from llmlab.agents.reasoning import METHODS, read_problems, search_prompts, solve
+    from llmlab.errors import LlmlabError
+
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    for m in methods:
+        if m not in METHODS:
+            raise LlmlabError(f"unknown method '{m}' (choose {', '.join(METHODS)})")
+    if args.n < 1 or args.limit < 0:
+        raise LlmlabError("--n must be >= 1 and --limit >= 0")
+    problems = read_problems(args.problems)
+    problems = problems[: args.limit] if args.limit else problems
+    dev = read_problems(args.dev)[: args.dev_limit] if args.search_prompts else []
+    llm = _load(args)
+    options = {
+        "temperature": args.temperature,
+        "max_tokens": args.max_tokens or None,
+        "seed": args.seed,
+    }
+    report = {
+        "model": args.model,
+        "adapter": args.adapter,
+        "problems": args.problems,
+        "count": len(problems),
+        "load": _load_average(),
+        "results": [],
+    }
+    for method in methods:
+        if args.search_prompts:
+            found = search_prompts(llm, dev, problems, method, args.n, **options)
+            report["results"].append(found)
+            for row in found["dev"]:
+                print(f"dev   {method:7} {row['prompt']:16} acc {row['accuracy']:.3f}")
+            summary = found["test"]
+            print(
+                f"test  {method:7} {found['best']:16} acc {summary['accuracy']:.3f} (best on dev)"
+            )
+            continue
+        result = solve(llm, problems, method, args.n, prompt=args.prompt or None, **options)
+        report["results"].append({**result.summary(), "rows": result.rows})
+        s = result.summary()
+        print(
+            f"{method:7} prompt={s['prompt']:14} acc {s['accuracy']:.3f} ({s['correct']}/{s['total']})"
+            f"  prompt tok {s['prompt_tokens']}  gen tok {s['completion_tokens']}"
+            f"  {s['seconds']:.1f} s ({s['sandbox_seconds']:.1f} s sandbox)"
+        )
+        for row in result.rows[: args.show]:
+            print(
+                f"  Q: {row['question']}\n  A: {row['sample'].strip()}\n  -> {row['predicted']} "
+                f"(gold {row['answer']}, votes {row['votes']})"
+            )
+    report["load_after"] = _load_average()
+    if args.out:
+        tmp = args.out + ".partial"
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=1, ensure_ascii=False)
+        os.replace(tmp, args.out)
+    return 0
+
+
+def _load_average() -> list[float]:
+    """The machine's load when the numbers were taken (it is shared)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
