@@ -72,6 +72,7 @@ def test_calculator_is_exact_and_refuses_code():
     registry = default_registry(["calculator"])
     assert registry.call("calculator", "1,000 * 3") == "3000"
     assert registry.call("calculator", {"expression": "10 / 4"}) == "2.5"
+    assert registry.call("calculator", "37 * 41 = 1447.") == "1517"  # a claimed result is ignored
     for attack in [
         "__import__('os').system('true')",
         "().__class__.__base__.__subclasses__()",
@@ -94,9 +95,36 @@ def test_python_tool_runs_in_the_sandbox(monkeypatch):
     assert "ZeroDivisionError" in registry.call("python", "print(1/0)")
 
 
-def test_notes_search_says_when_it_cannot_work():
-    text = notes_search("what is LoRA?")
-    assert text.startswith("error: notes_search") or text.startswith("[1]")
+def test_notes_search_uses_the_rag_index(monkeypatch):
+    # llmlab.rag's contract (Index.load(folder).search(q, k) → hits with heading and text),
+    # stood in for by a fake module: building a real index trains an encoder (20 s here).
+    import sys
+    import types
+
+    from llmlab.rag.index import Hit  # the real hit type
+
+    class FakeIndex:
+        @classmethod
+        def load(cls, folder):
+            if "missing" in folder:
+                raise FileNotFoundError(folder)
+            return cls()
+
+        def search(self, query, k=5):
+            hits = [
+                Hit("c1", "Training > LoRA", 2.0, "LoRA learns a low-rank update.", (2, 3)),
+                Hit("c2", "Training > Dropout", 1.0, "Dropout zeroes activations.", (4, 5)),
+            ]
+            return hits[:k]
+
+    monkeypatch.setitem(sys.modules, "llmlab.rag", types.SimpleNamespace(Index=FakeIndex))
+    monkeypatch.setenv("LLMLAB_RAG_INDEX", "runs/index")
+    text = notes_search("low-rank update", k=1)
+    assert text == "[1] Training > LoRA: LoRA learns a low-rank update."
+    monkeypatch.setenv("LLMLAB_RAG_INDEX", "runs/missing")
+    assert notes_search("x").startswith("error: notes_search could not use runs/missing")
+    monkeypatch.setitem(sys.modules, "llmlab.rag", None)  # an installation without rag
+    assert "llmlab.rag is not part of this installation" in notes_search("x")
 
 
 @pytest.mark.parametrize(
@@ -240,11 +268,15 @@ def test_constrained_replies_follow_the_action_format():
 
     from llmlab.agents.react import action_regex
 
-    pattern = re.compile(action_regex(["calculator"]))
+    registry = default_registry(["calculator"])
+    pattern = re.compile(action_regex(registry))
     assert pattern.fullmatch("Thought: multiply\nAction: calculator\nAction Input: 3 * 4")
     assert pattern.fullmatch("Thought: done\nFinal Answer: 12")
     assert not pattern.fullmatch("Thought: x\nAction: python\nAction Input: print(1)")
+    assert not pattern.fullmatch("Thought: x\nAction: calculator\nAction Input: 3 * 4 = 11")
     assert not pattern.fullmatch("12")
+    both = re.compile(action_regex(default_registry(["calculator", "python"])))
+    assert both.fullmatch("Thought: code\nAction: python\nAction Input: x = 2\nprint(x)")
     chat = ScriptedChat(["Thought: t\nFinal Answer: 1"])
-    ReActAgent(chat, default_registry(["calculator"]), constrain=True).run("q")
-    assert chat.regexes == [action_regex(["calculator"])]
+    ReActAgent(chat, registry, constrain=True).run("q")
+    assert chat.regexes == [action_regex(registry)]

@@ -2,8 +2,9 @@
 
     registry = default_registry(["calculator", "python"])
 
-`notes_search` works once `llmlab.rag.Index` exists (the knowledge base); until then, or when no
-index has been built, it answers with an error observation that says so.
+`notes_search` searches `llmlab.rag`'s index: the folder in $LLMLAB_RAG_INDEX, else the bundled
+notes' default index (built and cached on first use); an installation without `llmlab.rag` or a
+broken index answers with an error observation that says so.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ PYTHON_MEMORY_MB = 256
 
 def calculator(expression: str) -> str:
     """Evaluate an arithmetic expression, e.g. "12 * (3 + 4)"; supports + - * / // % ** and sqrt, log, exp, sin, cos, min, max, round, pi, e."""
+    # "37 * 41 = 1447." — small models append a claimed result; evaluate the left side only.
+    expression = expression.split("=")[0].strip().rstrip(".")
     try:
         return format_number(evaluate(expression))
     except (ValueError, TypeError, OverflowError) as exc:
@@ -44,12 +47,21 @@ def notes_search(query: str, k: int = 3) -> str:
         from llmlab.rag import Index  # the knowledge base, a sibling layer, loaded only when used
     except ImportError:
         return "error: notes_search is unavailable: llmlab.rag is not part of this installation yet"
-    path = os.environ.get("LLMLAB_RAG_INDEX", "runs/rag/index")
+    path = os.environ.get("LLMLAB_RAG_INDEX", "")  # else the bundled notes' cached index
     try:
-        index = Index.load(path) if hasattr(Index, "load") else Index(path)
+        if path:
+            index = Index.load(path)
+        else:
+            from llmlab.rag import default_index
+
+            index = default_index()
         hits = index.search(query, k=k)
     except Exception as exc:  # noqa: BLE001 - a missing/broken index is an observation
-        return f"error: notes_search could not use the index at {path} ({type(exc).__name__}: {exc}); build it with `llmlab rag index`"
+        where = path or "the default notes index"
+        return (
+            f"error: notes_search could not use {where} ({type(exc).__name__}: {exc}); "
+            "build one with `llmlab rag index`"
+        )
     lines = []
     for i, hit in enumerate(hits, 1):
         get = hit.get if isinstance(hit, dict) else lambda key, h=hit: getattr(h, key, "")
@@ -60,12 +72,18 @@ def notes_search(query: str, k: int = 3) -> str:
 
 
 BUILTIN = {"calculator": calculator, "python": python, "notes_search": notes_search}
+INPUT_PATTERNS = {  # what a text-format Action Input may look like under constrained decoding
+    "calculator": r"[0-9][0-9 +\-*/().^%,]{0,120}",
+    "python": r"[\s\S]{1,800}",  # code spans lines
+}
 
 
 def builtin_tool(name: str) -> Tool:
     if name not in BUILTIN:
         raise LlmlabError(f"unknown tool '{name}' (choose from {', '.join(BUILTIN)})")
-    return tool_from_function(BUILTIN[name])
+    tool = tool_from_function(BUILTIN[name])
+    tool.input_pattern = INPUT_PATTERNS.get(name)
+    return tool
 
 
 def default_registry(names: list[str] | None = None) -> ToolRegistry:

@@ -73,14 +73,14 @@ def parse_reply(text: str) -> Step:
     return Step(thought)
 
 
-def action_regex(names: list[str]) -> str:
-    """Thought line, then `Action: <tool>` + `Action Input: ...` or `Final Answer: ...`."""
-    tools = "|".join(re.escape(n) for n in names)
-    given = r"[\s\S]{1,800}" if "python" in names else r"[^\n]{1,300}"  # code spans lines
-    return (
-        rf"Thought: [^\n]{{1,200}}\n(Action: ({tools})\nAction Input: {given}"
-        rf"|Final Answer: [^\n]{{1,200}})"
-    )
+def action_regex(registry: ToolRegistry) -> str:
+    """Thought line, then `Action: <tool>` + `Action Input: <input>` or `Final Answer: ...`; a
+    tool with an `input_pattern` (the calculator: arithmetic characters only) gets its own."""
+    actions = []
+    for name, tool in registry.tools.items():
+        given = tool.input_pattern or r"[^\n]{1,300}"
+        actions.append(rf"Action: {re.escape(name)}\nAction Input: {given}")
+    return rf"Thought: [^\n]{{1,200}}\n({'|'.join(actions)}|Final Answer: [^\n]{{1,200}})"
 
 
 @dataclass
@@ -198,7 +198,7 @@ class ReActAgent:
         model's replies parseable."""
         if not self.constrain or self.chat.native_tools:
             return None
-        return action_regex(self.registry.names())
+        return action_regex(self.registry)
 
     def _prefill(self, result: AgentResult) -> str:
         """Scaffold for small models: the reply starts with "Action:" until a tool has answered,

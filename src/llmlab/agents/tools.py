@@ -32,6 +32,7 @@ class Tool:
     description: str
     function: Callable[..., Any]
     arguments: type[BaseModel]  # pydantic model built from the signature
+    input_pattern: str | None = None  # regex for a text-format input (constrained decoding)
 
     def schema(self) -> dict:
         parameters = self.arguments.model_json_schema()
