@@ -3,12 +3,15 @@
 1. Held-out clean Chinese news text (never counted by the language model) plus English, corrupted
    exactly like the notes; we count how many damaged characters come back.
 2. A hand-checked sample of the notes themselves (each truth line, corrupted, reproduces the raw
-   line byte for byte), compared with the rough repair in ../shared/notes.
+   line byte for byte), compared with the rough repair of the same lines (bundled as
+   tests/mojibake_rough_repair_sample.json).
 """
 
 from __future__ import annotations
 
+import json
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,8 +46,10 @@ def recovered(truth: str, guess: str) -> float:
 
 
 def test_corruption_round_trip_is_exact_without_damage():
-    text = "Plain English and 中文 with no lost bytes: 我们"
-    assert repair(corrupt(text)) == text or damaged_positions(text)
+    # characters none of whose UTF-8 bytes was dropped (中 = E4 B8 AD would be: AD is)
+    text = "Plain English and 我们的人 with no lost bytes: 一个"
+    assert damaged_positions(text) == []
+    assert repair(corrupt(text)) == text
     assert repair("already fine 中文") == "already fine 中文"  # not mojibake: untouched
 
 
@@ -72,14 +77,14 @@ def test_beats_rough_repair_on_hand_checked_notes_sample():
         .read_text(encoding="utf-8")
     )
     raw = raw_text.split("\n")
-    rough = open_rough().split("\n")
+    rough = open_rough()
     ours_total = rough_total = n = 0
     for line, truth in NOTES_TRUTH.items():
         assert corrupt(truth) == raw[line].rstrip()  # the truth really is what was corrupted
         positions = damaged_positions(truth)
         ours = repair(raw[line].rstrip())
         ours_total += sum(ours[i] == truth[i] for i in positions)
-        rough_total += sum(rough[line].rstrip()[i] == truth[i] for i in positions)
+        rough_total += sum(rough[line][i] == truth[i] for i in positions)
         n += len(positions)
     print(
         f"notes sample: {n} damaged characters; ours {ours_total / n:.3f}, rough repair {rough_total / n:.3f}"
@@ -88,20 +93,10 @@ def test_beats_rough_repair_on_hand_checked_notes_sample():
     assert ours_total / n >= 0.93  # measured 0.957 (rough repair: 0.612)
 
 
-def open_rough() -> str:
-    import os
-
-    for base in (
-        "../shared/notes",
-        "/work/shared/notes",
-        os.path.join(os.path.dirname(__file__), "..", "..", "shared", "notes"),
-    ):
-        path = os.path.join(base, "ml-interview-notes.rough-repair.md")
-        if os.path.exists(path):
-            return open(path, encoding="utf-8").read()
-    raise AssertionError(
-        "ml-interview-notes.rough-repair.md not found beside the repository (../shared/notes)"
-    )
+def open_rough() -> dict[int, str]:
+    """The rough repair's version of the hand-checked lines, bundled beside this test."""
+    sample = Path(__file__).with_name("mojibake_rough_repair_sample.json")
+    return {int(k): v for k, v in json.loads(sample.read_text(encoding="utf-8"))["lines"].items()}
 
 
 def test_brackets_pair_up_inside_one_group_of_damaged_characters():

@@ -1,28 +1,55 @@
-"""The batched sampler against a row-by-row reference built from `llmlab.sampling`'s filters: greedy,
-penalised, seeded temperature/top-k/top-p/min-p rows give the same tokens; unseeded rows that
-share settings (drawn together) stay inside their filter; logprobs are the model's own."""
+"""The batched sampler against a row-by-row reference written independently of the engine: the
+penalties and filters are Hugging Face's logits processors (repetition penalty, top-k, top-p,
+min-p) and OpenAI's presence/frequency formula written out here, so a bug shared by the engine's
+filters and the reference cannot pass. Greedy, penalised, seeded temperature/top-k/top-p/min-p rows
+give the same tokens; unseeded rows that share settings (drawn together) stay inside their
+filter; logprobs are the model's own."""
+
+from collections import Counter
 
 import torch
+from transformers.generation.logits_process import (
+    MinPLogitsWarper,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
-from llmlab.engine.sampler import apply_presence_frequency, min_p_filter, sample
+from llmlab.engine.sampler import sample
 from llmlab.engine.sampling_params import SamplingParams
 from llmlab.engine.sequence import Sequence
-from llmlab.sampling import apply_repetition_penalty, top_k_filter, top_p_filter
 
 VOCAB = 50
 
 
+def _presence_frequency(row: torch.Tensor, output_ids, presence, frequency) -> torch.Tensor:
+    """OpenAI's definition: logit − frequency·count − presence·[count > 0], over generated tokens."""
+    row = row.clone()
+    for token, count in Counter(output_ids).items():
+        row[token] -= frequency * count + presence
+    return row
+
+
 def _reference(row: torch.Tensor, seq: Sequence, generator) -> int:
     p = seq.params
+    ids = torch.tensor([seq.token_ids])
+    scores = row[None].clone()
     if p.repetition_penalty != 1:
-        row = apply_repetition_penalty(row, torch.tensor(seq.token_ids), p.repetition_penalty)
-    row = apply_presence_frequency(
-        row, seq.output_token_ids, p.presence_penalty, p.frequency_penalty
-    )
+        scores = RepetitionPenaltyLogitsProcessor(p.repetition_penalty)(ids, scores)
+    scores = _presence_frequency(
+        scores[0], seq.output_token_ids, p.presence_penalty, p.frequency_penalty
+    )[None]
     if p.greedy:
-        return int(row.argmax())
-    row = min_p_filter(top_p_filter(top_k_filter(row / p.temperature, p.top_k), p.top_p), p.min_p)
-    return int(torch.multinomial(row.softmax(-1), 1, generator=generator))
+        return int(scores.argmax())
+    scores = TemperatureLogitsWarper(p.temperature)(ids, scores)
+    if p.top_k > 0:
+        scores = TopKLogitsWarper(p.top_k)(ids, scores)
+    if p.top_p < 1:
+        scores = TopPLogitsWarper(p.top_p)(ids, scores)
+    if p.min_p > 0:
+        scores = MinPLogitsWarper(p.min_p)(ids, scores)
+    return int(torch.multinomial(scores[0].softmax(-1), 1, generator=generator))
 
 
 def _seq(params: SamplingParams, history=(3, 4, 4, 9)) -> Sequence:

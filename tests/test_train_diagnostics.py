@@ -157,18 +157,25 @@ def test_nan_guard_skips_step_and_loss_spike_detected(tmp_path):
         loss, metrics = classification_objective(model, batch)
         if calls["n"] == 3:
             loss = loss * float("nan")
-        if calls["n"] == 5:
+        if calls["n"] == 8:  # after finite losses at steps 1, 2, 4-7 filled the window
             loss = loss * 100
         return loss, metrics
 
     torch.manual_seed(0)
     model = ResidualMLP()
-    trainer = Trainer(model, objective, toy_data(), config(tmp_path, diagnostics={"window": 5}))
+    trainer = Trainer(
+        model,
+        objective,
+        toy_data(),
+        config(tmp_path, train={"steps": 8}, diagnostics={"window": 5}),
+    )
     weights = []
     trainer.callbacks.append(lambda t, r: weights.append(model.head.weight.detach().clone()))
     trainer.fit()
     assert trainer.history[2].get("skipped") and any("non-finite" in w for w in trainer.warnings)
     assert torch.equal(weights[1], weights[2])  # the NaN step changed nothing
     assert all(torch.isfinite(w).all() for w in weights)
+    spikes = [w for w in trainer.warnings if "loss spike" in w]
+    assert len(spikes) == 1 and "step 8" in spikes[0], trainer.warnings  # the trainer caught it
     detector = diag.LossSpikeDetector(factor=1.5, window=5)
     assert [detector.check(v) for v in [2.0, 2.1, 1.9, 2.0, 2.0, 9.0]][-1].startswith("loss spike")
