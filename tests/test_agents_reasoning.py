@@ -167,3 +167,14 @@ def test_wrong_prompt_family_is_refused():
         solve(ScriptedLLM({}), PROBLEMS, "cot", prompt="pot")
     with pytest.raises(LlmlabError, match="unknown method"):
         solve(ScriptedLLM({}), PROBLEMS, "tot")
+
+
+def test_prompt_prefill_starts_the_reply_and_stop_ends_it(monkeypatch):
+    import llmlab.agents.reasoning as reasoning
+
+    monkeypatch.setattr(reasoning, "PROGRAM_TIMEOUT_S", 2.0)
+    llm = ScriptedLLM({"What is 2 + 3?": ["print(2 + 3)\n"], "What is 4 * 4?": ["x = 4 * 4\n"]})
+    result = solve(llm, PROBLEMS, "pot", prompt="pot-fenced")
+    assert llm.calls[0].stop == ["```"]
+    assert [r["predicted"] for r in result.rows] == ["5", "16"]  # the second via add_print
+    assert result.rows[0]["sample"].startswith("```python\n")

@@ -9,7 +9,8 @@ Methods: greedy (answer directly), cot (think step by step, greedy), cot-sc (n s
 majority answer wins), pot (the model writes a program; the sandbox runs it; the last number it
 prints is the answer), pot-sc (n programs, majority over what they print). The n samples of a
 problem are one engine request with `SamplingParams(n=...)`, so they share the prompt's KV blocks.
-Prompts are YAML files under llmlab/prompts/reason/ (`method`, `system`, `user` with {question}).
+Prompts are YAML files under llmlab/prompts/reason/ (`method`, `system`, `user` with {question},
+optional `prefill` that starts the model's reply and `stop` strings).
 """
 
 from __future__ import annotations
@@ -167,12 +168,16 @@ class MethodResult:
 
 
 def render(tokenizer, prompt: dict, question: str) -> list[int]:
+    """Chat-template ids; a prompt's `prefill` (e.g. an opening code fence) starts the reply."""
     from llmlab.tokenize.tokenizer import apply_chat
 
     messages = [{"role": "user", "content": prompt["user"].format(question=question).strip()}]
     if prompt.get("system"):
         messages.insert(0, {"role": "system", "content": prompt["system"]})
-    return apply_chat(tokenizer, messages)
+    ids = apply_chat(tokenizer, messages)
+    if prompt.get("prefill"):
+        ids += tokenizer.encode(prompt["prefill"], add_special_tokens=False)
+    return ids
 
 
 def solve(
@@ -203,11 +208,13 @@ def solve(
         temperature=temperature if voted else 0.0,
         max_tokens=max_tokens or MAX_TOKENS[family],
         seed=seed,
+        stop=list(template.get("stop") or []),
     )
     start = time.monotonic()
     ids = [render(llm.tokenizer, template, p["question"]) for p in problems]
     outputs = llm.generate(ids, params, progress=progress)
-    texts = [[o.text for o in out.outputs] for out in outputs]
+    prefill = template.get("prefill") or ""
+    texts = [[prefill + o.text for o in out.outputs] for out in outputs]
     sandbox_start = time.monotonic()
     if family == "pot":
         programs = [add_print(extract_code(t)) for group in texts for t in group]
