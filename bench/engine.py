@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/engine.py                      # SmolLM2-135M-Instruct, 64 new tokens
     .venv/bin/python bench/engine.py --tokens 32 --batch 16 --json out.json
+    .venv/bin/python bench/engine.py --model gemma3-270m --tokens 32 --quant-rows int4
 
 Greedy decoding, fp32, the same chat prompts for everyone, EOS ignored so every run makes exactly
 --tokens new tokens; no prompt K/V is reused between runs (our prefix cache is off, llama.cpp is
@@ -249,6 +250,11 @@ def main():
     )
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument(
+        "--quant-rows",
+        default=",".join(name for name, _, _ in QUANT_ROWS),
+        help="which quantized single-stream rows to run (comma-separated; default all)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="print where an engine decode step spends its time"
     )
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -297,11 +303,15 @@ def main():
     del bllm
     path = resolve(args.model)
     cpp = llama_cpp_runner(path) if path.suffix == ".gguf" else None
+    wanted = set(args.quant_rows.split(",")) - {""}
+    unknown = wanted - {name for name, _, _ in QUANT_ROWS}
+    if unknown:
+        raise SystemExit(f"error: unknown --quant-rows {', '.join(sorted(unknown))}")
     for (
         quant,
         kind,
         compiled,
-    ) in QUANT_ROWS:  # compiling takes about a minute, before the timed runs
+    ) in [row for row in QUANT_ROWS if row[0] in wanted]:  # compiling: a minute, before timing
         qllm = LLM(
             args.model,
             quant=kind,
@@ -400,9 +410,11 @@ def report(r: dict):
             "(lever, not the fp32 target)",
         )
     for quant, kind, _ in QUANT_ROWS:
+        if f"engine_{quant}_single" not in r:
+            continue  # not asked for (--quant-rows)
         cpp = r.get(f"llama_cpp_single_vs_{quant}")
         peer = (
-            "llama.cpp Q4_1"
+            "llama.cpp, same GGUF"
             if r["llama_cpp_installed"]
             else "llama.cpp: llama-cpp-python not installed"
         )

@@ -1,9 +1,11 @@
 """GGUF load time: llmlab's reader and tokenizer loader beside transformers' GGUF loading.
 
-Both read the packaged SmolLM2-135M-Instruct Q4_1 GGUF to float32 in this process, alternating,
-best of `--repeats`, so the ratio holds on a busy machine:
+Both read a packaged GGUF (SmolLM2-135M-Instruct Q4_1 by default, or Gemma 3 270M Q4_K_M) to a
+complete float32 model in this process — `llmlab.load(..., tokenizer=False)` against
+`AutoModelForCausalLM.from_pretrained(folder, gguf_file=...)` — and load the tokenizer each way,
+alternating, best of `--repeats`, so the ratio holds on a busy machine:
 
-    .venv/bin/python bench/gguf_load.py [--repeats 2] [--threads 2] [--json]
+    .venv/bin/python bench/gguf_load.py [--model gemma3-270m] [--repeats 2] [--threads 2] [--json]
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 
 import torch
 
-from llmlab.formats.gguf import read_gguf
+import llmlab
 from llmlab.registry import resolve
 from llmlab.tokenize.tokenizer import load_tokenizer
 
@@ -31,6 +33,7 @@ def best_time(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", action="store_true")
@@ -41,11 +44,14 @@ def main() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF progress bar
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve("smollm2-135m-instruct")
+    path = resolve(args.model)
     folder, name = str(path.parent), path.name
     rows = {
-        "weights → fp32 (1)": (
-            best_time(lambda: read_gguf(path), args.repeats),
+        "model, fp32 (1)": (
+            best_time(
+                lambda: llmlab.load(path, device="cpu", dtype="float32", tokenizer=False),
+                args.repeats,
+            ),
             best_time(
                 lambda: AutoModelForCausalLM.from_pretrained(folder, gguf_file=name), args.repeats
             ),
@@ -59,14 +65,19 @@ def main() -> None:
         print(
             json.dumps(
                 {
-                    k: {"llmlab_s": a, "transformers_s": b, "speedup": b / a}
-                    for k, (a, b) in rows.items()
+                    "model": args.model,
+                    "load_average": os.getloadavg()[0],
+                    **{
+                        k: {"llmlab_s": a, "transformers_s": b, "speedup": b / a}
+                        for k, (a, b) in rows.items()
+                    },
                 }
             )
         )
         return
     print(
-        "(1) llmlab: read_gguf; transformers: AutoModelForCausalLM.from_pretrained(gguf_file=...)"
+        f"{args.model}; load average {os.getloadavg()[0]:.1f}\n"
+        "(1) llmlab.load(tokenizer=False) vs AutoModelForCausalLM.from_pretrained(gguf_file=...)"
     )
     print(f"{'what':<28}{'llmlab s':>10}{'transformers s':>16}{'speed-up':>10}")
     for what, (ours, theirs) in rows.items():

@@ -86,6 +86,9 @@ def test_models_lists_packaged_models(capsys):
     assert rows["smollm2-135m-instruct"]["architecture"] == "llama"
     assert rows["smollm2-135m-instruct"]["path"].endswith(".gguf")
     assert rows["minilm-l6-v2"]["size_bytes"] > 50_000_000
+    gemma = rows["gemma3-270m"]
+    assert gemma["architecture"] == "gemma3" and gemma["licence"] == "Gemma Terms of Use"
+    assert gemma["licence_file"].endswith("GEMMA_TERMS.html") and gemma["size_bytes"] > 250_000_000
 
 
 @pytest.mark.slow

@@ -23,7 +23,15 @@ from llmlab.registry import resolve
 # --- dequantizers ---------------------------------------------------------------------------
 
 # Byte offsets of the fp16 scale fields in each block; random bytes there would be NaN/inf/huge.
-FP16_FIELDS = {"Q8_0": [0], "Q4_0": [0], "Q4_1": [0, 2], "Q4_K": [0, 2], "Q6_K": [208]}
+FP16_FIELDS = {
+    "Q8_0": [0],
+    "Q4_0": [0],
+    "Q4_1": [0, 2],
+    "Q5_0": [0],
+    "Q5_1": [0, 2],
+    "Q4_K": [0, 2],
+    "Q6_K": [208],
+}
 
 
 def random_blocks(type_name: str, n_blocks: int, rng: np.random.Generator) -> np.ndarray:
@@ -51,7 +59,7 @@ def reference(raw: np.ndarray, type_name: str, shape) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    "type_name", ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"]
+    "type_name", ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K"]
 )
 def test_dequantize_matches_gguf_reference_on_random_blocks(type_name):
     rng = np.random.default_rng(len(type_name) * 7 + ord(type_name[-1]))
@@ -66,7 +74,7 @@ def test_dequantize_matches_gguf_reference_on_random_blocks(type_name):
     torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("type_name", ["BF16", "Q8_0", "Q4_0", "Q4_1"])
+@pytest.mark.parametrize("type_name", ["BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"])
 def test_dequantize_inverts_gguf_quantize(type_name):
     weights = np.random.default_rng(1).standard_normal((16, 128)).astype(np.float32)
     raw = gguf.quants.quantize(weights, QT[type_name])
@@ -292,9 +300,9 @@ def test_rope_scaling_from_metadata_and_from_rope_freqs(tmp_path):
 
 def test_unsupported_tensor_type_and_architecture(tmp_path):
     model = tiny_hf_model("llama", True)
-    write_tiny_gguf(tmp_path / "q5.gguf", model, "llama", storage={**STORAGE, "ffn_up": "Q5_0"})
-    with pytest.raises(LlmlabError, match=r"blk\.0\.ffn_up\.weight uses GGML type Q5_0"):
-        read_gguf(tmp_path / "q5.gguf")
+    write_tiny_gguf(tmp_path / "fp4.gguf", model, "llama", storage={**STORAGE, "ffn_up": "MXFP4"})
+    with pytest.raises(LlmlabError, match=r"blk\.0\.ffn_up\.weight uses GGML type MXFP4"):
+        read_gguf(tmp_path / "fp4.gguf")
 
     moe = np.zeros((2, 4, 8), np.float32)
     write_tiny_gguf(

@@ -52,6 +52,8 @@ FAMILIES = {
     "mistral": "llmlab.models.llama",
     "qwen2": "llmlab.models.llama",
     "bert": "llmlab.models.bert",
+    "gemma3_text": "llmlab.models.gemma3",
+    "gemma3": "llmlab.models.gemma3",
 }
 
 # model_type values whose models turn text into vectors rather than generate text.
@@ -165,9 +167,10 @@ def load(
     path, adapter_paths, _ = resolve_with_adapters(name_or_path, adapters)
     device = pick_device(device)
     target_dtype = pick_dtype(dtype, device)
+    model = None
     if quant == "int4" and path.suffix == ".gguf" and device.type == "cpu" and not adapter_paths:
-        model = _gguf_int4_model(path, target_dtype, group_size)
-    else:
+        model = _gguf_int4_model(path, target_dtype, group_size)  # None: not a Llama-family file
+    if model is None:
         model = _float_model(path, quant).to(device=device, dtype=target_dtype)
         if adapter_paths:
             _add_adapters(model, adapter_paths, merge=merge_adapters or bool(quant))
@@ -241,12 +244,15 @@ def _assemble(
     return rebuild(model) if rebuild else model
 
 
-def _gguf_int4_model(path: Path, dtype: torch.dtype, group_size: int) -> torch.nn.Module:
+def _gguf_int4_model(path: Path, dtype: torch.dtype, group_size: int) -> torch.nn.Module | None:
     """A Q4_1 GGUF with its blocks kept packed: int4 layers straight from the file's codes."""
     from llmlab.formats.gguf_int4 import Q4_1_GROUP, read_gguf_int4
     from llmlab.nn.quantized_linear import Int4Linear, regroup
 
-    config, floats, packed = read_gguf_int4(path)
+    parts = read_gguf_int4(path)
+    if parts is None:
+        return None
+    config, floats, packed = parts
     layers = {}
     for name, parts in packed.items():
         layer = Int4Linear(*parts, group_size=Q4_1_GROUP)

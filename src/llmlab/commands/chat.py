@@ -88,6 +88,8 @@ def run(args) -> int:
     if args.prompt is not None and not args.prompt.strip():
         raise LlmlabError("the prompt is empty")
     model, tokenizer = load_model(args, "chat")
+    # A base model's question/answer frame ends an answer at the next "Question:" (tokenizer.py).
+    config.stop += [s for s in getattr(tokenizer, "chat_stop_strings", []) if s not in config.stop]
     chat = Conversation(tokenizer, model.max_context, config.max_tokens, args.system)
 
     def answer(user_text: str):

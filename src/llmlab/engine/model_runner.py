@@ -29,7 +29,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from llmlab.engine.packed_weights import PackedWeights, fingerprint, rotate_pairs_
+from llmlab.engine.packed_weights import (
+    PackedWeights,
+    fingerprint,
+    pair_rotary_order,
+    rotate_pairs_,
+)
 from llmlab.errors import LlmlabError
 from llmlab.models.llama import attention_mask
 from llmlab.nn.rotary import apply_rotary
@@ -77,6 +82,10 @@ class StepInputs:
     decode_mask: torch.Tensor | None  # [B, 1, 1, Lmax] True = attend; None when no padding
     prefills: list  # (start, end, slots [ctx], mask [k, ctx] or None for plain causal)
     only_decodes: bool = False  # every row is a decode, in order: attention output needs no scatter
+    # Gemma's sliding-window layers: their decode mask, and per prefill chunk its windowed mask
+    # (None where the context is within the window: the same as the global layers' mask).
+    decode_mask_local: torch.Tensor | None = None
+    prefill_masks_local: list | None = None
 
 
 class ModelRunner:
@@ -126,9 +135,18 @@ class ModelRunner:
             slots,
             num_blocks * bytes_per_block / 2**20,
         )
+        # Gemma 3 (models/gemma3.py): sliding-window and global layers interleave, so a step carries
+        # two sets of masks; its scores are scaled by query_pre_attn_scalar^-0.5.
+        self.gemma = getattr(c, "layer_types", None) is not None
+        self.local_window = c.sliding_window if self.gemma else None
+        self.layer_is_local = [self.gemma and c.is_sliding(i) for i in range(c.num_hidden_layers)]
+        self.scale = c.attention_scale if self.gemma else c.head_dim**-0.5
         self.packed = PackedWeights(model) if pack_weights else None
         self._fingerprint = fingerprint(model)
-        self.step_fn = self._forward_packed if pack_weights else self._forward
+        if self.gemma:
+            self.step_fn = self._forward_gemma
+        else:
+            self.step_fn = self._forward_packed if pack_weights else self._forward
         self.compiled_decode_fn = None
 
     def enable_compile(self):
@@ -185,7 +203,9 @@ class ModelRunner:
         bs = self.block_size
         ids, positions, slot_mapping, logit_indices = [], [], [], []
         decode_rows, decode_tables, decode_lengths, prefills = [], [], [], []
-        window = self.config.sliding_window
+        window = None if self.gemma else self.config.sliding_window
+        local = self.local_window
+        local_masks = []
         dev = self.device
         for seq, k in zip(seqs, num_new_tokens):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + k
@@ -206,6 +226,12 @@ class ModelRunner:
             mask = None
             if start > 0 or window is not None:
                 mask = attention_mask(torch.arange(start, end), torch.arange(end), window).to(dev)
+            if local is not None:
+                local_masks.append(
+                    attention_mask(torch.arange(start, end), torch.arange(end), local).to(dev)
+                    if end > local
+                    else mask
+                )
             prefills.append((row, row + k, self._context_slots([table], [end])[0].to(dev), mask))
         total = len(ids)
         flat = torch.tensor([ids, positions, slot_mapping], device=dev)
@@ -222,6 +248,7 @@ class ModelRunner:
             None,
             prefills,
             only_decodes=not prefills,
+            prefill_masks_local=local_masks if local is not None else None,
         )
         if decode_rows:
             inputs.decode_token_index = torch.tensor(decode_rows, device=dev)
@@ -235,6 +262,15 @@ class ModelRunner:
                     allowed &= key_pos[None, :] > (lengths[:, None] - 1 - window)
                 if not bool(allowed.all()):
                     inputs.decode_mask = allowed[:, None, None, :].to(dev)
+            if local is not None and longest > local:
+                lengths = torch.tensor(decode_lengths)
+                key_pos = torch.arange(longest)
+                allowed = (key_pos[None, :] < lengths[:, None]) & (
+                    key_pos[None, :] > lengths[:, None] - 1 - local
+                )
+                inputs.decode_mask_local = allowed[:, None, None, :].to(dev)
+            elif local is not None:
+                inputs.decode_mask_local = inputs.decode_mask
         return inputs
 
     # ---- attention ------------------------------------------------------------------------
@@ -247,6 +283,8 @@ class ModelRunner:
             kv_heads != self.config.num_attention_heads
         )  # from the config: a plain bool under torch.compile
         cache = self.kv_cache[layer]
+        is_local = self.layer_is_local[layer]
+        decode_mask = inputs.decode_mask_local if is_local else inputs.decode_mask
         out = None if inputs.only_decodes else q.new_empty(total, heads, head_dim)
         if inputs.decode_token_index is not None:
             qd = q if inputs.only_decodes else q[inputs.decode_token_index]
@@ -263,20 +301,22 @@ class ModelRunner:
                 # fallback call that costs more than the whole product at one query. The softmax is
                 # spelled as exp(s − logsumexp s) so that Inductor's attention pattern matcher does not
                 # turn it back into SDPA (with a symbolic context length that rewrite fails to compile).
-                scores = torch.matmul(qd, kv[:, :, :kv_heads].permute(0, 2, 3, 1)) * head_dim**-0.5
-                if inputs.decode_mask is not None:
-                    scores = scores.masked_fill(~inputs.decode_mask, float("-inf"))
+                scores = torch.matmul(qd, kv[:, :, :kv_heads].permute(0, 2, 3, 1)) * self.scale
+                if decode_mask is not None:
+                    scores = scores.masked_fill(~decode_mask, float("-inf"))
                 weights = (scores - scores.logsumexp(-1, keepdim=True)).exp()
                 od = torch.matmul(weights, kv[:, :, kv_heads:].transpose(1, 2))
             else:
                 kv = kv.transpose(1, 2)
                 od = F.scaled_dot_product_attention(
-                    qd, kv[:, :kv_heads], kv[:, kv_heads:], attn_mask=inputs.decode_mask
+                    qd, kv[:, :kv_heads], kv[:, kv_heads:], attn_mask=decode_mask, scale=self.scale
                 )
             if inputs.only_decodes:
                 return od.view(total, heads * head_dim)
             out[inputs.decode_token_index] = od.view(batch, heads, head_dim)
-        for start, end, slots, mask in inputs.prefills:
+        for index, (start, end, slots, mask) in enumerate(inputs.prefills):
+            if is_local:
+                mask = inputs.prefill_masks_local[index]
             qp = q[start:end].transpose(0, 1).unsqueeze(0)
             kv = cache.index_select(0, slots).transpose(0, 1).unsqueeze(0)  # [1, 2·kvh, ctx, hd]
             op = F.scaled_dot_product_attention(
@@ -285,6 +325,7 @@ class ModelRunner:
                 kv[:, kv_heads:],
                 attn_mask=mask,
                 is_causal=mask is None,
+                scale=self.scale,
                 enable_gqa=gqa,
             )
             out[start:end] = op[0].transpose(0, 1)
@@ -337,6 +378,71 @@ class ModelRunner:
         if inputs.logit_indices is not None:
             x = x[inputs.logit_indices]
         return self.model.lm_head(model.norm(x)).float()
+
+    # ---- forward: Gemma 3 -----------------------------------------------------------------------
+    def _forward_gemma(self, inputs: StepInputs) -> torch.Tensor:
+        """Gemma 3's layer (models/gemma3.py) over the paged cache: (1 + w) norms before and after
+        attention and MLP, per-head QK-norm, two rotary tables (local / global layers), GeGLU.
+        With packed weights it uses the fused q/k/v and gate/up projections, whose q/k rows are in
+        rotary-pair order: the QK-norm weights are put in that order too (a norm over one head is
+        indifferent to the order of its dimensions, only its weights must follow)."""
+        c, model, packed = self.config, self.model.model, self.packed
+        heads, kv_heads, head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        total, inter = inputs.input_ids.shape[0], c.intermediate_size
+        compiling = torch.compiler.is_compiling()
+        tables = {}
+        for local, rotary in ((False, model.rotary), (True, model.rotary_local)):
+            angles = inputs.positions.float()[:, None] * rotary.inv_freq
+            cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]
+            if packed is None:  # half-split layout of the model's own projections
+                cos, sin = torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)
+            tables[local] = (cos, sin, None if compiling else torch.complex(cos, sin))
+        pair_order = pair_rotary_order(1, head_dim).to(self.device)
+
+        def norm(module, t, order=None):
+            weight = 1.0 + module.weight.float()
+            weight = weight if order is None else weight[order]
+            return F.rms_norm(t.float(), (t.shape[-1],), weight, module.eps).to(t.dtype)
+
+        x = model.embed(inputs.input_ids)
+        for i, module in enumerate(model.layers):
+            attn, mlp = module.self_attn, module.mlp
+            cos, sin, rotation = tables[self.layer_is_local[i]]
+            h = norm(module.input_layernorm, x)
+            if packed is not None:
+                qkv = packed.layers[i].qkv(h).view(total, -1, head_dim)
+                q = norm(attn.q_norm, qkv[:, :heads], pair_order)
+                k = norm(attn.k_norm, qkv[:, heads : heads + kv_heads], pair_order)
+                qk = torch.cat([q, k], 1)
+                rotate_pairs_(qk, cos, sin, rotation)
+                q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :]
+            else:
+                q = norm(attn.q_norm, attn.q_proj(h).view(total, heads, head_dim))
+                k = norm(attn.k_norm, attn.k_proj(h).view(total, kv_heads, head_dim))
+                v = attn.v_proj(h).view(total, kv_heads, head_dim)
+                q = apply_rotary(q.transpose(0, 1), cos[:, 0], sin[:, 0]).transpose(0, 1)
+                k = apply_rotary(k.transpose(0, 1), cos[:, 0], sin[:, 0]).transpose(0, 1)
+            self.kv_cache[i].index_copy_(0, inputs.slot_mapping, torch.cat([k, v], 1))
+            o = self._attention(q, i, inputs)
+            o = packed.layers[i].o(o) if packed is not None else attn.o_proj(o)
+            x = x + norm(module.post_attention_layernorm, o)
+            h = norm(module.pre_feedforward_layernorm, x)
+            if packed is not None:
+                gate_up = packed.layers[i].gate_up(h)
+                gate, up = gate_up[:, :inter], gate_up[:, inter:]
+            else:
+                gate, up = mlp.gate_proj(h), mlp.up_proj(h)
+            y = F.gelu(gate, approximate="tanh") * up
+            y = packed.layers[i].down(y) if packed is not None else mlp.down_proj(y)
+            x = x + norm(module.post_feedforward_layernorm, y)
+        if inputs.logit_indices is not None:
+            x = x[inputs.logit_indices]
+        x = norm(model.norm, x)
+        if packed is not None:
+            logits = packed.head(x).float()
+            cap = c.final_logit_softcapping
+            return logits if cap is None else torch.tanh(logits / cap) * cap
+        return self.model.logits(x)
 
     @torch.inference_mode()
     def run(self, seqs, num_new_tokens) -> torch.Tensor:

@@ -4,18 +4,17 @@
     hf_config, state_dict = read_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")
 
 What happens:
-1. `gguf.GGUFReader` parses the header: key/value metadata and the tensor table. We check every
-   tensor's byte range against the file size first, so a truncated download fails with one line
-   naming the tensor instead of a numpy reshape error.
-2. Metadata `{arch}.*` keys become config.json fields (`llama` and `qwen2` architectures; llama.cpp
-   also files Mistral and SmolLM under `llama`).
+1. `GGUFFile` (formats/gguf_reader.py) parses the header: key/value metadata and the tensor table.
+   It checks every tensor's byte range against the file size first, so a truncated download fails
+   with one line naming the tensor instead of a numpy reshape error.
+2. Metadata `{arch}.*` keys become config.json fields (`llama`, `qwen2` and `gemma3`
+   architectures; llama.cpp also files Mistral and SmolLM under `llama`).
 3. Tensors are dequantized (llmlab.formats.gguf_quants), renamed to LlamaForCausalLM names, and the
    Q/K rows that llama.cpp's converter permuted are put back (see `undo_rope_permutation`).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import re
@@ -27,11 +26,13 @@ import torch
 
 from llmlab.errors import CorruptFileError, LlmlabError, UnsupportedArchitectureError
 from llmlab.formats.gguf_quants import dequantize
+from llmlab.formats.gguf_reader import GGUFFile
 
 # general.architecture → (HF model_type, HF architectures entry)
 SUPPORTED_ARCHITECTURES = {
     "llama": ("llama", "LlamaForCausalLM"),
     "qwen2": ("qwen2", "Qwen2ForCausalLM"),
+    "gemma3": ("gemma3_text", "Gemma3ForCausalLM"),
 }
 
 # Per-layer GGUF tensor names → HF names ("blk.{i}." / "model.layers.{i}." prefixes added below).
@@ -46,6 +47,15 @@ _LAYER_TENSORS = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
+# Gemma 3 normalizes four times per layer; llama.cpp's `ffn_norm` is its pre-feed-forward norm.
+_GEMMA3_LAYER_TENSORS = {
+    **_LAYER_TENSORS,
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_attention_norm": "post_attention_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+}
 _GLOBAL_TENSORS = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
@@ -58,55 +68,9 @@ _LAYER_NAME = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
 
-@functools.cache
-def _load_gguf_package():
-    """The gguf package and our reader subclass, imported on first use (gguf takes ~0.3 s)."""
-    import gguf
-
-    class CheckedReader(gguf.GGUFReader):
-        """GGUFReader that fails with a clear message on truncation, and parses ~3x faster.
-
-        The speed-up: slicing a numpy.memmap runs Python-level bookkeeping (__array_finalize__) on
-        every one of the ~150k small reads the vocabulary needs; a plain ndarray view of the same
-        mapping skips it. The mapping stays alive through the view's `.base`.
-        """
-
-        def __init__(self, path: str):
-            self.source_path = path
-            super().__init__(path)
-
-        def _get(self, offset, dtype, count=1, override_order=None):
-            if isinstance(self.data, np.memmap):
-                self.data = self.data.view(np.ndarray)
-            return super()._get(offset, dtype, count, override_order)
-
-        def _build_tensors(self, start_offs, fields):
-            file_size = len(self.data)
-            for field in fields:
-                _, name_data, _, dims, raw_dtype, offset_tensor = field.parts
-                name = bytes(name_data).decode("utf-8", errors="replace")
-                try:
-                    qtype = gguf.GGMLQuantizationType(int(raw_dtype[0]))
-                except ValueError:
-                    raise CorruptFileError(
-                        f"{self.source_path}: tensor {name} has unknown GGML type id {int(raw_dtype[0])}"
-                    ) from None
-                block_weights, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
-                n_bytes = int(np.prod(dims.astype(np.int64))) * block_bytes // block_weights
-                end = int(start_offs + offset_tensor[0]) + n_bytes
-                if end > file_size:
-                    raise CorruptFileError(
-                        f"{self.source_path}: truncated GGUF: tensor {name} needs bytes up to {end:,} "
-                        f"but the file has {file_size:,}"
-                    )
-            super()._build_tensors(start_offs, fields)
-
-    return gguf, CheckedReader
-
-
-def open_gguf(path: str | os.PathLike):
-    """A parsed `gguf.GGUFReader`; a missing, non-GGUF or truncated file raises one clear line."""
-    _, reader_class = _load_gguf_package()
+def open_gguf(path: str | os.PathLike) -> GGUFFile:
+    """A parsed GGUF file (formats/gguf_reader.py); a missing, non-GGUF or truncated file raises
+    one clear line."""
     path = str(path)
     if not os.path.isfile(path):
         raise LlmlabError(f"{path}: no such GGUF file")
@@ -114,25 +78,12 @@ def open_gguf(path: str | os.PathLike):
         magic = f.read(4)
     if magic != b"GGUF":
         raise CorruptFileError(f"{path}: not a GGUF file (starts with {magic!r}, expected b'GGUF')")
-    try:
-        return reader_class(path)
-    except CorruptFileError:
-        raise
-    except (ValueError, IndexError, KeyError, OverflowError, UnicodeDecodeError) as error:
-        size = os.path.getsize(path)
-        raise CorruptFileError(
-            f"{path}: truncated or malformed GGUF header ({size:,} bytes): {type(error).__name__}: {error}"
-        ) from error
+    return GGUFFile(path)
 
 
-def read_metadata(reader) -> dict:
+def read_metadata(reader: GGUFFile) -> dict:
     """All key/value metadata as plain Python values (arrays as lists, strings decoded)."""
-    metadata = {}
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF."):
-            continue
-        metadata[key] = field.contents()
-    return metadata
+    return dict(reader.metadata)
 
 
 def _float32_value(value) -> float:
@@ -232,6 +183,8 @@ def build_hf_config(metadata: dict, tensor_names: set[str], path: str) -> dict:
     vocab_size = metadata.get(f"{arch}.vocab_size") or (len(tokens) if tokens else None)
     head_dim = int(metadata.get(f"{arch}.attention.key_length", hidden // heads))
     eos_id = metadata.get("tokenizer.ggml.eos_token_id")
+    if arch == "gemma3":
+        return _gemma3_config(metadata, arch, tensor_names, vocab_size, head_dim, need)
     if tokens:
         eos_id = end_of_turn_token_id(tokens, metadata.get("tokenizer.chat_template"), eos_id)
     return {
@@ -261,6 +214,49 @@ def build_hf_config(metadata: dict, tensor_names: set[str], path: str) -> dict:
     }
 
 
+def _gemma3_config(metadata, arch, tensor_names, vocab_size, head_dim, need) -> dict:
+    """Gemma 3's config.json fields. The GGUF leaves out what llama.cpp hard-codes for this
+    architecture, so we fill in the same values (and transformers' Gemma3TextConfig defaults):
+    sliding-window layers use RoPE base 10k unless `rope.freq_base_swa` says otherwise, every
+    sixth layer is global, and scores are scaled by head_dim^-0.5 (query_pre_attn_scalar)."""
+    layers = int(need("block_count"))
+    pattern = int(metadata.get(f"{arch}.attention.sliding_window_pattern", 6) or 6)
+    eos_id = metadata.get("tokenizer.ggml.eos_token_id")
+    return {
+        "architectures": ["Gemma3ForCausalLM"],
+        "model_type": "gemma3_text",
+        "vocab_size": int(vocab_size) if vocab_size else None,
+        "hidden_size": int(need("embedding_length")),
+        "intermediate_size": int(need("feed_forward_length")),
+        "num_hidden_layers": layers,
+        "num_attention_heads": int(need("attention.head_count")),
+        "num_key_value_heads": int(metadata.get(f"{arch}.attention.head_count_kv", 1)),
+        "head_dim": head_dim,
+        "max_position_embeddings": int(metadata.get(f"{arch}.context_length", 32768)),
+        "rms_norm_eps": _float32_value(
+            metadata.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)
+        ),
+        "rope_theta": _float32_value(metadata.get(f"{arch}.rope.freq_base", 1_000_000.0)),
+        "rope_local_base_freq": _float32_value(
+            metadata.get(f"{arch}.rope.freq_base_swa", 10_000.0)
+        ),
+        "rope_scaling": None,  # filled by read_gguf
+        "query_pre_attn_scalar": head_dim,
+        "sliding_window": int(metadata.get(f"{arch}.attention.sliding_window", 512)),
+        "layer_types": [
+            "full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+            for i in range(layers)
+        ],
+        "final_logit_softcapping": metadata.get(f"{arch}.final_logit_softcapping"),
+        "tie_word_embeddings": "output.weight" not in tensor_names,
+        "bos_token_id": metadata.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": eos_id,
+        "pad_token_id": metadata.get("tokenizer.ggml.padding_token_id"),
+        "hidden_activation": "gelu_pytorch_tanh",
+        "torch_dtype": "float32",
+    }
+
+
 def undo_rope_permutation(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     """Invert llama.cpp's Q/K row permutation.
 
@@ -276,16 +272,17 @@ def undo_rope_permutation(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return weight.reshape(n_heads, head_dim // 2, 2, *rest).transpose(1, 2).reshape(weight.shape)
 
 
-def hf_tensor_name(gguf_name: str) -> str | None:
-    """GGUF tensor name → LlamaForCausalLM parameter name (None for tensors we consume elsewhere)."""
+def hf_tensor_name(gguf_name: str, arch: str = "llama") -> str | None:
+    """GGUF tensor name → Hugging Face parameter name (None for tensors we consume elsewhere)."""
+    layer_tensors = _GEMMA3_LAYER_TENSORS if arch == "gemma3" else _LAYER_TENSORS
     if gguf_name in _GLOBAL_TENSORS:
         return _GLOBAL_TENSORS[gguf_name]
     if gguf_name == "rope_freqs.weight":
         return None
     match = _LAYER_NAME.fullmatch(gguf_name)
-    if match and match.group(2) in _LAYER_TENSORS:
+    if match and match.group(2) in layer_tensors:
         layer, part, kind = match.groups()
-        return f"model.layers.{layer}.{_LAYER_TENSORS[part]}.{kind}"
+        return f"model.layers.{layer}.{layer_tensors[part]}.{kind}"
     raise UnsupportedArchitectureError(
         f"unexpected GGUF tensor '{gguf_name}': not part of a plain Llama/Qwen2 decoder (MoE and "
         "other variants are unsupported)"
@@ -313,11 +310,15 @@ def read_gguf(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
     # llama.cpp kernel is the "normal" (adjacent pairs) rope: llama. Qwen2 runs NEOX-style rope in
     # llama.cpp, so its converter leaves the rows alone.
     permuted = config["model_type"] == "llama"
+    arch = metadata["general.architecture"]
+    # llama.cpp's Gemma converter stores norm weights as 1 + w (its RMSNorm multiplies by the
+    # weight alone); Gemma3RMSNorm multiplies by 1 + w, so take the 1 off again (as transformers).
+    norms_plus_one = arch == "gemma3"
 
     state_dict: dict[str, torch.Tensor] = {}
     rope_factors = None
     for tensor in _progress(reader.tensors, f"dequantizing {Path(path).name}"):
-        name = hf_tensor_name(tensor.name)  # before the (slow) dequantization: fail fast
+        name = hf_tensor_name(tensor.name, arch)  # before the (slow) dequantization: fail fast
         shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
         values = dequantize(tensor.data, tensor.tensor_type.name, shape, tensor.name)
         if name is None:
@@ -327,6 +328,8 @@ def read_gguf(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
             values = undo_rope_permutation(values, config["num_attention_heads"])
         elif permuted and ".self_attn.k_proj." in name:
             values = undo_rope_permutation(values, config["num_key_value_heads"])
+        elif norms_plus_one and name.endswith("norm.weight"):
+            values = values - 1
         state_dict[name] = values
 
     config["rope_scaling"] = _rope_scaling(

@@ -9,7 +9,8 @@ Q4_1 stores each row in blocks of 32 weights as (d: fp16, m: fp16, 16 bytes of n
 nibbles are weights 0–15, the high ones 16–31) with w = d·q + m — exactly Int4Linear's group-32
 layout. Tensors of other types (the token embedding, norms, anything not Q4_1) are dequantized
 with `llmlab.formats.gguf_quants` as `read_gguf` does. Q/K rows get llama.cpp's rotary
-permutation undone, on the codes and scales alike.
+permutation undone, on the codes and scales alike. A file of another family (Gemma 3: K-quants,
+no Q4_1) gives None: the caller quantizes float weights instead.
 """
 
 from __future__ import annotations
@@ -53,11 +54,14 @@ def q4_1_parts(
 
 def read_gguf_int4(path: str | Path):
     """(HF config dict, float tensors by HF name, {projection path: (codes, d, m)} of its Q4_1
-    matrices). The embedding is always among the floats (it is looked up, not multiplied)."""
+    matrices), or None when the file is not a Llama-family decoder. The embedding is always among
+    the floats (it is looked up, not multiplied)."""
     path = str(path)
     reader = open_gguf(path)
     metadata = read_metadata(reader)
     config = build_hf_config(metadata, {t.name for t in reader.tensors}, path)
+    if config["model_type"] not in ("llama", "mistral", "qwen2"):
+        return None
     permuted = (
         config["model_type"] == "llama"
     )  # see read_gguf: llama.cpp permutes Q/K rows for llama only

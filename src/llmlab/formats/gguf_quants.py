@@ -96,6 +96,33 @@ def dequantize_q4_1(blocks: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(m, q, d)
 
 
+def _fifth_bits(qh: torch.Tensor) -> torch.Tensor:
+    """4 bytes = one little-endian uint32 per block whose bit j is the 5th bit of weight j →
+    [n_blocks, 32] of 0/16 (already shifted into place)."""
+    bits = torch.arange(8, dtype=torch.uint8)
+    # byte k holds bits 8k..8k+7, so weight j = 8k + b reads bit b of byte k
+    return (((qh.unsqueeze(-1) >> bits) & 1) << 4).reshape(qh.shape[0], 32)
+
+
+def dequantize_q5_0(blocks: torch.Tensor) -> torch.Tensor:
+    # Q5_0, 22 bytes per 32 weights (5.5 bits/weight):
+    #   [0:2]   d   fp16 scale
+    #   [2:6]   qh  32 fifth bits, bit j for weight j
+    #   [6:22]  qs  16 bytes, low 4 bits laid out as in Q4_0 (low nibbles 0-15, high 16-31)
+    # weight = d * (q - 16)   (5-bit unsigned 0..31 re-centred to -16..15)
+    d = _fp16(blocks, 0)
+    q = _nibbles_as_float(blocks[:, 6:22]).view(-1, 32)
+    return q.add_(_fifth_bits(blocks[:, 2:6])).sub_(16).mul_(d)
+
+
+def dequantize_q5_1(blocks: torch.Tensor) -> torch.Tensor:
+    # Q5_1, 24 bytes per 32 weights (6 bits/weight): d fp16, m fp16 minimum, qh, qs as in Q5_0.
+    # weight = d * q + m
+    d, m = _fp16(blocks, 0), _fp16(blocks, 2)
+    q = _nibbles_as_float(blocks[:, 8:24]).view(-1, 32)
+    return torch.addcmul(m, q.add_(_fifth_bits(blocks[:, 4:8])), d)
+
+
 # --- "K" super-blocks of 256 weights --------------------------------------------------------
 
 
@@ -162,6 +189,8 @@ DEQUANTIZERS = {
     "Q8_0": (32, 34, dequantize_q8_0),
     "Q4_0": (32, 18, dequantize_q4_0),
     "Q4_1": (32, 20, dequantize_q4_1),
+    "Q5_0": (32, 22, dequantize_q5_0),
+    "Q5_1": (32, 24, dequantize_q5_1),
     "Q4_K": (256, 144, dequantize_q4_k),
     "Q6_K": (256, 210, dequantize_q6_k),
 }

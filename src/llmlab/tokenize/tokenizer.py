@@ -4,8 +4,19 @@
     tokenizer = load_tokenizer("path/to/model.gguf")          # or a folder with tokenizer.json
     ids = apply_chat(tokenizer, [{"role": "user", "content": "Hi"}], system="Be brief.")
 
-Every tokenizer this returns has a chat template (the model's own, else ChatML), an EOS token and
-a pad token, so generation and batching code never has to check.
+Every tokenizer this returns has a chat template (the model's own, else ChatML — or, for a base
+model with no template such as Gemma 3 270M, the question/answer frame below), an EOS token and a
+pad token, so generation and batching code never has to check. Gemma GGUFs get a tokenizer built
+from their metadata by `gguf_sentencepiece.py` (same ids as transformers, ~5x faster to load).
+
+The question/answer frame for base models (QA_FRAME_TEMPLATE): a plain-text dialogue a base model
+continues naturally, ending where it should write the answer —
+
+    <bos>{system}\n\nQuestion: {user}\nAnswer: {assistant}\n\nQuestion: {user}\nAnswer:
+
+A base model does not stop by itself (and often writes the next question itself), so
+`tokenizer.chat_stop_strings` = ["\nQuestion:", "\n\n"] ends an answer after one paragraph;
+`llmlab chat` and the server's /v1/chat/completions add them to the request.
 """
 
 from __future__ import annotations
@@ -23,6 +34,16 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+QA_FRAME_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'Question: ' + message['content'] + '\nAnswer:' }}"
+    "{% else %}{{ ' ' + message['content'] + '\n\n' }}{% endif %}"
+    "{% endfor %}"
+)
+QA_FRAME_STOP = ["\nQuestion:", "\n\n"]  # a base model runs on into the next question
 
 # Used as EOS when a tokenizer names none, in order of preference.
 _FALLBACK_EOS_TOKENS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "[SEP]")
@@ -67,6 +88,20 @@ def _ensure_special_tokens(tokenizer, path: Path) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
+def _gemma_gguf_tokenizer(path: Path):
+    """Our own tokenizer for a Gemma GGUF (None for other files: transformers builds those)."""
+    from llmlab.formats.gguf import open_gguf
+
+    metadata = open_gguf(path).metadata
+    if not str(metadata.get("general.architecture", "")).startswith("gemma"):
+        return None
+    if metadata.get("tokenizer.ggml.model") != "llama":
+        return None
+    from llmlab.tokenize.gguf_sentencepiece import gemma_tokenizer_from_metadata
+
+    return gemma_tokenizer_from_metadata(metadata, str(path))
+
+
 def load_tokenizer(path: str | os.PathLike):
     """A `transformers` tokenizer from a model folder or a `.gguf` file, with chat template, EOS and pad set."""
     path = Path(path)
@@ -74,7 +109,15 @@ def load_tokenizer(path: str | os.PathLike):
         raise LlmlabError(f"{path}: no such tokenizer folder or GGUF file")
     if path.is_file() and path.suffix != ".gguf":
         raise LlmlabError(f"{path}: expected a folder with tokenizer files or a .gguf file")
-    tokenizer = _load_transformers_tokenizer(path)
+    tokenizer = _gemma_gguf_tokenizer(path) if path.is_file() else None
+    if tokenizer is None:
+        tokenizer = _load_transformers_tokenizer(path)
+        tokenizer.chat_stop_strings = []
+    elif not tokenizer.chat_template:  # a base model: the question/answer frame
+        tokenizer.chat_template = QA_FRAME_TEMPLATE
+        tokenizer.chat_stop_strings = list(QA_FRAME_STOP)
+    else:
+        tokenizer.chat_stop_strings = []
     if not tokenizer.chat_template:
         tokenizer.chat_template = CHATML_TEMPLATE
     _ensure_special_tokens(tokenizer, path)

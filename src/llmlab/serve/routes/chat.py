@@ -69,11 +69,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
         prompt_ids, constraint = _prepare(body, state.tokenizer)
     except LlmlabError as exc:
         raise APIError(400, str(exc)) from None
-    request_id, results = state.submit(
-        prompt_ids,
-        lambda: body.to_sampling_params(state.default_max_tokens(prompt_ids), constraint),
-        "chatcmpl",
-    )
+    def params():
+        sampling = body.to_sampling_params(state.default_max_tokens(prompt_ids), constraint)
+        # A base model's question/answer frame (tokenize/tokenizer.py) ends an answer at these.
+        extra = getattr(state.tokenizer, "chat_stop_strings", [])
+        sampling.stop = sampling.stop + [s for s in extra if s not in sampling.stop]
+        return sampling
+
+    request_id, results = state.submit(prompt_ids, params, "chatcmpl")
     if body.stream:
         return sse(_chat_chunks(state, request_id, body, len(prompt_ids), results, hits))
     final = await collect(results, request)
