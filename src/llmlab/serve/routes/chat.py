@@ -69,6 +69,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
         prompt_ids, constraint = _prepare(body, state.tokenizer)
     except LlmlabError as exc:
         raise APIError(400, str(exc)) from None
+
     def params():
         sampling = body.to_sampling_params(state.default_max_tokens(prompt_ids), constraint)
         # A base model's question/answer frame (tokenize/tokenizer.py) ends an answer at these.
