@@ -185,7 +185,68 @@ def qat_section(args) -> dict:
     return out
 
 
-def report(rows: list[dict], qat: dict | None, header: str):
+KERNEL_SHAPES = ((960, 576), (3072, 576), (576, 1536), (49152, 576))  # qkv, gate/up, down, head
+
+
+def kernels(threads: int, rows_list=(1, 16), repeats: int = 30) -> list[dict]:
+    """µs per call (best of `repeats`) of each int8/int4 kernel torch has here, at SmolLM2's
+    shapes, for one token and for 16: the packed int4 and int8 weight-only kernels (bf16
+    activations), torch._int_mm (oneDNN, int8 × int8 → int32: VNNI/AMX), the whole W8A8Linear
+    (per-token quantization + _int_mm + rescale), torch.ao's fbgemm dynamic quantized linear
+    (per-tensor activations), and float32 / bfloat16 dense matmuls."""
+    import warnings
+
+    from llmlab.nn.quantized_linear import Int4Linear, Int8Linear, W8A8Linear
+
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore")
+    out = []
+    for n, k in KERNEL_SHAPES:
+        w = torch.randn(n, k) * 0.02
+        linear = torch.nn.Linear(k, n, bias=False)
+        linear.weight.data = w
+        int4, int8 = Int4Linear.from_weight(w, 64), Int8Linear.from_linear(linear)
+        w8a8 = W8A8Linear.from_weight(w)
+        fbgemm = torch.ao.nn.quantized.dynamic.Linear(k, n)
+        scale = w.abs().amax(1) / 127
+        fbgemm.set_weight_bias(
+            torch.quantize_per_channel(w, scale, torch.zeros(n, dtype=torch.long), 0, torch.qint8),
+            None,
+        )
+        w_t, w_bf16 = w.t().contiguous(), w.bfloat16()
+        for m in rows_list:
+            x = torch.randn(m, k)
+            calls = _kernel_calls(int4, int8, w8a8, fbgemm, x, w_t, w_bf16)
+            row = {"shape": f"{n}×{k}", "tokens": m}
+            for name, fn in calls.items():
+                fn()
+                best = min(_seconds(fn) for _ in range(repeats))
+                row[name] = best * 1e6
+            out.append(row)
+    return out
+
+
+def _kernel_calls(int4, int8, w8a8, fbgemm, x, w_t, w_bf16) -> dict:
+    xb = x.bfloat16()
+    xq = torch.randint(-127, 128, x.shape, dtype=torch.int8)
+    return {
+        "int4 g64 (bf16 act)": lambda: int4._kernel_matmul(xb),
+        "int8 weight-only (bf16 act)": lambda: int8._kernel_matmul(xb),
+        "_int_mm int8×int8": lambda: torch._int_mm(xq, w8a8.qweight.t()),
+        "W8A8Linear (dynamic, whole)": lambda: w8a8(x),
+        "fbgemm dynamic linear": lambda: fbgemm(x),
+        "fp32 dense": lambda: x @ w_t,
+        "bf16 dense": lambda: xb @ w_bf16.t(),
+    }
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def report(rows: list[dict], qat: dict | None, header: str, kernel_rows=None):
     print(header)
     bf16 = next((r for r in rows if r["row"] == "bf16"), None)
     print(
@@ -260,14 +321,14 @@ def main():
     print(header, file=sys.stderr, flush=True)
     work = Path(args.work)
     torch.set_num_threads(args.threads)
-    folders = {row: prepare(row, work, args.group_size, args.samples) for row in rows}
     results = []
-    for row in rows:
+    for row in rows:  # each variant made just before its row runs
+        folder = prepare(row, work, args.group_size, args.samples)
         command = [sys.executable, __file__, "--row", row, "--threads", str(args.threads)]
         command += ["--ppl-tokens", str(args.ppl_tokens), "--tokens", str(args.tokens)]
         command += ["--batch", str(args.batch), "--repeats", str(args.repeats)]
-        if folders[row]:
-            command += ["--folder", str(folders[row])]
+        if folder:
+            command += ["--folder", str(folder)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"error: row {row} failed:\n{done.stderr[-3000:]}")
