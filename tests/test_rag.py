@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from llmlab.errors import LlmlabError
 from llmlab.rag.bm25 import BM25Index, tokenize
 from llmlab.rag.chunking import chunk_markdown
 from llmlab.rag.fusion import rrf
@@ -72,7 +73,7 @@ def test_chunker_splits_long_units_at_headings_then_paragraphs():
     # Every text line of the document is in exactly one chunk's range.
     covered = [n for c in chunks for n in range(c.lines[0], c.lines[1] + 1)]
     assert len(covered) == len(set(covered))
-    with pytest.raises(ValueError, match="max_chars"):
+    with pytest.raises(LlmlabError, match="max_chars"):
         chunk_markdown(doc, max_chars=10)
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+from llmlab.errors import LlmlabError
+
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$")
 SEPARATOR = " > "
 _LAYOUT = ("", "---", "***", ">")  # rules and empty quote lines separate paragraphs
@@ -142,7 +144,7 @@ def _pieces(markdown: str, max_chars: int) -> list[_Piece]:
 def chunk_markdown(markdown: str, source: str = "", max_chars: int = 500) -> list[Chunk]:
     """Split a Markdown document into heading-aware chunks (see the module docstring)."""
     if max_chars < 50:
-        raise ValueError(f"max_chars must be at least 50, got {max_chars}")
+        raise LlmlabError(f"max_chars must be at least 50, got {max_chars}")
     chunks: list[Chunk] = []
     pending: _Piece | None = None
     for piece in _pieces(markdown, max_chars):
