@@ -57,6 +57,9 @@ def register(subparsers):
     ev.add_argument("--eval-set", default="bundled:notes-eval.jsonl", help="JSONL eval set")
     ev.add_argument("--modes", default="bm25,dense,hybrid", help="comma-separated modes")
     ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.add_argument(
+        "--limit", type=positive_int, default=None, help="only the first N questions of the split"
+    )
     _search_options(ev, mode=False)
     ev.set_defaults(func=run_eval)
 
@@ -162,7 +165,7 @@ def run_eval(args) -> int:
     from llmlab.rag.evaluate import evaluate, load_eval_set
 
     index = _open_index(args)
-    items = load_eval_set(args.eval_set, args.split)
+    items = load_eval_set(args.eval_set, args.split)[: args.limit]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     reranker = _reranker(args)
     rows = []

@@ -35,6 +35,9 @@ class LMReranker:
         prefix = self.tokenizer.encode(
             PROMPT.format(passage=self.tokenizer.decode(ids)), add_special_tokens=False
         )
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        if bos is not None:  # Gemma's states are garbage without its BOS; harmless elsewhere
+            prefix = [bos, *prefix]
         target = self.tokenizer.encode(question, add_special_tokens=False)
         return prefix + target, len(prefix)
 
