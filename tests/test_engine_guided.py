@@ -209,3 +209,36 @@ def test_invalid_constraints_are_one_line_errors(llm, kwargs, message):
         llm.generate([5, 6, 7], SamplingParams(max_tokens=4, **kwargs))
     assert "\n" not in str(info.value)
     assert not llm.engine.has_unfinished()
+
+
+@pytest.mark.slow
+def test_gemma3_tokenizer_bridged():
+    """The real Gemma 3 270M (262k-token vocabulary, SentencePiece-style pieces): a schema with
+    Chinese keys validates at temperature 1, and a choice list includes a Chinese option."""
+    import llmlab
+
+    model, tokenizer = llmlab.load("gemma3-270m")
+    llm = LLM(model, tokenizer, kv_memory="64MiB")
+    schema = {
+        "type": "object",
+        "properties": {
+            "城市": {"type": "string", "maxLength": 8},
+            "温度": {"type": "integer", "minimum": -30, "maximum": 50},
+        },
+        "required": ["城市", "温度"],
+        "additionalProperties": False,
+    }
+    prompts = ["北京今天的天气，用JSON表示：", "The weather in Paris as JSON:"]
+    outs = llm.generate(
+        prompts,
+        [
+            SamplingParams(max_tokens=40, temperature=1.0, seed=s, json_schema=schema)
+            for s in (0, 1)
+        ],
+    )
+    for out in outs:
+        assert out.outputs[0].finish_reason == "stop", out.text
+        jsonschema.validate(json.loads(out.text), schema)
+    choices = ["yes", "no", "是的"]
+    out = llm.generate("天空是蓝色的吗？回答：", SamplingParams(max_tokens=5, choice=choices))[0]
+    assert out.text in choices
