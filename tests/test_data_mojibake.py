@@ -152,3 +152,13 @@ def test_extra_corpus_errors_are_one_line(tmp_path):
     ]:
         with pytest.raises(RecipeError, match=message):
             build_op("repair_mojibake", {"extra_corpus": [str(path)]})
+
+
+def test_mojibake_runs_are_repaired_beside_text_that_does_not_map_back():
+    """A line mixing real Chinese (outside both code pages) with mojibake: the mojibake run is
+    repaired, the rest kept. The heading (6 of its 8 characters lost a byte) comes back alone too."""
+    heading = "权重初始化不合理"
+    assert repair(f"+ **{corrupt(heading)}**  ") == f"+ **{heading}**  "
+    line = f"已经修好的标题：{corrupt(heading)}，café 与 naïve 照旧"
+    assert repair(line) == f"已经修好的标题：{heading}，café 与 naïve 照旧"
+    assert repair("café naïve") == "café naïve"  # Latin-1 text: no lead byte with a continuation

@@ -141,23 +141,66 @@ def _bracket_bonus(
 def repair(text: str, beam: int | None = None, lm=None) -> str:
     """Repaired text; text that is not Windows-1252 mojibake is returned unchanged. `lm` is a
     `charlm.CharNgramModel` (default: `charlm.model()`, the bundled corpora)."""
-    data = to_bytes(text)
-    if data is None or data.isascii():
-        return text
-    pieces = split_chars(data)
-    leads = [m for raw, m in pieces if raw[0] >= 0xC0]
-    if not leads or sum(m > 0 for m in leads) > 0.6 * len(leads):
-        return text  # mostly broken: this was never UTF-8 (e.g. real Latin-1 text)
-    chars: list[str] = []
-    damaged: dict[int, list[str]] = {}
-    for raw, missing in pieces:
-        options = candidates(raw, missing) if missing > 0 else []
-        if options:
-            damaged[len(chars)] = options
-        chars.append(options[0] if options else raw.decode("utf-8", errors="replace"))
+    chars, damaged = expand(text)
     if damaged:
         _Decoder(chars, damaged, beam or BEAM, lm).run()
     return "".join(chars)
+
+
+def expand(text: str) -> tuple[list[str], dict[int, list[str]]]:
+    """The text as characters with every mojibake run mapped back (damaged characters hold their
+    first candidate) and {position: candidates} of the damaged ones.
+
+    Each maximal run of characters that map back to bytes (split at ASCII whitespace) is judged on
+    its own, so a line that also holds real text (Chinese that was never garbled, a character
+    outside both code pages, a Latin-1 word) still gets its mojibake runs repaired."""
+    table = _reverse_code_page()
+    chars: list[str] = []
+    damaged: dict[int, list[str]] = {}
+
+    def kind(c: str) -> int:  # runs split at ASCII whitespace too: `café` beside mojibake stays
+        return 2 if c in " \t\r\n" else c in table
+
+    start = 0
+    while start < len(text):
+        mappable = kind(text[start])
+        end = start + 1
+        while end < len(text) and kind(text[end]) == mappable:
+            end += 1
+        run = text[start:end]
+        decoded = _decode_run(run) if mappable == 1 else None
+        if decoded is None:
+            chars.extend(run)
+        else:
+            for c, options in decoded:
+                if options:
+                    damaged[len(chars)] = options
+                chars.append(c)
+        start = end
+    return chars, damaged
+
+
+def _decode_run(run: str) -> list[tuple[str, list[str]]] | None:
+    """(character, candidates if damaged) for a run of code-page characters, or None when the run
+    does not look like UTF-8 read as Windows-1252 (left as it is)."""
+    data = to_bytes(run)
+    if data is None or data.isascii():
+        return None
+    pieces = split_chars(data)
+    # Evidence of UTF-8: some lead byte followed by at least one continuation byte (`Ã©`, `ä¸`).
+    # Real Latin-1 text (`café`, `naïve`) has its accented letters followed by ASCII; a lead byte
+    # alone would otherwise get "repaired" into a CJK character.
+    if not any(raw[0] >= 0xC0 and len(raw) > 1 for raw, _ in pieces):
+        return None
+    out = []
+    for raw, missing in pieces:
+        options = candidates(raw, missing) if missing > 0 else []
+        if missing > 0 and not options:
+            return None  # a lead byte nothing can complete: not this corruption
+        out.append(
+            (options[0], options) if options else (raw.decode("utf-8", errors="replace"), [])
+        )
+    return out
 
 
 BEAM = 16
