@@ -3,63 +3,16 @@ client for chat (plain and streamed), completions and models; every error case i
 format; disconnects abort and free blocks; 32 concurrent streaming clients all complete."""
 
 import asyncio
-import socket
 import threading
 import time
 
 import httpx
 import openai
 import pytest
-import uvicorn
-from engine_helpers import tiny_model, tiny_tokenizer
+from serve_helpers import KEY, MODEL, all_blocks_free, start
 
-from llmlab.engine import LLMEngine
-from llmlab.engine.async_engine import AsyncEngine
 from llmlab.generation import GenerationConfig, generate
-from llmlab.serve.app import create_app
 from llmlab.tokenize.tokenizer import apply_chat
-
-MODEL = "tiny-chat"
-KEY = "sekret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    def __init__(self, app):
-        self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-def start(api_key=None, max_num_seqs=64, max_queue=256, context=256):
-    model, tokenizer = tiny_model(max_position_embeddings=context), tiny_tokenizer()
-    engine = LLMEngine(model, tokenizer, num_kv_blocks=256, max_num_seqs=max_num_seqs)
-    async_engine = AsyncEngine(engine, max_queue=max_queue)
-    return (
-        async_engine,
-        LiveServer(create_app(async_engine, tokenizer, MODEL, api_key=api_key)),
-        model,
-        tokenizer,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -67,15 +20,6 @@ def live():
     async_engine, server, model, tokenizer = start(api_key=KEY)
     with server as url:
         yield url, async_engine, model, tokenizer
-
-
-def all_blocks_free(async_engine, timeout=10.0) -> bool:
-    bm, deadline = async_engine.engine.block_manager, time.time() + timeout
-    while time.time() < deadline:
-        if bm.num_free_blocks == bm.num_blocks and not async_engine.engine.has_unfinished():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def client(url, key=KEY):

@@ -134,6 +134,7 @@ def build_app(args):
     from llmlab.engine.async_engine import AsyncEngine
     from llmlab.engine.llm_engine import LLMEngine
     from llmlab.serve.app import create_app
+    from llmlab.serve.defaults import sampling_defaults
     from llmlab.web import mount_web
 
     set_threads(args.threads)
@@ -172,6 +173,7 @@ def build_app(args):
         name,
         api_key=args.api_key,
         aliases=aliases,
+        sampling_defaults=sampling_defaults(args.model),
     )
     return mount_web(app)  # the chat page at /
 

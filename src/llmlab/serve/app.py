@@ -12,14 +12,18 @@ in-flight requests.
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from llmlab.engine.async_engine import AsyncEngine
-from llmlab.serve.errors import install_api_key_check, install_error_handlers
+from llmlab.serve.defaults import FALLBACK, SamplingDefaults
+from llmlab.serve.errors import ApiGate, install_error_handlers
 from llmlab.serve.routes import chat, completions, health, models, rag
 from llmlab.serve.state import ServerState
+
+log = logging.getLogger("llmlab.serve")
 
 ROUTERS = (chat.router, completions.router, models.router, health.router, rag.router)
 
@@ -30,9 +34,13 @@ def create_app(
     model_name: str,
     api_key: str | None = None,
     aliases: tuple[str, ...] = (),
+    sampling_defaults: SamplingDefaults = FALLBACK,
 ) -> FastAPI:
-    state = ServerState(engine, tokenizer, model_name, tuple(aliases))
+    """`sampling_defaults` fill the sampling fields a request leaves unset (see serve/defaults.py;
+    `llmlab serve` reads them from the model)."""
+    state = ServerState(engine, tokenizer, model_name, tuple(aliases), sampling_defaults)
     engine.engine.on_token = state.metrics.observe_token
+    log.info("sampling defaults for unset request fields: %s", sampling_defaults.describe())
 
     @asynccontextmanager
     async def lifespan(app):
@@ -44,8 +52,8 @@ def create_app(
     app = FastAPI(title="llmlab", lifespan=lifespan)
     app.state.server = state
     app.state.engine, app.state.metrics = engine, state.metrics  # kept for existing callers
-    install_error_handlers(app, state.metrics)
-    install_api_key_check(app, api_key)
+    install_error_handlers(app)
+    app.add_middleware(ApiGate, metrics=state.metrics, api_key=api_key)
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -92,11 +92,11 @@ class ServerMetrics:
         for key, name, kind, help_text in _ENGINE_SERIES:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {stats[key]}"]
         for name, value, help_text in [
-            ("llmlab_http_requests_total", self.requests_total, "Generation requests received"),
+            ("llmlab_http_requests_total", self.requests_total, "API requests (/v1/*) received"),
             (
                 "llmlab_http_request_errors_total",
                 self.request_errors_total,
-                "Generation requests answered with an error",
+                "API requests answered with an error (status >= 400, or a stream ended by an error)",
             ),
         ]:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]

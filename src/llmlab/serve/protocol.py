@@ -1,11 +1,14 @@
 """OpenAI API request schemas (pydantic) and response builders for the server.
 
-Requests follow OpenAI's field names and defaults (temperature 1.0, completions max_tokens 16);
-`top_k`, `min_p` and `repetition_penalty` are accepted as extensions, as vLLM does, and so are
-vLLM's guided-decoding fields `guided_json`, `guided_regex`, `guided_choice` and `guided_grammar`
-(docs/structured-output.md). Chat takes `response_format`, `tools`, `tool_choice` and
-`parallel_tool_calls` (serve/tools.py). Unknown
-fields are ignored. `to_sampling_params` turns a request into the engine's SamplingParams.
+Requests follow OpenAI's field names; `top_k`, `min_p` and `repetition_penalty` are accepted as
+extensions, as vLLM does, and so are vLLM's guided-decoding fields `guided_json`, `guided_regex`,
+`guided_choice` and `guided_grammar` (docs/structured-output.md). Chat takes `response_format`,
+`tools`, `tool_choice` and `parallel_tool_calls` (serve/tools.py). Unknown fields are refused
+(extra="forbid": a 400 naming the field), and known OpenAI fields this server does not implement
+are refused when set to anything but their neutral value (`unsupported()`), so nothing a client
+asks for is silently ignored. Sampling fields left unset (None) take the server's defaults
+(serve/defaults.py: the model's own generation config, else a documented fallback).
+`to_sampling_params` builds the engine's SamplingParams.
 """
 
 from __future__ import annotations
@@ -14,35 +17,44 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmlab.engine.sampling_params import SamplingParams
 from llmlab.errors import LlmlabError
 
+# extra="forbid": an unknown field is a 400 naming it; no NaN/inf (json.loads accepts "NaN")
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+# torch.Generator.manual_seed takes [-2**63, 2**64); the engine seeds sibling i with seed + i
+_SEED_MIN, _SEED_MAX = -(2**63), 2**63 - 1
+
 
 class StreamOptions(BaseModel):
+    model_config = _STRICT
+
     include_usage: bool = False
 
 
 class _SamplingFields(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
 
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, gt=0, le=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
     n: int = Field(default=1, ge=1, le=16)
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
-    seed: int | None = None
-    user: str | None = None
+    seed: int | None = Field(default=None, ge=_SEED_MIN, le=_SEED_MAX)
+    user: str | None = None  # an end-user id for the operator's logs; changes no output
+    # accepted only at their neutral value (see unsupported())
+    logit_bias: dict[str, float] | None = None
     # extensions (vLLM spelling)
-    top_k: int = Field(default=0, ge=0)
-    min_p: float = Field(default=0.0, ge=0, le=1)
-    repetition_penalty: float = Field(default=1.0, gt=0)
+    top_k: int | None = Field(default=None, ge=0)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    repetition_penalty: float | None = Field(default=None, gt=0, le=10)
     stop_token_ids: list[int] | None = None
     ignore_eos: bool = False
     guided_json: dict | str | None = None
@@ -67,16 +79,30 @@ class _SamplingFields(BaseModel):
             if value is not None
         }
 
-    def _sampling(self, max_tokens: int, logprobs: int | None, guided=None) -> SamplingParams:
+    def unsupported(self) -> tuple[str, str] | None:
+        """(field, why) for the first field set to something this server does not do."""
+        if self.logit_bias:
+            return "logit_bias", "logit_bias is not supported by this server"
+        return None
+
+    def _sampling(
+        self, max_tokens: int, logprobs: int | None, defaults, guided=None
+    ) -> SamplingParams:
+        """`defaults` (a SamplingDefaults) fills every sampling field the request left unset."""
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+        def pick(name):
+            value = getattr(self, name)
+            return getattr(defaults, name) if value is None else value
+
         return SamplingParams(
             n=self.n,
             max_tokens=max_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            min_p=self.min_p,
-            repetition_penalty=self.repetition_penalty,
+            temperature=pick("temperature"),
+            top_k=pick("top_k"),
+            top_p=pick("top_p"),
+            min_p=pick("min_p"),
+            repetition_penalty=pick("repetition_penalty"),
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
             seed=self.seed,
@@ -89,18 +115,22 @@ class _SamplingFields(BaseModel):
 
 
 class FunctionCall(BaseModel):
+    model_config = _STRICT
+
     name: str
     arguments: str = "{}"  # a JSON string, as OpenAI sends it
 
 
 class ToolCall(BaseModel):
+    model_config = _STRICT
+
     id: str | None = None
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict] | None = None
@@ -110,6 +140,8 @@ class ChatMessage(BaseModel):
 
 
 class FunctionDefinition(BaseModel):
+    model_config = _STRICT
+
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None  # a JSON Schema; the arguments are held to it
@@ -117,21 +149,27 @@ class FunctionDefinition(BaseModel):
 
 
 class Tool(BaseModel):
+    model_config = _STRICT
+
     type: Literal["function"]
     function: FunctionDefinition
 
 
 class NamedFunction(BaseModel):
+    model_config = _STRICT
+
     name: str
 
 
 class NamedToolChoice(BaseModel):
+    model_config = _STRICT
+
     type: Literal["function"]
     function: NamedFunction
 
 
 class JsonSchemaFormat(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", allow_inf_nan=False)
 
     name: str
     description: str | None = None
@@ -140,6 +178,8 @@ class JsonSchemaFormat(BaseModel):
 
 
 class ResponseFormat(BaseModel):
+    model_config = _STRICT
+
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -181,10 +221,21 @@ class ChatCompletionRequest(_SamplingFields):
             raise LlmlabError('response_format "json_schema" needs a json_schema object')
         return fmt.json_schema.schema_
 
-    def to_sampling_params(self, default_max_tokens: int, guided=None) -> SamplingParams:
-        max_tokens = self.max_completion_tokens or self.max_tokens or default_max_tokens
+    @property
+    def requested_max_tokens(self) -> tuple[str, int | None]:
+        """(the field the client used, its value or None when unset)."""
+        if self.max_completion_tokens is not None:
+            return "max_completion_tokens", self.max_completion_tokens
+        return "max_tokens", self.max_tokens
+
+    def unsupported(self) -> tuple[str, str] | None:
+        if self.top_logprobs is not None and not self.logprobs:
+            return "top_logprobs", "top_logprobs needs logprobs: true"
+        return super().unsupported()
+
+    def to_sampling_params(self, max_tokens: int, defaults, guided=None) -> SamplingParams:
         return self._sampling(
-            max_tokens, (self.top_logprobs or 0) if self.logprobs else None, guided
+            max_tokens, (self.top_logprobs or 0) if self.logprobs else None, defaults, guided
         )
 
 
@@ -192,6 +243,33 @@ class CompletionRequest(_SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
+    # accepted only at their neutral value (see unsupported())
+    suffix: str | None = None
+    best_of: int | None = Field(default=None, ge=1, le=16)
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_empty(cls, prompt):
+        empty = len(prompt) == 0 or (
+            not isinstance(prompt, str)
+            and any(isinstance(p, (str, list)) and len(p) == 0 for p in prompt)
+        )
+        if empty:
+            raise ValueError("the prompt is empty")
+        return prompt
+
+    @property
+    def requested_max_tokens(self) -> tuple[str, int | None]:
+        return "max_tokens", self.max_tokens
+
+    def unsupported(self) -> tuple[str, str] | None:
+        if self.suffix:
+            return "suffix", "suffix (insertion) is not supported by this server"
+        if self.best_of is not None and self.best_of != self.n:
+            return "best_of", "best_of other than n is not supported by this server"
+        if self.echo and self.logprobs is not None:
+            return "echo", "echo together with logprobs is not supported (no prompt logprobs)"
+        return super().unsupported()
 
     def prompts(self) -> list[str | list[int]]:
         p = self.prompt
@@ -199,8 +277,8 @@ class CompletionRequest(_SamplingFields):
             return [p]
         return list(p)
 
-    def to_sampling_params(self, default_max_tokens: int = 16) -> SamplingParams:
-        return self._sampling(self.max_tokens or default_max_tokens, self.logprobs)
+    def to_sampling_params(self, max_tokens: int, defaults, guided=None) -> SamplingParams:
+        return self._sampling(max_tokens, self.logprobs, defaults, guided)
 
 
 # ---- responses ----------------------------------------------------------------------------

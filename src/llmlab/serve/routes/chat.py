@@ -65,22 +65,20 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     hits = None
     if body.rag:  # llmlab's extension: answer from retrieved passages, with citations
         body, hits = await rag.with_retrieval(body, request)
+    state.check_supported(body)
     try:
         prompt_ids, constraint = _prepare(body, state.tokenizer)
     except LlmlabError as exc:
         raise APIError(400, str(exc)) from None
-
-    def params():
-        sampling = body.to_sampling_params(state.default_max_tokens(prompt_ids), constraint)
-        # A base model's question/answer frame (tokenize/tokenizer.py) ends an answer at these.
-        extra = getattr(state.tokenizer, "chat_stop_strings", [])
-        sampling.stop = sampling.stop + [s for s in extra if s not in sampling.stop]
-        return sampling
-
-    request_id, results = state.submit(prompt_ids, params, "chatcmpl")
+    # A base model's question/answer frame (tokenize/tokenizer.py) ends an answer at these.
+    stop_extra = getattr(state.tokenizer, "chat_stop_strings", [])
+    request_id, results = state.submit(
+        prompt_ids, body, "chatcmpl", constraint=constraint, stop_extra=stop_extra
+    )
     if body.stream:
-        return sse(_chat_chunks(state, request_id, body, len(prompt_ids), results, hits))
-    final = await collect(results, request)
+        chunks = _chat_chunks(state, request_id, body, len(prompt_ids), results, hits)
+        return sse(chunks, state.metrics)
+    [final] = await collect([results], request)
     choices = []
     for o in final.outputs:
         message = {"role": "assistant", "content": o.text}

@@ -18,7 +18,7 @@ import threading
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from llmlab.errors import LlmlabError
 from llmlab.serve.errors import APIError
@@ -28,6 +28,8 @@ _LOCK = threading.Lock()
 
 
 class RagSearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # an unknown field is a 400 naming it
+
     query: str = Field(min_length=1)
     k: int = Field(default=5, ge=1, le=50)
     mode: Literal["bm25", "dense", "hybrid"] = "hybrid"
