@@ -38,9 +38,22 @@ class BrokenTokenizer:
 class Captured(logging.Handler):
     """Everything logged at WARNING and above (uvicorn's error log, the engine, the server)."""
 
+    LOGGERS = ("", "uvicorn", "uvicorn.error", "llmlab")
+
     def __init__(self):
         super().__init__(logging.WARNING)
         self.records = []
+
+    def attach(self):
+        """(Re)attach: each new uvicorn.Config re-runs logging.dictConfig, dropping handlers."""
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            if self not in logger.handlers:
+                logger.addHandler(self)
+
+    def detach(self):
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)
 
     def emit(self, record):
         self.records.append(record)
@@ -55,13 +68,9 @@ def live():
         context=4096, tokenizer=BrokenTokenizer(tiny_tokenizer())
     )
     captured = Captured()
-    loggers = [logging.getLogger(n) for n in ("", "uvicorn", "uvicorn.error", "llmlab")]
-    for logger in loggers:
-        logger.addHandler(captured)
     with server as url:
         yield url, async_engine, model, tokenizer, captured
-    for logger in loggers:
-        logger.removeHandler(captured)
+    captured.detach()
 
 
 def post(url, path, body=None, raw=None, content_type="application/json", timeout=30):
@@ -208,6 +217,7 @@ def test_neutral_values_of_unsupported_fields_and_echo_work(live):
 
 def test_unexpected_exception_is_a_json_500_and_logged(live):
     url, *_, captured = live
+    captured.attach()
     before = len(captured.tracebacks())
     error = assert_error(post(url, CMPL, {"model": MODEL, "prompt": "boom"}), 500)
     assert error["type"] == "server_error" and "tokenizer exploded" in error["message"]
@@ -221,6 +231,7 @@ def test_unexpected_exception_is_a_json_500_and_logged(live):
 
 def test_client_errors_log_no_traceback_and_metrics_add_up(live):
     url, async_engine, *_, captured = live
+    captured.attach()
     requests_before = metric(url, "llmlab_http_requests_total")
     errors_before = metric(url, "llmlab_http_request_errors_total")
     logged_before = len(captured.tracebacks())
