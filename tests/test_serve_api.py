@@ -124,7 +124,7 @@ def _assert_error(response, status, param=None):
     [
         ({"model": "nope", "messages": MESSAGES}, 404, "model"),
         ({"model": MODEL, "messages": MESSAGES, "temperature": -1}, 400, "temperature"),
-        ({"model": MODEL, "messages": MESSAGES, "top_p": 0}, 400, "top_p"),
+        ({"model": MODEL, "messages": MESSAGES, "top_p": 1.5}, 400, "top_p"),
         ({"model": MODEL, "messages": MESSAGES, "max_tokens": 0}, 400, "max_tokens"),
         ({"model": MODEL, "messages": []}, 400, "messages"),
         ({"model": MODEL}, 400, "messages"),

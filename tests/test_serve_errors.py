@@ -215,6 +215,18 @@ def test_neutral_values_of_unsupported_fields_and_echo_work(live):
     assert streamed == echoed
 
 
+def test_vanishing_temperature_and_top_p_are_greedy_not_a_failed_engine_step(live):
+    """1e-300 is 0 in the engine's float32 (NaN probabilities: the fuzz found it failing the whole
+    step); below 1e-5 a temperature is greedy and a top_p keeps only the most likely token."""
+    url, _, model, tokenizer, _ = live
+    body = {"model": MODEL, "prompt": "Residual connections", "max_tokens": 6}
+    greedy = generate(model, tokenizer, body["prompt"], GenerationConfig(max_tokens=6)).text
+    for extra in ({"temperature": 1e-300}, {"temperature": 1.0, "top_p": 1e-300, "seed": 3}):
+        reply = post(url, CMPL, {**body, **extra})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["choices"][0]["text"] == greedy, extra
+
+
 def test_unexpected_exception_is_a_json_500_and_logged(live):
     url, *_, captured = live
     captured.attach()

@@ -81,10 +81,10 @@ def _valid(name: str, value) -> bool:
     """The same ranges the API accepts, so a strange config cannot break every request."""
     checks = {
         "temperature": lambda v: 0 <= v <= 2,
-        "top_p": lambda v: 0 < v <= 1,
+        "top_p": lambda v: 0 <= v <= 1,
         "top_k": lambda v: v >= 0 and float(v).is_integer(),
         "min_p": lambda v: 0 <= v <= 1,
-        "repetition_penalty": lambda v: 0 < v <= 10,
+        "repetition_penalty": lambda v: 0.01 <= v <= 10,
     }
     return checks[name](value)
 

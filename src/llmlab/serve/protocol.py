@@ -26,6 +26,10 @@ from llmlab.errors import LlmlabError
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 # torch.Generator.manual_seed takes [-2**63, 2**64); the engine seeds sibling i with seed + i
 _SEED_MIN, _SEED_MAX = -(2**63), 2**63 - 1
+# Below this a temperature is greedy and a top_p keeps only the most likely token (as in vLLM):
+# the engine divides float32 logits by them, and 1e-300 becomes 0 there (NaN probabilities that
+# fail the whole engine step — found by tests/test_serve_fuzz.py).
+SAMPLING_EPS = 1e-5
 
 
 class StreamOptions(BaseModel):
@@ -40,7 +44,7 @@ class _SamplingFields(BaseModel):
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
     n: int = Field(default=1, ge=1, le=16)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -54,7 +58,7 @@ class _SamplingFields(BaseModel):
     # extensions (vLLM spelling)
     top_k: int | None = Field(default=None, ge=0)
     min_p: float | None = Field(default=None, ge=0, le=1)
-    repetition_penalty: float | None = Field(default=None, gt=0, le=10)
+    repetition_penalty: float | None = Field(default=None, ge=0.01, le=10)
     stop_token_ids: list[int] | None = None
     ignore_eos: bool = False
     guided_json: dict | str | None = None
@@ -95,12 +99,17 @@ class _SamplingFields(BaseModel):
             value = getattr(self, name)
             return getattr(defaults, name) if value is None else value
 
+        temperature, top_p, top_k = pick("temperature"), pick("top_p"), pick("top_k")
+        if temperature < SAMPLING_EPS:
+            temperature = 0.0
+        if top_p < SAMPLING_EPS:
+            top_p, top_k = 1.0, 1
         return SamplingParams(
             n=self.n,
             max_tokens=max_tokens,
-            temperature=pick("temperature"),
-            top_k=pick("top_k"),
-            top_p=pick("top_p"),
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
             min_p=pick("min_p"),
             repetition_penalty=pick("repetition_penalty"),
             presence_penalty=self.presence_penalty,
