@@ -238,6 +238,10 @@ class ChatCompletionRequest(_SamplingFields):
         return "max_tokens", self.max_tokens
 
     def unsupported(self) -> tuple[str, str] | None:
+        for name in ("functions", "function_call"):
+            if getattr(self, name) is not None:
+                why = f"{name} (deprecated by OpenAI) is not supported; use tools and tool_choice"
+                return name, why
         if self.top_logprobs is not None and not self.logprobs:
             return "top_logprobs", "top_logprobs needs logprobs: true"
         return super().unsupported()

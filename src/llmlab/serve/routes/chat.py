@@ -33,11 +33,6 @@ router = APIRouter()
 
 def _prepare(body: ChatCompletionRequest, tokenizer) -> tuple[list[int], dict]:
     """(prompt ids, SamplingParams constraint fields); LlmlabError → 400 naming the problem."""
-    if body.functions is not None or body.function_call is not None:
-        raise LlmlabError(
-            "functions and function_call (deprecated by OpenAI) are not supported; use tools "
-            "and tool_choice"
-        )
     tools = [t.model_dump() for t in body.tools or []]
     mode = body.tool_mode
     if tools or mode not in (None, "auto"):
