@@ -174,7 +174,6 @@ UNSUPPORTED = [
     (CMPL, {"best_of": 3}, "best_of"),
     (CMPL, {"echo": True, "logprobs": 2}, "echo"),
     (CHAT, {"top_logprobs": 3}, "top_logprobs"),
-    (CHAT, {"rag": True}, "rag"),
     (CHAT, {"functions": [{"name": "f"}]}, "functions"),
     (CHAT, {"function_call": "auto"}, "function_call"),
     (CHAT, {"service_tier": "auto"}, "service_tier"),
