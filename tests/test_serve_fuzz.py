@@ -20,7 +20,13 @@ def test_openapi_fuzz_finds_no_server_errors():
 
         spec = httpx.get(f"{url}/openapi.json").json()
         schema = schemathesis.openapi.from_dict(spec)
-        operations = [result.ok() for result in schema.get_all_operations()]
+        # /v1/rag/search builds the notes index (MiniLM embeddings) on first use, a minute of
+        # the budget on its own; tests/test_serve_rag.py covers its errors.
+        operations = [
+            op
+            for op in (result.ok() for result in schema.get_all_operations())
+            if op.path != "/v1/rag/search"
+        ]
         assert {op.path for op in operations} >= {"/v1/chat/completions", "/v1/completions"}
         failures, calls = [], []
 

@@ -67,14 +67,10 @@ def _from_generation_config(folder: Path) -> dict:
 
 
 def _from_gguf(path: Path) -> dict:
-    from llmlab.formats.gguf import open_gguf
+    from llmlab.formats.gguf import open_gguf, read_metadata
 
-    fields = open_gguf(path).fields
-    found = {}
-    for key, name in _GGUF_KEYS.items():
-        if key in fields:
-            found[name] = fields[key].contents()
-    return found
+    metadata = read_metadata(open_gguf(path))  # the header only; tensors stay unread
+    return {name: metadata[key] for key, name in _GGUF_KEYS.items() if key in metadata}
 
 
 def _valid(name: str, value) -> bool:
