@@ -73,7 +73,8 @@ def notes_search(query: str, k: int = 3) -> str:
 
 BUILTIN = {"calculator": calculator, "python": python, "notes_search": notes_search}
 INPUT_PATTERNS = {  # what a text-format Action Input may look like under constrained decoding
-    "calculator": r"[0-9][0-9 +\-*/().^%,]{0,120}",
+    # numbers joined by operators, then optionally the model's own "= claim" (ignored when run)
+    "calculator": r"\(?-?[0-9]+(\.[0-9]+)?\)?( ?[-+*/%^] ?\(?-?[0-9]+(\.[0-9]+)?\)?){0,8}( = -?[0-9.]{1,12})?",
     "python": r"[\s\S]{1,800}",  # code spans lines
 }
 
