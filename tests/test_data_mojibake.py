@@ -162,3 +162,88 @@ def test_mojibake_runs_are_repaired_beside_text_that_does_not_map_back():
     line = f"已经修好的标题：{corrupt(heading)}，café 与 naïve 照旧"
     assert repair(line) == f"已经修好的标题：{heading}，café 与 naïve 照旧"
     assert repair("café naïve") == "café naïve"  # Latin-1 text: no lead byte with a continuation
+
+
+# --- the language model picks among the n-gram's proposals (data/lm_repair.py) ---------------
+
+
+class CharTokenizer:
+    """One token per character of a fixed alphabet (id 0 = BOS) — enough to drive a tiny Gemma 3."""
+
+    bos_token_id = 0
+
+    def __init__(self, alphabet: str):
+        self.ids = {c: i + 1 for i, c in enumerate(sorted(set(alphabet)))}
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [self.ids[c] for c in text]
+
+
+def tiny_gemma(vocab: int, seed: int = 0):
+    import torch
+
+    from llmlab.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Gemma3Config(
+        vocab_size=vocab, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=24, query_pre_attn_scalar=24,
+        sliding_window=16, max_position_embeddings=256,
+    )  # fmt: skip
+    return Gemma3ForCausalLM(config)
+
+
+def test_lm_scorer_with_shared_prefix_cache_equals_a_full_forward():
+    import torch
+
+    from llmlab.data.lm_repair import GemmaScorer
+
+    texts = ["梯度在多层传播时不断连乘", "梯度在多层传播时中断连乘", "梯度在多层传播时与断连乘乘"]
+    tokenizer = CharTokenizer("".join(texts))
+    model = tiny_gemma(len(tokenizer.ids) + 1)
+    scores = GemmaScorer(model, tokenizer).score(texts)
+    shared = 1 + len("梯度在多层传播时")  # BOS + the common characters: run once, not scored
+    with torch.no_grad():
+        for text, got in zip(texts, scores):
+            ids = torch.tensor([[0, *tokenizer.encode(text)]])
+            logp = torch.log_softmax(model(ids), -1)[0]
+            want = sum(float(logp[j - 1, ids[0, j]]) for j in range(shared, ids.shape[1]))
+            assert abs(got - want) < 1e-4, (text, got, want)
+    assert len(set(np.round(scores, 3))) == 3  # the texts really score differently
+
+
+def test_language_model_overrules_the_ngram_on_a_crafted_case():
+    """The n-gram model (bundled news) repairs the ambassador's name as 赵宏班; a tiny Gemma 3 that
+    has read the sentence picks 赵宝珍 from the n-gram's own top candidates."""
+    import torch
+
+    from llmlab.data.lm_repair import GemmaScorer, repair_with_lm
+    from llmlab.data.mojibake import expand
+
+    sentence = "中国驻马大使赵宝珍和马来西亚卫生部长"
+    broken = corrupt(sentence)
+    assert repair(broken) != sentence
+    _, damaged = expand(broken)
+    tokenizer = CharTokenizer(sentence + "".join("".join(o) for o in damaged.values()))
+    model = tiny_gemma(len(tokenizer.ids) + 1, seed=1)
+    ids = torch.tensor([[0, *tokenizer.encode(sentence)]])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):  # memorize the one sentence
+        loss = torch.nn.functional.cross_entropy(model(ids[:, :-1])[0], ids[0, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05
+    scorer = GemmaScorer(model, tokenizer)
+    assert repair_with_lm(broken, scorer, margin=float("inf")) == sentence
+    # With a margin of 0 no character is unsure enough: the n-gram's answer stands.
+    assert repair_with_lm(broken, scorer, margin=0.0) == repair(broken)
+
+
+def test_missing_language_model_falls_back_to_the_ngram_with_a_warning():
+    from llmlab.data.ops.base import build_op
+
+    op = build_op("repair_mojibake", {"lm": "no-such-model"})
+    text = corrupt("梯度消失和梯度爆炸")
+    with pytest.warns(UserWarning, match="falling back to the character n-gram repair"):
+        assert op.map(text) == repair(text)

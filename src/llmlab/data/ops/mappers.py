@@ -197,20 +197,32 @@ class Lowercase(Mapper):
 @register("repair_mojibake")
 class RepairMojibake(Mapper):
     """Undo UTF-8-read-as-Windows-1252 mojibake, recovering dropped bytes with a Chinese language model
-    (`extra_corpus`: clean text files or folders of your domain to count besides the bundled news)."""
+    (`extra_corpus`: clean text files or folders of your domain to count besides the bundled news;
+    `lm`: a packaged causal model, e.g. gemma3-270m, that picks among the n-gram's best fillings —
+    the n-gram alone, with a warning, when that model is not installed)."""
 
-    def __init__(self, *, extra_corpus: str | list[str] | None = None):
+    def __init__(self, *, extra_corpus: str | list[str] | None = None, lm: str | None = None):
         from llmlab.data import charlm
 
         paths = [extra_corpus] if isinstance(extra_corpus, str) else list(extra_corpus or [])
         for path in paths:
             charlm.read_corpus(path)  # fail at recipe load, not on the first record
         self.extra_corpus = tuple(str(p) for p in paths)
+        if lm is not None and not isinstance(lm, str):
+            raise ValueError(
+                f"repair_mojibake: lm must be a model name such as gemma3-270m, not {lm!r}"
+            )
+        self.lm = lm
 
     def map(self, text):
         from llmlab.data import charlm
         from llmlab.data.mojibake import LM_ORDER, repair
 
-        return repair(
-            text, lm=charlm.model(LM_ORDER, self.extra_corpus) if self.extra_corpus else None
-        )
+        ngram = charlm.model(LM_ORDER, self.extra_corpus) if self.extra_corpus else None
+        if self.lm:
+            from llmlab.data.lm_repair import repair_with_lm, scorer_or_none
+
+            scorer = scorer_or_none(self.lm)
+            if scorer is not None:
+                return repair_with_lm(text, scorer, ngram=ngram, progress=True)
+        return repair(text, lm=ngram)
