@@ -18,7 +18,7 @@ PROMPT = "资料：{passage}\n根据以上资料可以回答的问题："
 
 
 class LMReranker:
-    def __init__(self, model, tokenizer, max_passage_tokens: int = 256, batch_size: int = 8):
+    def __init__(self, model, tokenizer, max_passage_tokens: int = 256, batch_size: int = 2):
         self.model, self.tokenizer = model, tokenizer
         self.max_passage_tokens = max_passage_tokens
         self.batch_size = batch_size
@@ -54,10 +54,13 @@ class LMReranker:
             input_ids = torch.zeros(len(batch), width, dtype=torch.long, device=device)
             for row, (ids, _) in enumerate(batch):
                 input_ids[row, : len(ids)] = torch.tensor(ids)
-            logprobs = F.log_softmax(self.model(input_ids).float(), dim=-1)
+            logits = self.model(input_ids)
             for row, (ids, prefix_len) in enumerate(batch):
                 targets = torch.tensor(ids[prefix_len:], device=device)
-                predicted = logprobs[row, prefix_len - 1 : len(ids) - 1]
+                # Softmax over the question's positions only: a 262k vocabulary (Gemma) over
+                # every position of a batch would take gigabytes.
+                predicted = F.log_softmax(logits[row, prefix_len - 1 : len(ids) - 1].float(), -1)
                 picked = predicted.gather(-1, targets[:, None]).squeeze(-1)
                 scores.append(float(picked.mean()))
+            del logits
         return scores
