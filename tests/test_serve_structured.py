@@ -9,6 +9,7 @@ import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import jsonschema
 import openai
 import pytest
@@ -236,6 +237,9 @@ def test_guided_extras_on_chat_and_completions(client):
         model=MODEL, prompt="Data:", max_tokens=300, extra_body={"guided_json": SCHEMA}
     )
     jsonschema.validate(json.loads(r.choices[0].text), SCHEMA)
+    metrics = httpx.get(str(client.base_url).replace("/v1/", "/metrics")).text
+    masks = re.search(r"^llmlab_guided_masks_total (\d+)", metrics, re.M)
+    assert masks and int(masks.group(1)) > 0
 
 
 @pytest.mark.parametrize(
@@ -315,7 +319,7 @@ def test_smollm2_schema_tools_and_conversation():
             jsonschema.validate(json.loads(r.choices[0].message.content), person)
         stream = client.chat.completions.create(
             model=name, messages=USER, tools=TOOLS, tool_choice="required", stream=True,
-            max_tokens=80, parallel_tool_calls=False,
+            max_tokens=80, parallel_tool_calls=False, temperature=0,
         )  # fmt: skip
         calls = {}
         for chunk in stream:
@@ -340,6 +344,15 @@ def test_smollm2_schema_tools_and_conversation():
         answers = [c for c in final.choices if c.message.content and not c.message.tool_calls]
         assert answers, [c.message for c in final.choices]
         assert all(c.finish_reason in ("stop", "length") for c in answers)
+        greedy = client.chat.completions.create(  # "none": the answer must be text
+            model=name, messages=history, tools=TOOLS, tool_choice="none", max_tokens=40,
+            temperature=0,
+        )  # fmt: skip
+        answer = greedy.choices[0].message
+        assert answer.content and not answer.tool_calls, answer
+        assert greedy.choices[0].finish_reason in ("stop", "length")
+        assert "21" in answer.content or "temperature" in answer.content.lower(), answer.content
+        assert "Paris" in call["args"]  # greedy: the model asks about the city in the question
 
 
 def test_prompt_formats_generic_and_template_own():

@@ -70,6 +70,18 @@ _ENGINE_SERIES = [
         "counter",
         "Sequences preempted for lack of KV blocks",
     ),
+    (
+        "guided_masks",
+        "llmlab_guided_masks_total",
+        "counter",
+        "Token masks computed for constrained (structured-output) requests",
+    ),
+    (
+        "guided_mask_seconds",
+        "llmlab_guided_mask_seconds_total",
+        "counter",
+        "CPU seconds spent computing those masks (overlapped with the forward pass)",
+    ),
 ]
 
 
