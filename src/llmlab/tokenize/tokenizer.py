@@ -17,6 +17,15 @@ continues naturally, ending where it should write the answer —
 A base model does not stop by itself (and often writes the next question itself), so
 `tokenizer.chat_stop_strings` = ["\nQuestion:", "\n\n"] ends an answer after one paragraph;
 `llmlab chat` and the server's /v1/chat/completions add them to the request.
+
+The Gemma chat format (GEMMA_TEMPLATE), for instruction-tuned Gemma models and our notes-assistant
+SFT of Gemma 3 270M (`load_tokenizer(path, chat_format="gemma")` or `use_chat_format(tok, "gemma")`):
+
+    <bos><start_of_turn>user\n{system}\n\n{user}<end_of_turn>\n<start_of_turn>model\n{assistant}<end_of_turn>\n
+
+Gemma has no system role: the system prompt is folded into the first user turn, as Gemma's own
+template does; roles must alternate user/model; each content is stripped. Generation stops on
+`<end_of_turn>` (made the EOS token).
 """
 
 from __future__ import annotations
@@ -44,6 +53,29 @@ QA_FRAME_TEMPLATE = (
     "{% endfor %}"
 )
 QA_FRAME_STOP = ["\nQuestion:", "\n\n"]  # a base model runs on into the next question
+
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set prefix = messages[0]['content'] + '\n\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set prefix = '' %}{% set turns = messages %}{% endif %}"
+    "{% for message in turns %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Gemma chats must alternate user/assistant turns, starting with user') }}"
+    "{% endif %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' + (prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+# Named chat formats a caller may ask for instead of the model's own: (template, stop strings).
+CHAT_FORMATS = {
+    "chatml": (CHATML_TEMPLATE, []),
+    "qa": (QA_FRAME_TEMPLATE, QA_FRAME_STOP),
+    "gemma": (GEMMA_TEMPLATE, []),
+}
 
 # Used as EOS when a tokenizer names none, in order of preference.
 _FALLBACK_EOS_TOKENS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "[SEP]")
@@ -102,8 +134,38 @@ def _gemma_gguf_tokenizer(path: Path):
     return gemma_tokenizer_from_metadata(metadata, str(path))
 
 
-def load_tokenizer(path: str | os.PathLike):
-    """A `transformers` tokenizer from a model folder or a `.gguf` file, with chat template, EOS and pad set."""
+def use_chat_format(tokenizer, chat_format: str) -> None:
+    """Give `tokenizer` one of CHAT_FORMATS' templates, its stop strings and its end-of-turn EOS."""
+    if chat_format not in CHAT_FORMATS:
+        raise LlmlabError(
+            f"unknown chat format {chat_format!r}; choose one of {', '.join(CHAT_FORMATS)}"
+        )
+    template, stops = CHAT_FORMATS[chat_format]
+    vocab = tokenizer.get_vocab()
+    needed = {
+        "gemma": ("<start_of_turn>", "<end_of_turn>"),
+        "chatml": ("<|im_start|>", "<|im_end|>"),
+    }
+    missing = [t for t in needed.get(chat_format, ()) if t not in vocab]
+    if missing:
+        raise LlmlabError(
+            f"chat format {chat_format!r} needs token(s) {', '.join(missing)}, "
+            "which this tokenizer's vocabulary lacks"
+        )
+    tokenizer.chat_template = template
+    tokenizer.chat_stop_strings = list(stops)
+    from llmlab.formats.gguf import END_OF_TURN_TOKENS
+
+    end = next((t for t in END_OF_TURN_TOKENS if t in template and t in vocab), None)
+    if end is not None:
+        tokenizer.eos_token = end
+
+
+def load_tokenizer(path: str | os.PathLike, chat_format: str | None = None):
+    """A `transformers` tokenizer from a model folder or a `.gguf` file, with chat template, EOS and pad set.
+
+    `chat_format` ("gemma", "chatml", "qa") replaces the model's own template, e.g. "gemma" for a
+    Gemma 3 270M base being fine-tuned into a chat model."""
     path = Path(path)
     if not path.exists():
         raise LlmlabError(f"{path}: no such tokenizer folder or GGUF file")
@@ -121,6 +183,8 @@ def load_tokenizer(path: str | os.PathLike):
     if not tokenizer.chat_template:
         tokenizer.chat_template = CHATML_TEMPLATE
     _ensure_special_tokens(tokenizer, path)
+    if chat_format is not None:
+        use_chat_format(tokenizer, chat_format)
     return tokenizer
 
 
