@@ -49,8 +49,14 @@ format: dev
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
+# Every script in bench/ with its default settings, one after another (an hour or more on 2 cores);
+# each runs its peer in the same run and prints the ratio. `make bench-peers` first for the
+# datasketch and llama.cpp rows. tests/test_bench_list.py keeps this list equal to bench/*.py.
+BENCH_SCRIPTS = generate engine quant gguf_load structured train lora dpo data data_ray mojibake
 bench: dev
-	$(BIN)/python bench/generate.py
+	@for script in $(BENCH_SCRIPTS); do \
+		echo "== bench/$$script.py"; $(BIN)/python bench/$$script.py || exit 1; \
+	done
 
 # Peers that the benchmarks compare against but the tests do not need: datasketch, and llama.cpp
 # through llama-cpp-python (built from source for this CPU; several minutes on 2 cores).

@@ -5,8 +5,10 @@
 
 Both models start from the same weights (ours are copied into HF's; the parameter names match) and
 see the same batches of the bundled corpus, so their loss curves should agree step by step in fp32.
-Rows: HF fp32 plain loop (AdamW, clip 1.0), llmlab fp32, llmlab bf16 autocast + fused AdamW, and
-optionally + torch.compile. MFU = achieved model FLOP/s ÷ the measured matmul peak of this machine
+Rows: HF in a plain loop (AdamW, clip 1.0) in fp32 and with the same bf16 autocast + fused AdamW
+our bf16 row uses; llmlab fp32, llmlab bf16 autocast + fused AdamW, and optionally + torch.compile.
+Every row is compared with HF at the same precision, and the first --warmup steps of every side
+run untimed. MFU = achieved model FLOP/s ÷ the measured matmul peak of this machine
 (best of 3 timings of a 2048² matmul in the same dtype), with model FLOPs per token =
 6·(parameters except the input embedding) + 12·layers·d·seq.
 """
@@ -28,6 +30,10 @@ from llmlab.train.objectives.clm import CausalLMObjective
 from llmlab.train.tokenizer_training import train_tokenizer
 from llmlab.train.trainer import Trainer
 
+HF_ROWS = {
+    "fp32": "HF LlamaForCausalLM, plain loop, fp32",
+    "bf16": "HF LlamaForCausalLM, bf16 autocast + fused AdamW",
+}
 SHAPE = dict(
     vocab_size=8192,
     hidden_size=384,
@@ -60,25 +66,43 @@ def flops_per_token(model, seq_len: int) -> float:
     return 6 * params + 12 * c.num_hidden_layers * c.hidden_size * seq_len
 
 
-def hf_plain_loop(state: dict, batches: list, lr: float) -> tuple[list[float], float]:
+def hf_plain_loop(
+    state: dict, batches: list, lr: float, precision: str, warmup: int
+) -> tuple[list[float], float]:
+    """HF's model in a plain loop with the recipe our Trainer row uses at the same precision:
+    bf16 autocast over fp32 master weights and fused AdamW for bf16, plain AdamW for fp32. The
+    first `warmup` steps (allocator, kernel choice) are run but not timed, as on our side."""
+    import contextlib
+
     import transformers
 
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SHAPE, rms_norm_eps=1e-6))
     hf.load_state_dict({k: v for k, v in state.items() if k in hf.state_dict()}, strict=False)
-    optimizer = torch.optim.AdamW(hf.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    losses, start = [], time.perf_counter()
-    for batch in batches:
+    optimizer = torch.optim.AdamW(
+        hf.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0, fused=precision == "bf16"
+    )
+    losses, timed = [], 0.0
+    for step, batch in enumerate(batches):
+        start = time.perf_counter()
         ids = batch["input_ids"]
-        logits = hf(ids[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)
+        autocast = (
+            torch.autocast("cpu", dtype=torch.bfloat16)
+            if precision == "bf16"
+            else contextlib.nullcontext()
         )
+        with autocast:
+            logits = hf(ids[:, :-1]).logits
+            loss = torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)
+            )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
-    return losses, time.perf_counter() - start
+        if step >= warmup:
+            timed += time.perf_counter() - start
+    return losses, timed * len(batches) / max(1, len(batches) - warmup)
 
 
 class ListBatches:
@@ -98,7 +122,15 @@ class ListBatches:
         self.i = state["i"]
 
 
-def ours(state: dict, batches: list, lr: float, precision: str, compile_model: bool, run_dir: str):
+def ours(
+    state: dict,
+    batches: list,
+    lr: float,
+    precision: str,
+    compile_model: bool,
+    run_dir: str,
+    warmup: int,
+):
     model = LlamaForCausalLM(LlamaConfig.from_hf(SHAPE))
     model.load_state_dict(state)
     config = from_dict(
@@ -121,11 +153,9 @@ def ours(state: dict, batches: list, lr: float, precision: str, compile_model: b
     trainer = Trainer(model, CausalLMObjective(), ListBatches(batches), config)
     trainer.fit()
     times = [r["step_time"] for r in trainer.history]
-    steady = (
-        sum(times[1:]) if compile_model and len(times) > 1 else sum(times)
-    )  # compile: skip step 1
-    count = len(times) - 1 if compile_model and len(times) > 1 else len(times)
-    return [r["loss"] for r in trainer.history], steady * len(times) / count
+    skip = max(warmup, 1 if compile_model else 0)  # compile: step 1 also compiles
+    steady = times[skip:] or times
+    return [r["loss"] for r in trainer.history], sum(steady) * len(times) / len(steady)
 
 
 def main():
@@ -136,6 +166,9 @@ def main():
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed first steps on every side (default 2)"
+    )
     parser.add_argument(
         "--compile", action="store_true", help="also run llmlab bf16 + torch.compile"
     )
@@ -157,34 +190,42 @@ def main():
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
 
     rows = {}
-    losses, seconds = hf_plain_loop(state, batches, args.lr)
-    rows["HF LlamaForCausalLM, plain loop, fp32"] = (losses, seconds, "fp32")
+    for precision in ("fp32", "bf16"):
+        losses, seconds = hf_plain_loop(state, batches, args.lr, precision, args.warmup)
+        rows[HF_ROWS[precision]] = (losses, seconds, precision)
     for label, precision, compiled in [
         ("llmlab Trainer, fp32", "fp32", False),
         ("llmlab Trainer, bf16 autocast + fused AdamW", "bf16", False),
     ] + ([("llmlab Trainer, bf16 + torch.compile", "bf16", True)] if args.compile else []):
         losses, seconds = ours(
-            state, batches, args.lr, precision, compiled, str(work / label.replace(" ", "_"))
+            state,
+            batches,
+            args.lr,
+            precision,
+            compiled,
+            str(work / label.replace(" ", "_")),
+            args.warmup,
         )
         rows[label] = (losses, seconds, precision)
 
-    hf_speed = tokens_per_run / rows["HF LlamaForCausalLM, plain loop, fp32"][1]
+    # Each row is compared with HF at its own precision (the headline is like with like).
+    hf_speed = {p: tokens_per_run / rows[HF_ROWS[p]][1] for p in HF_ROWS}
     print(
         f"\nmatmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s; "
         f"model {per_token / 1e6:.1f} MFLOP/token; {args.steps} steps × {args.batch_size}×{args.seq_len} tokens"
     )
-    print(f"{'run':48s} {'tokens/s':>9s} {'vs HF':>6s} {'MFU':>6s}")
+    print(f"{'run':48s} {'tokens/s':>9s} {'vs HF same precision':>21s} {'MFU':>6s}")
     results = {}
     for label, (losses, seconds, precision) in rows.items():
         speed = tokens_per_run / seconds
         mfu = speed * per_token / peaks[precision]
         results[label] = {
             "tokens_per_s": speed,
-            "vs_hf": speed / hf_speed,
+            "vs_hf_same_precision": speed / hf_speed[precision],
             "mfu": mfu,
             "losses": losses,
         }
-        print(f"{label:48s} {speed:9.0f} {speed / hf_speed:5.2f}× {mfu:6.1%}")
+        print(f"{label:48s} {speed:9.0f} {speed / hf_speed[precision]:20.2f}× {mfu:6.1%}")
     print("\nloss per step (same weights, same batches):")
     labels = list(rows)
     print(
