@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmlab.nn import classic_activations as act
-from llmlab.nn import init
-from llmlab.nn.dropout import InvertedDropout, ScaleAtInferenceDropout
+from llmlab.exp.blocks import classic_activations as act
+from llmlab.exp.blocks import init
+from llmlab.exp.blocks.dropout import InvertedDropout, ScaleAtInferenceDropout
 
 X = torch.linspace(-8, 8, 401)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from llmlab.nn.norms import BatchNorm, LayerNorm, RMSNorm
+from llmlab.exp.blocks.norms import BatchNorm, LayerNorm, RMSNorm
 
 
 @pytest.mark.parametrize(

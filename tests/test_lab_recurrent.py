@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from llmlab.nn.recurrent import GRU, LSTM, RNN, copy_from_torch
+from llmlab.exp.blocks.recurrent import GRU, LSTM, RNN, copy_from_torch
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])

@@ -4,7 +4,7 @@ weights), and the seq2seq objective learning a toy task."""
 import pytest
 import torch
 
-from llmlab.models.seq2seq import (
+from llmlab.exp.blocks.seq2seq import (
     DecoderLayer,
     EncoderLayer,
     Seq2SeqTransformer,

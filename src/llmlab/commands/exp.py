@@ -2,7 +2,8 @@
 
     llmlab exp list                          # names, titles and the claims they test
     llmlab exp run vanishing-gradients       # one experiment → runs/lab/vanishing-gradients/
-    llmlab exp run --all [--fast] [--out DIR]
+    llmlab exp run --all [--fast] [--out DIR]  # --fast: tiny sizes, verdicts indicative only,
+                                               # written to DIR/fast/ (full results stay)
     llmlab exp docs [--results DIR]          # regenerate docs/lab.md (+ docs/lab/*.png) from results
 
 Each run writes result.json, plot.png and report.md (claim in Chinese with an English gloss, the
@@ -32,7 +33,9 @@ def register(subparsers) -> None:
     p_run.add_argument("name", nargs="?", help="experiment name (see `llmlab exp list`)")
     p_run.add_argument("--all", action="store_true", help="run every experiment")
     p_run.add_argument(
-        "--fast", action="store_true", help="tiny sizes (seconds each); what the tests run"
+        "--fast",
+        action="store_true",
+        help="tiny sizes (seconds each; verdicts indicative only), results in OUT/fast/",
     )
     p_run.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p_run.set_defaults(func=_run)
@@ -67,12 +70,17 @@ def _run(args: argparse.Namespace) -> int:
     from llmlab.errors import LlmlabError
     from llmlab.exp import registry
     from llmlab.exp.report import write_summary
-    from llmlab.exp.runner import run_experiment
+    from llmlab.exp.runner import FAST_NOTE, results_dir, run_experiment, verdict_label
 
     if bool(args.name) == bool(args.all):
         raise LlmlabError("give an experiment name or --all (see `llmlab exp list`)")
     names = registry.available() if args.all else [args.name]
+    out = results_dir(args.out, args.fast)
     console = Console()
+    if args.fast:
+        console.print(
+            f"{FAST_NOTE}; results go to {out}/ (full-mode results stay untouched)", soft_wrap=True
+        )
     results = []
     for i, name in enumerate(names, 1):
         with console.status(f"[{i}/{len(names)}] {name}{' (fast)' if args.fast else ''} …"):
@@ -81,13 +89,19 @@ def _run(args: argparse.Namespace) -> int:
         held = sum(c["held"] for c in result["checks"])
         color = "green" if result["verdict"] == "held" else "red"
         console.print(
-            f"[{color}]{result['verdict']:>12}[/] {name}  ({held}/{len(result['checks'])} checks, "
-            f"{result['timings']['total_seconds']:.1f} s) → {args.out}/{name}/report.md"
+            f"[{color}]{verdict_label(result):>12}[/] {name}  ({held}/{len(result['checks'])} "
+            f"checks, {result['timings']['total_seconds']:.1f} s) → {out / name / 'report.md'}",
+            soft_wrap=True,  # one line per experiment, also in a pipe or a log
         )
     if args.all:
-        path = write_summary(args.out)
+        path = write_summary(out)
         total = sum(r["timings"]["total_seconds"] for r in results)
-        console.print(f"all {len(results)} experiments in {total:.0f} s; summary: {path}")
+        held = sum(r["verdict"] == "held" for r in results)
+        mode = f" ({FAST_NOTE})" if args.fast else ""
+        console.print(
+            f"all {len(results)} experiments in {total:.0f} s: {held} held{mode}; summary: {path}",
+            soft_wrap=True,
+        )
     return 0
 
 

@@ -15,6 +15,7 @@ import statistics
 import torch
 from torch import nn
 
+from llmlab.exp.blocks.norms import BatchNorm, LayerNorm
 from llmlab.exp.common import (
     Check,
     Claim,
@@ -25,7 +26,6 @@ from llmlab.exp.common import (
     new_figure,
     teacher_classification,
 )
-from llmlab.nn.norms import BatchNorm, LayerNorm
 
 NAME = "bn-vs-ln"
 TITLE = "batch-size dependence of BatchNorm vs LayerNorm"
@@ -36,6 +36,12 @@ CLAIM = Claim(
     en="BatchNorm normalizes over the batch dimension and depends on several samples (good for CNNs, "
     "sensitive to small batches); LayerNorm normalizes each sample's features and does not depend on "
     "batch size. BN must keep moving mean/var for inference; LN needs no extra statistics.",
+)
+# The checks, stated before measuring (docs/lab.md and report.md list them before the results).
+CHECKS = (
+    "BatchNorm's eval accuracy at batch 2 is ≥ 0.05 below its best batch size",
+    "LayerNorm's accuracy spread over batch sizes is smaller than BatchNorm's",
+    "switching to eval mode changes BatchNorm's training loss by > 1e-3 and LayerNorm's by < 1e-6",
 )
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from llmlab.exp.blocks.dropout import InvertedDropout, ScaleAtInferenceDropout
 from llmlab.exp.common import Check, Claim, Outcome, fmt, new_figure, teacher_classification
-from llmlab.nn.dropout import InvertedDropout, ScaleAtInferenceDropout
 
 NAME = "dropout"
 TITLE = "dropout shrinks the overfitting gap; where the test-time scaling goes"
@@ -27,6 +27,14 @@ CLAIM = Claim(
     en="Dropout is a regularizer whose main effect is preventing overfitting. Training: x̃ = x·m with "
     "m ~ Bernoulli(p), p the keep probability; inference: drop nothing and multiply outputs by p to keep "
     "the expectation the same.",
+)
+# The checks, stated before measuring (docs/lab.md and report.md list them before the results).
+CHECKS = (
+    "the overfitting gap (val − train loss) at the largest p_drop is below p_drop 0's",
+    "some p_drop > 0 reaches a lower validation loss than no dropout",
+    "the notes' formula (scale by p at inference) keeps the expectation: relative error < 1%",
+    "inverted dropout needs no inference scaling: relative error < 1%",
+    "the notes' inference scaling applied to inverted dropout keeps the expectation: relative error < 1%",
 )
 RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from llmlab.exp.blocks.recurrent import GRU, LSTM, RNN
 from llmlab.exp.common import Check, Claim, Outcome, fmt, new_figure, parameter_count
-from llmlab.nn.recurrent import GRU, LSTM, RNN
 
 NAME = "long-range-memory"
 TITLE = "accuracy vs delay on a recall task: RNN vs LSTM vs GRU"
@@ -31,6 +31,21 @@ CLAIM = Claim(
     en="Compared with a plain RNN both models learn and remember long-term dependencies more effectively. GRU has "
     "no memory cell or output gate, so it needs less computation and fewer parameters.",
 )
+# The checks, stated before measuring (docs/lab.md and report.md list them before the results).
+CHECKS = (
+    "at the longest delay LSTM and GRU (chrono gate init) both reach an accuracy ≥ 0.2 above the better RNN (plain or orthogonal W_hh); the default-init LSTM/GRU are reported beside them",
+)
+# What did not hold in an earlier design, with its numbers, and what changed (docs/lab.md).
+HISTORY = """First design (docs/lab.md at ea3d879): torch's default init, 400 Adam steps, delays up to 60.
+The check "at delay 60 LSTM and GRU remember better than the RNN" did not hold: accuracy LSTM
+0.0996, GRU 0.125, RNN 0.117 (chance 0.125); already at delay 20 LSTM 0.135, GRU 0.264, RNN 0.129.
+With default biases the forget/update gates start near σ(0) = ½, so step 0's signal shrinks like
+½^delay and every model sat at chance. What changed (f032853): the gated nets use the chrono gate
+init (Tallec & Ollivier 2018), the RNN also runs with an orthogonal W_hh, 600 steps, delays to 80,
+and the default-init LSTM/GRU run beside them as controls — which still sit at chance at delay 80
+(LSTM 0.121, GRU 0.133 in the full run). The claim holds for gated nets whose gates start open;
+the check line now prints the controls beside the chrono numbers. The "GRU has ¾ of the LSTM's
+parameters" check was arithmetic (three gate blocks vs four), so it moved to the discussion."""
 SYMBOLS, DISTRACTORS, HIDDEN = 8, 8, 32
 
 
@@ -125,17 +140,18 @@ def run(fast: bool) -> Outcome:
     kinds = ("RNN", "LSTM", "GRU")
     params = {k: parameter_count(Recaller(k).rnn) for k in kinds}
     best_rnn = max(acc["RNN"][-1], acc["RNN, orthogonal W_hh"][-1])
+    # The gated nets' chrono init is a special setup, so its control (torch's default init) is
+    # printed in the same line. GRU's ¾ parameter count is arithmetic (3 gate blocks vs 4), so it
+    # is reported in the discussion, not checked.
     checks = [
         Check(
-            f"at delay {longest} LSTM and GRU remember better than the RNN: accuracy LSTM {fmt(acc['LSTM'][-1])}, "
-            f"GRU {fmt(acc['GRU'][-1])}, RNN {fmt(acc['RNN'][-1])} ({fmt(acc['RNN, orthogonal W_hh'][-1])} with "
-            f"orthogonal W_hh; chance {fmt(1 / SYMBOLS)}; 'better' = at least 0.2 above the better RNN)",
+            f"at delay {longest} LSTM and GRU (chrono gate init) remember better than the RNN: "
+            f"accuracy LSTM {fmt(acc['LSTM'][-1])}, GRU {fmt(acc['GRU'][-1])}, RNN "
+            f"{fmt(acc['RNN'][-1])} ({fmt(acc['RNN, orthogonal W_hh'][-1])} with orthogonal W_hh; "
+            f"chance {fmt(1 / SYMBOLS)}; 'better' = at least 0.2 above the better RNN). Beside "
+            f"them, torch's default init: LSTM {fmt(acc['LSTM, default init'][-1])}, GRU "
+            f"{fmt(acc['GRU, default init'][-1])}",
             min(acc["LSTM"][-1], acc["GRU"][-1]) >= best_rnn + 0.2,
-        ),
-        Check(
-            f"GRU has ¾ of the LSTM's parameters: {params['GRU']} vs {params['LSTM']} "
-            f"(ratio {fmt(params['GRU'] / params['LSTM'])})",
-            abs(params["GRU"] / params["LSTM"] - 0.75) < 0.01,
         ),
     ]
     remembered = {
@@ -153,6 +169,8 @@ def run(fast: bool) -> Outcome:
         "step passes through ∏f_t — close to 1 when the forget gates start open — instead of a product of "
         "W_hh·tanh′ Jacobians, which shrinks (or, with large weights, explodes) geometrically whatever the init."
         + controls_sentence(acc, longest, best_rnn)
+        + f" Parameters (by construction, not measured): GRU {params['GRU']} vs LSTM "
+        f"{params['LSTM']} (ratio {fmt(params['GRU'] / params['LSTM'])}: three gate blocks vs four)."
     )
     fig, axes = new_figure(2, width=5)
     for i, v in enumerate(VARIANTS):

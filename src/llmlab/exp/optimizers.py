@@ -22,6 +22,11 @@ CLAIM = Claim(
     zh="优化器的选择：像 Adam、RMSProp 等自适应优化器，对梯度问题有一定缓解作用。",
     en="Choice of optimizer: adaptive optimizers such as Adam and RMSProp mitigate gradient problems somewhat.",
 )
+# The checks, stated before measuring (docs/lab.md and report.md list them before the results).
+CHECKS = (
+    "Adam/RMSProp end with a lower loss than SGD on the vanishing-gradient net",
+    "Adam moves the first hidden layer > 100× as much as SGD (relative change)",
+)
 
 DEPTH = 8  # deep enough for gradients to vanish (~1e-5 at layer 1), not so deep that Adam's eps (1e-8) dominates
 OPTIMIZERS = {

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from llmlab.exp.blocks.cnn import POOLINGS, SmallCNN
 from llmlab.exp.common import Check, Claim, Outcome, fmt, new_figure
-from llmlab.models.cnn import POOLINGS, SmallCNN
 
 NAME = "pooling-invariance"
 TITLE = "prediction stability of a CNN under input shifts, with and without pooling"
@@ -25,6 +25,12 @@ CLAIM = Claim(
     en="Pooling makes the network less sensitive to translations of the input, strengthening translation "
     "invariance. In CNNs, convolution and pooling layers give translation invariance: convolutions extract "
     "local features and pooling reduces the effect of displacement.",
+)
+# The checks, stated before measuring (docs/lab.md and report.md list them before the results).
+CHECKS = (
+    "max pooling's prediction stability over shifts 1–5 px is above no pooling's",
+    "average pooling's too",
+    "global pooling's stability is above no pooling's and its accuracy at the largest shift ≥ 0.2 higher",
 )
 SIZE = 16
 

@@ -6,14 +6,17 @@ An LSTM layer (torch.nn.LSTM's fused C++ loop, and llmlab's own from gate equati
 Transformer encoder layer with the same number of parameters (d_model 64, 4 heads, d_ff 128 ≈ a
 64→64 LSTM): llmlab's layer, which materialises the T×T score matrix by hand, and
 torch.nn.TransformerEncoderLayer, which calls F.scaled_dot_product_attention (checked by recording
-the aten ops it runs). The claim is about parallelism, so it is tested three ways:
+the aten ops it runs). The claim is about parallelism.
 
-1. critical path: the depth of the autograd graph (the longest chain of dependent ops) of llmlab's
-   LSTM and Transformer layer at each sequence length — it grows with T for the LSTM (step t needs
-   h_{t−1}) and stays constant for the Transformer layer (all positions at once);
-2. parallel scaling: forward+backward time at 1 and at 2 threads for a long sequence; independent
-   positions can fill the second core, T dependent small matmuls mostly cannot;
-3. wall clock against T on one thread, reported as it is (torch's C++ LSTM can win on a CPU).
+Checks (stated before measuring), one per pair (torch's Transformer layer vs torch.nn.LSTM,
+llmlab's vs llmlab's): at T=512 with 2 cores, the Transformer layer's speedup from 1 to 2 threads
+is ≥ 1.15 and ≥ the LSTM's + 0.15 — independent positions can fill the second core, T dependent
+small matmuls mostly cannot.
+
+Reported, not checked: the critical path (autograd graph depth, which grows with T for the LSTM's
+Python loop and stays constant for the Transformer layer — a fact of the code, not a measurement),
+parameter counts, the attention kernel, and wall clock against T on one thread (torch's C++ LSTM
+can win on a CPU).
 
 Timings are best of k interleaved repeats (1-thread and 2-thread rounds alternate, so drift hits
 both) and are kept under "timings" — they vary between runs; the graph depths are exact.
@@ -27,9 +30,9 @@ import time
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from llmlab.exp.blocks.recurrent import LSTM
+from llmlab.exp.blocks.seq2seq import EncoderLayer
 from llmlab.exp.common import Check, Claim, Outcome, fmt, new_figure, parameter_count
-from llmlab.models.seq2seq import EncoderLayer
-from llmlab.nn.recurrent import LSTM
 
 NAME = "rnn-vs-transformer-parallel"
 TITLE = "sequential dependency and parallel scaling: LSTM vs Transformer layer"
@@ -41,6 +44,23 @@ CLAIM = Claim(
     "hidden state — so it cannot parallelize. The Transformer removes that dependency: all positions are "
     "computed at once.",
 )
+# The checks, stated before measuring (docs/lab.md and report.md list them before the results).
+CHECKS = (
+    "torch's Transformer layer's 1→2-thread speedup at T=512 is ≥ 1.15 and ≥ torch.nn.LSTM's + 0.15 (2 cores needed)",
+    "the same for llmlab's Transformer layer against llmlab's LSTM",
+)
+# What did not hold in an earlier design, with its numbers, and what changed (docs/lab.md).
+HISTORY = """First design (docs/lab.md at ea3d879): forward+backward wall clock against T on one thread,
+LSTM vs a Transformer layer with equal parameters. Both timing checks did not hold: "the LSTM's
+sequential steps cost more as sequences grow" (LSTM/Transformer time 0.296× at T=16 → 0.0859× at
+T=512) and "at T=512 the Transformer layer is faster than both LSTMs" (torch.nn.LSTM 32.3 ms,
+llmlab LSTM 233 ms, Transformer layer 376 ms). One thread has no parallel units for independent
+positions to fill, and torch's fused C++ LSTM loop beat the Transformer's T² attention. What
+changed (9d05da7): the claim is about parallelism, so it is tested by 1→2-thread scaling at
+T=512, with torch's fused (SDPA) Transformer layer as torch.nn.LSTM's peer; wall clock is
+reported, not checked. That second design also counted four setup facts as checks (equal
+parameter counts, the graph depth of each layer — for a Python loop, a fact of the code — and
+"uses SDPA"); they are now reported in the discussion, leaving the two scaling checks."""
 
 D_MODEL, HEADS, D_FF, BATCH = 64, 4, 128, 8
 # Best-of-k timings on a quiet 2-core machine move by a few percent between runs, so a speedup ratio
@@ -172,32 +192,21 @@ def run(fast: bool) -> Outcome:
     rel_params = (
         max(abs(p - params["torch.nn.LSTM"]) for p in params.values()) / params["torch.nn.LSTM"]
     )
-    checks = [
-        Check(
-            "equal parameters: "
-            + ", ".join(f"{k} {v}" for k, v in params.items())
-            + f" (at most {fmt(100 * rel_params)}% apart)",
-            rel_params < 0.02,
-        ),
-        Check(
-            f"the LSTM's critical path grows with T: autograd depth {lstm_depth[0]} at T={lengths[0]} → "
-            f"{lstm_depth[-1]} at T={lengths[-1]} ({fmt(ops_per_step)} dependent ops per time step, T sequential "
-            f"steps), within 10% of proportional to T",
-            lstm_depth[-1] / lstm_depth[0] >= 0.9 * lengths[-1] / lengths[0],
-        ),
-        Check(
-            "the Transformer layer's critical path does not grow with T: autograd depth "
-            + ", ".join(str(d) for d in tf_depth)
-            + f" for T = {', '.join(map(str, lengths))}",
-            len(set(tf_depth)) == 1,
-        ),
-        Check(
-            "the timed torch Transformer layer runs fused F.scaled_dot_product_attention "
-            f"({fused['torch Transformer layer (SDPA)']}); llmlab's builds the T×T scores by hand "
-            f"({not fused['llmlab Transformer layer']})",
-            fused["torch Transformer layer (SDPA)"],
-        ),
-    ]
+    # Parameter counts, graph depths and which attention kernel runs are facts of the setup
+    # (fixed by construction: a Python loop's graph is as deep as the loop), so they are reported
+    # in the discussion; the checks are the measurements that could come out either way.
+    setup = (
+        "Setup, not checks: parameters "
+        + ", ".join(f"{k} {v}" for k, v in params.items())
+        + f" (at most {fmt(100 * rel_params)}% apart); autograd depth of llmlab's LSTM "
+        f"{lstm_depth[0]} at T={lengths[0]} → {lstm_depth[-1]} at T={lengths[-1]} "
+        f"({fmt(ops_per_step)} dependent ops per time step), of the Transformer layer "
+        + ", ".join(str(d) for d in tf_depth)
+        + f" for T = {', '.join(map(str, lengths))}; torch's Transformer layer runs fused "
+        f"F.scaled_dot_product_attention ({fused['torch Transformer layer (SDPA)']}), llmlab's "
+        f"builds the T×T scores by hand ({not fused['llmlab Transformer layer']}). "
+    )
+    checks = []
     for transformer, lstm in PAIRS:
         checks.append(
             Check(
@@ -209,7 +218,7 @@ def run(fast: bool) -> Outcome:
         )
 
     ms = {k: {t: 1000 * s for t, s in v.items()} for k, v in scaling.items()}
-    discussion = (
+    discussion = setup + (
         f"Sequential dependency: step t of the LSTM needs h_(t−1), so its graph is a chain of T steps of "
         f"{fmt(ops_per_step)} ops each, every step an [{BATCH}×{D_MODEL}]·[{D_MODEL}×{4 * D_MODEL}] product "
         f"too small to split across cores; the Transformer layer's graph has the same depth ({tf_depth[0]}) at "

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from llmlab.exp.blocks.classic_activations import sigmoid, sigmoid_derivative
+from llmlab.exp.blocks.init import xavier_normal_
 from llmlab.exp.common import Check, Claim, Outcome, fmt, new_figure, teacher_classification
-from llmlab.nn.classic_activations import sigmoid, sigmoid_derivative
-from llmlab.nn.init import xavier_normal_
 
 NAME = "sigmoid-saturation"
 TITLE = "σ′ vanishes for large |x|, saturated units learn slowly"
@@ -24,6 +24,15 @@ CLAIM = Claim(
     en="For inputs of large magnitude sigmoid outputs approach 0 or 1 and its derivative approaches 0, so "
     "almost no gradient passes: this is saturation, and it ends in vanishing gradients.",
 )
+# The checks, stated before measuring (docs/lab.md and report.md list them before the results).
+CHECKS = (
+    "the share of saturated units (σ′ < 0.01) grows with input scale: monotone, < 5% at scale 1, > 50% at the largest",
+    "at the largest hidden-weight scale the first layer's gradient per unit of weight is < ½ of scale 1's",
+    "the saturated net ends training with a higher loss than the scale-1 net",
+)
+# What did not hold in an earlier design, with its numbers, and what changed (docs/lab.md).
+HISTORY = """Earlier design: "σ′ peaks at 0.25 at x = 0" was a check; it is calculus and could not fail, so it
+is now stated in the discussion."""
 SATURATED = 0.01  # σ′ below this (σ within ~1% of 0 or 1)
 
 
@@ -80,11 +89,8 @@ def run(fast: bool) -> Outcome:
     big = str(weight_scales[-1])
 
     monotone = all(a <= b for a, b in zip(shares, shares[1:]))
+    # σ′(0) = 0.25 is calculus, not a measurement: reported in the discussion, not checked.
     checks = [
-        Check(
-            f"σ′ peaks at 0.25 at x = 0 ({fmt(d0)}) and is {fmt(d5)} at x = 5",
-            abs(d0 - 0.25) < 1e-6 and d5 < 0.01,
-        ),
         Check(
             f"the share of saturated units grows with input scale: {', '.join(f'{s}→{fmt(p)}' for s, p in zip(scales, shares))}",
             monotone and shares[-1] > 0.5 and shares[1] < 0.05,
@@ -103,7 +109,8 @@ def run(fast: bool) -> Outcome:
         ),
     ]
     discussion = (
-        "Saturated share = fraction of pre-activations z with σ′(z) < 0.01 in a 256-unit layer whose "
+        f"σ′ peaks at 0.25 at x = 0 ({fmt(d0)}) and is {fmt(d5)} at x = 5 (calculus, shown for "
+        "scale). Saturated share = fraction of pre-activations z with σ′(z) < 0.01 in a 256-unit layer whose "
         "pre-activations have the input's scale. The learning-speed runs use full-batch SGD (lr 0.5) on a "
         "teacher-labelled task, the two hidden layers' initial weights multiplied by the scale; the loss "
         "quoted is the mean of the last five steps."

@@ -15,6 +15,8 @@ import math
 import torch
 from torch import nn
 
+from llmlab.exp.blocks import init
+from llmlab.exp.blocks.norms import BatchNorm, LayerNorm
 from llmlab.exp.common import (
     Check,
     Claim,
@@ -24,8 +26,9 @@ from llmlab.exp.common import (
     new_figure,
     teacher_classification,
 )
-from llmlab.nn import init
-from llmlab.nn.norms import BatchNorm, LayerNorm
+
+# first-layer / last-layer gradient norm below this = vanished (one line for every variant)
+VANISHED = 1e-2
 
 NAME = "vanishing-gradients"
 TITLE = "gradient norm by layer in a 20-layer MLP"
@@ -38,6 +41,22 @@ CLAIM = Claim(
     "is below 1 (sigmoid, tanh) the product quickly goes to 0 and early layers barely update. "
     "Remedies: He init for ReLU, Xavier for sigmoid/tanh, residual connections, BatchNorm, LayerNorm.",
 )
+# The checks, stated before measuring (docs/lab.md and report.md list them before the results).
+CHECKS = (
+    "plain sigmoid: first-layer / last-layer gradient norm at init < 1e-2 (vanished)",
+    "tanh's ratio is above sigmoid's",
+    "ReLU + He init: ratio ≥ 100× sigmoid's",
+    "ReLU: He init's typical (geometric-mean) layer gradient > 10× Xavier's",
+    "sigmoid + residual connection: ratio ≥ 100× plain sigmoid's",
+    "sigmoid + LayerNorm: ratio not vanished (≥ 1e-2, the same line as plain sigmoid's)",
+    "sigmoid + BatchNorm: ratio not vanished (≥ 1e-2)",
+)
+# What did not hold in an earlier design, with its numbers, and what changed (docs/lab.md).
+HISTORY = """Earlier design: the remedies were judged against plain sigmoid ("≥ 10× plain"), so LayerNorm
+passed with a first/last ratio of 1.99e-08 — a ratio the experiment's own line (< 1e-2) calls
+vanished. Now every variant is judged by that one line, and the LayerNorm check does not hold with
+the same measurement: normalising across one sample's features leaves sigmoid's per-layer
+derivative (≤ 0.25) in the chain, where BatchNorm (1.76) rescales the backward signal per feature."""
 
 VARIANTS = {  # name: (activation, init, residual, norm)
     "sigmoid": ("sigmoid", "xavier", False, None),
@@ -102,8 +121,9 @@ def run(fast: bool) -> Outcome:
     typical = {k: math.exp(sum(math.log(g) for g in v) / len(v)) for k, v in at_init.items()}
     checks = [
         Check(
-            f"sigmoid: first-layer gradient is {fmt(s)}× the last layer's at init (vanished: < 1e-2)",
-            s < 1e-2,
+            f"sigmoid: first-layer gradient is {fmt(s)}× the last layer's at init "
+            f"(vanished: < {VANISHED})",
+            s < VANISHED,
         ),
         Check(
             f"tanh (derivative ≤ 1) keeps more than sigmoid (≤ 0.25): ratio {fmt(ratio['tanh'])} vs {fmt(s)}",
@@ -122,13 +142,17 @@ def run(fast: bool) -> Outcome:
             f"a residual connection fixes sigmoid: ratio {fmt(ratio['sigmoid+residual'])} (≥ 100× plain)",
             ratio["sigmoid+residual"] >= 100 * s,
         ),
+        # The remedies are judged by the same line that called plain sigmoid's gradient vanished:
+        # "10× better than vanished" can still be vanished (LayerNorm measured 1.99e-08).
         Check(
-            f"LayerNorm helps sigmoid: ratio {fmt(ratio['sigmoid+layernorm'])} (≥ 10× plain)",
-            ratio["sigmoid+layernorm"] >= 10 * s,
+            f"LayerNorm keeps sigmoid's gradient from vanishing: ratio "
+            f"{fmt(ratio['sigmoid+layernorm'])} (not vanished: ≥ {VANISHED})",
+            ratio["sigmoid+layernorm"] >= VANISHED,
         ),
         Check(
-            f"BatchNorm helps sigmoid: ratio {fmt(ratio['sigmoid+batchnorm'])} (≥ 10× plain)",
-            ratio["sigmoid+batchnorm"] >= 10 * s,
+            f"BatchNorm keeps sigmoid's gradient from vanishing: ratio "
+            f"{fmt(ratio['sigmoid+batchnorm'])} (not vanished: ≥ {VANISHED})",
+            ratio["sigmoid+batchnorm"] >= VANISHED,
         ),
     ]
     final = {k: sum(v[-10:]) / len(v[-10:]) for k, v in losses.items()}

@@ -210,7 +210,50 @@ def split_sequences(
     return indices[~is_val], indices[is_val]
 
 
-class PackedBatches:
+class ShuffledSource:
+    """The walk every batch source shares: `count` items in an order reshuffled each epoch (seeded by
+    seed and epoch), `batch_size` per global batch of which rank r takes rows
+    [r·b/world, (r+1)·b/world), resumable from (epoch, cursor). Subclasses turn the chosen item
+    numbers into a batch."""
+
+    def __init__(
+        self, count: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
+    ):
+        if batch_size % world_size:
+            raise DataError(f"batch size {batch_size} is not divisible by {world_size} processes")
+        self.count, self.batch_size, self.seed = count, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.cursor = 0, 0
+        self._order = self._permutation()
+
+    def _rng_seed(self):
+        return [self.seed, self.epoch]
+
+    def _permutation(self) -> np.ndarray:
+        return np.random.default_rng(self._rng_seed()).permutation(self.count)
+
+    def next_items(self) -> list[int]:
+        """This rank's share of the next global batch, as item numbers in [0, count)."""
+        chosen: list[int] = []
+        while len(chosen) < self.batch_size:
+            if self.cursor >= self.count:
+                self.epoch, self.cursor = self.epoch + 1, 0
+                self._order = self._permutation()
+            take = min(self.batch_size - len(chosen), self.count - self.cursor)
+            chosen.extend(int(i) for i in self._order[self.cursor : self.cursor + take])
+            self.cursor += take
+        share = self.batch_size // self.world_size
+        return chosen[self.rank * share : (self.rank + 1) * share]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict):
+        self.epoch, self.cursor = state["epoch"], state["cursor"]
+        self._order = self._permutation()
+
+
+class PackedBatches(ShuffledSource):
     """Endless shuffled batches of packed sequences; this process's share of each global batch.
 
     `batch_size` is the global micro-batch; rank r takes rows [r·b/world, (r+1)·b/world), so a
@@ -226,17 +269,8 @@ class PackedBatches:
         rank: int = 0,
         world_size: int = 1,
     ):
-        if batch_size % world_size:
-            raise DataError(f"batch size {batch_size} is not divisible by {world_size} processes")
         self.tokens, self.indices, self.seq_len = tokens, indices, seq_len
-        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.epoch, self.cursor = 0, 0
-        self._order = self._permutation()
-
-    def _permutation(self) -> np.ndarray:
-        return self.indices[
-            np.random.default_rng([self.seed, self.epoch]).permutation(len(self.indices))
-        ]
+        super().__init__(len(indices), batch_size, seed, rank, world_size)
 
     def _rows(self, sequence_ids) -> torch.Tensor:
         L = self.seq_len
@@ -247,23 +281,7 @@ class PackedBatches:
         return torch.from_numpy(np.stack(rows))
 
     def next_batch(self) -> dict:
-        chosen = []
-        while len(chosen) < self.batch_size:
-            if self.cursor >= len(self._order):
-                self.epoch, self.cursor = self.epoch + 1, 0
-                self._order = self._permutation()
-            take = min(self.batch_size - len(chosen), len(self._order) - self.cursor)
-            chosen.extend(self._order[self.cursor : self.cursor + take])
-            self.cursor += take
-        share = self.batch_size // self.world_size
-        return {"input_ids": self._rows(chosen[self.rank * share : (self.rank + 1) * share])}
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor}
-
-    def load_state_dict(self, state: dict):
-        self.epoch, self.cursor = state["epoch"], state["cursor"]
-        self._order = self._permutation()
+        return {"input_ids": self._rows(self.indices[self.next_items()])}
 
 
 class SequentialBatches:
@@ -278,7 +296,7 @@ class SequentialBatches:
             yield {"input_ids": self.helper._rows(self.indices[start : start + self.batch_size])}
 
 
-class TensorBatches:
+class TensorBatches(ShuffledSource):
     """In-memory tensors (dict of equal-length tensors) as a shuffled, resumable batch source."""
 
     def __init__(
@@ -290,29 +308,8 @@ class TensorBatches:
         world_size: int = 1,
     ):
         self.tensors = tensors
-        self.count = len(next(iter(tensors.values())))
-        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.epoch, self.cursor = 0, 0
-        self.order = self._permutation()
-
-    def _permutation(self):
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.count)
+        super().__init__(len(next(iter(tensors.values()))), batch_size, seed, rank, world_size)
 
     def next_batch(self) -> dict:
-        chosen = []
-        while len(chosen) < self.batch_size:
-            if self.cursor >= self.count:
-                self.epoch, self.cursor = self.epoch + 1, 0
-                self.order = self._permutation()
-            chosen.append(int(self.order[self.cursor]))
-            self.cursor += 1
-        share = self.batch_size // self.world_size
-        index = torch.tensor(chosen[self.rank * share : (self.rank + 1) * share])
+        index = torch.tensor(self.next_items())
         return {k: v[index] for k, v in self.tensors.items()}
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor}
-
-    def load_state_dict(self, state: dict):
-        self.epoch, self.cursor = state["epoch"], state["cursor"]
-        self.order = self._permutation()

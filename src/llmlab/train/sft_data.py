@@ -22,11 +22,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from llmlab.bundled import resolve_bundled
 from llmlab.errors import LlmlabError
+from llmlab.train.data import ShuffledSource
 
 
 class SFTDataError(LlmlabError):
@@ -156,42 +156,24 @@ def collate(examples: list[SFTExample], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "loss_mask": mask}
 
 
-class ShuffledBatches:
+class ShuffledBatches(ShuffledSource):
     """Endless batches over a list of items, reshuffled each epoch (seeded by seed + epoch); resumable."""
 
     def __init__(self, items: list, batch_size: int, collate_fn, seed: int = 0):
         if not items:
             raise SFTDataError("no training examples (empty file, or every example was cut away)")
-        self.items, self.batch_size, self.collate_fn, self.seed = (
-            items,
-            batch_size,
-            collate_fn,
-            seed,
-        )
-        self.epoch, self.cursor = 0, 0
+        self.items, self.collate_fn = items, collate_fn
+        super().__init__(len(items), batch_size, seed)
 
-    def _order(self) -> np.ndarray:
-        return np.random.default_rng(self.seed + self.epoch).permutation(len(self.items))
+    def _rng_seed(self):
+        return self.seed + self.epoch  # as before the shared base: resumed runs keep their order
 
     def next_batch(self) -> dict:
-        order, chosen = self._order(), []
-        while len(chosen) < self.batch_size:
-            if self.cursor >= len(order):
-                self.epoch, self.cursor = self.epoch + 1, 0
-                order = self._order()
-            chosen.append(self.items[order[self.cursor]])
-            self.cursor += 1
-        return self.collate_fn(chosen)
+        return self.collate_fn([self.items[i] for i in self.next_items()])
 
     def __iter__(self):  # one pass in file order, for evaluation
         for i in range(0, len(self.items), self.batch_size):
             yield self.collate_fn(self.items[i : i + self.batch_size])
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor}
-
-    def load_state_dict(self, state: dict):
-        self.epoch, self.cursor = state["epoch"], state["cursor"]
 
 
 def sft_batches(

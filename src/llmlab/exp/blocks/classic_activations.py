@@ -1,6 +1,6 @@
 """The activations of the notes, written from their formulas, with their derivatives.
 
-    from llmlab.nn.classic_activations import ACTIVATION_FUNCTIONS, sigmoid_derivative
+    from llmlab.exp.blocks.classic_activations import ACTIVATION_FUNCTIONS, sigmoid_derivative
     y = ACTIVATION_FUNCTIONS["elu"](x)
 
 (`llmlab.nn.activations` maps Hugging Face config names to torch's fused kernels for real models;

@@ -1,6 +1,6 @@
 """A small image CNN whose pooling is a switch: none, max, average, or global.
 
-    from llmlab.models.cnn import SmallCNN
+    from llmlab.exp.blocks.cnn import SmallCNN
     net = SmallCNN(num_classes=4, pooling="max")    # "none" | "max" | "avg" | "global_avg" | "global_max"
     logits = net(images)                            # images [B, 1, H, W]
 

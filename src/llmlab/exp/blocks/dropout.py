@@ -1,6 +1,6 @@
 """Dropout two ways: inverted (what frameworks do) and the notes' original form.
 
-    from llmlab.nn.dropout import InvertedDropout, ScaleAtInferenceDropout
+    from llmlab.exp.blocks.dropout import InvertedDropout, ScaleAtInferenceDropout
     drop = InvertedDropout(p_drop=0.5)          # train: x·m/(1−p_drop); eval: x unchanged
     notes = ScaleAtInferenceDropout(keep=0.5)   # train: x·m; eval: x·keep   (the notes' formula)
 

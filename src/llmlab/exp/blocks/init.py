@@ -1,6 +1,6 @@
 """Xavier (Glorot) and He (Kaiming) initialization from their variance formulas.
 
-    from llmlab.nn.init import xavier_uniform_, he_normal_
+    from llmlab.exp.blocks.init import xavier_uniform_, he_normal_
     xavier_uniform_(linear.weight, gain=1.0)     # Var = gain² · 2 / (fan_in + fan_out)
     he_normal_(linear.weight)                    # Var = 2 / fan_in   (for ReLU)
 

@@ -1,6 +1,6 @@
 """Normalization layers from their formulas: BatchNorm, LayerNorm, RMSNorm.
 
-    from llmlab.nn.norms import BatchNorm, LayerNorm, RMSNorm
+    from llmlab.exp.blocks.norms import BatchNorm, LayerNorm, RMSNorm
     bn = BatchNorm(64)        # x [N, C] or [N, C, L] or [N, C, H, W]; statistics over everything but C
     ln = LayerNorm(64)        # statistics over the last dimension of each sample
     rms = RMSNorm(64)         # no mean subtraction, no bias: x / sqrt(mean(x²) + eps) * weight

@@ -1,6 +1,6 @@
 """Recurrent networks written from their gate equations: Elman RNN, LSTM and GRU.
 
-    from llmlab.nn.recurrent import LSTM
+    from llmlab.exp.blocks.recurrent import LSTM
     lstm = LSTM(input_size=8, hidden_size=32)
     outputs, (h, c) = lstm(x)            # x [batch, time, input]; outputs [batch, time, hidden]
 

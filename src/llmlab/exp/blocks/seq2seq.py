@@ -1,6 +1,6 @@
 """The original encoder-decoder Transformer ("Attention is all you need"), small and readable.
 
-    from llmlab.models.seq2seq import Seq2SeqTransformer, seq2seq_loss, greedy_decode
+    from llmlab.exp.blocks.seq2seq import Seq2SeqTransformer, seq2seq_loss, greedy_decode
     model = Seq2SeqTransformer(src_vocab=16, tgt_vocab=16, d_model=64, n_heads=4, n_layers=2)
     loss = seq2seq_loss(model, src, tgt)          # teacher forcing: predict tgt[:, 1:] from tgt[:, :-1]
     out = greedy_decode(model, src, bos_id=1, max_len=12)
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.nn.norms import LayerNorm
+from llmlab.exp.blocks.norms import LayerNorm
 from llmlab.nn.rotary import RotaryEmbedding, apply_rotary
 
 POSITION_KINDS = ("sinusoidal", "learned", "rotary")
