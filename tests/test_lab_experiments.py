@@ -113,3 +113,12 @@ def test_fast_mode_says_so_everywhere_and_keeps_full_results(tmp_path):
     assert "fast mode: tiny sizes, verdict indicative only" in (folder / "report.md").read_text(
         encoding="utf-8"
     )
+
+
+def test_every_module_docstring_states_its_checks():
+    for name in registry.EXPERIMENTS:
+        module = registry.load(name)
+        doc = " ".join(module.__doc__.split())
+        assert "Checks, stated before measuring" in doc, name
+        for check in module.CHECKS:
+            assert " ".join(check.split()) in doc, (name, check)

@@ -11,6 +11,14 @@ untangle two tokens from an average, so one head can serve only one look-up; two
 can split the work. We measure each head's attention and the accuracy of both copies. Control: the
 earlier task y_t = (x_{t−1} + x_0) mod K with an MLP readout, where one head suffices (the MLP
 decodes the average), to show when heads do not need to specialize.
+
+Checks, stated before measuring (`CHECKS`; the verdict is their conjunction):
+
+- unscaled, the mean max softmax weight at the largest d_k is > 0.8; scaled, it varies by < 0.15
+  over d_k
+- unscaled, the softmax gradient at the largest d_k is < ½ of the scaled one's
+- each of two heads puts ≥ 0.5 more weight on its own look-up target than on the other's
+- two heads' mean copy accuracy is ≥ 0.2 above one head's of the same width
 """
 
 from __future__ import annotations

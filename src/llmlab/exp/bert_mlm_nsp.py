@@ -11,6 +11,13 @@ goat") by the topic of the thing they mention; the labelled rows use half of eac
 test rows the other half. Both classifiers — encoder loaded from pretraining, or left at BERT's
 random init — get the same fine-tuning (steps, learning rate, batches, seed), so the only difference
 is what the encoder learned from unlabelled text.
+
+Checks, stated before measuring (`CHECKS`; the verdict is their conjunction):
+
+- held-out masked-token accuracy ≥ 0.2 above always guessing the most frequent token
+- held-out NSP accuracy ≥ 0.75 (chance 0.5)
+- the pretrained classifier's accuracy on sentences about words absent from the labelled data is
+  ≥ 0.2 above the from-scratch one's
 """
 
 from __future__ import annotations

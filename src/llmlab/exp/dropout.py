@@ -8,6 +8,15 @@ measured in eval mode). Then the expectation check: the notes' formula (train x�
 m ~ Bernoulli(p), p = keep probability; inference x·p) against inverted dropout (train x·m/p;
 inference x), and what happens if the notes' inference rule is applied to a framework's
 (inverted) dropout layer.
+
+Checks, stated before measuring (`CHECKS`; the verdict is their conjunction):
+
+- the overfitting gap (val − train loss) at the largest p_drop is below p_drop 0's
+- some p_drop > 0 reaches a lower validation loss than no dropout
+- the notes' formula (scale by p at inference) keeps the expectation: relative error < 1%
+- inverted dropout needs no inference scaling: relative error < 1%
+- the notes' inference scaling applied to inverted dropout keeps the expectation: relative error
+  < 1%
 """
 
 from __future__ import annotations

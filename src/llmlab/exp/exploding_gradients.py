@@ -6,6 +6,13 @@ Part 1: gradient norm at initialization against sequence length for recurrent we
 gain · (random orthogonal), gains 0.5, 1 and 2. Part 2: train the gain-2 RNN on a regression task
 with plain SGD, with clipping by global norm (torch.nn.utils.clip_grad_norm_) and by value
 (clip_grad_value_), and compare loss curves and gradient norms.
+
+Checks, stated before measuring (`CHECKS`; the verdict is their conjunction):
+
+- with recurrent gain 2 the gradient norm grows ≥ 100× from length 5 to 100, with gain 0.5 < 10×
+- without clipping the final loss is higher than with clipping by norm, and the largest loss >
+  10× the clipped run's
+- clipping by value also ends with a lower loss than no clipping
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ Initialisation decides whether a gated network starts on the long-memory side: w
 (GRU) bias log U(1, T_max − 1), LSTM input-gate bias its negative — which a gate can express and a
 plain RNN cannot. For fairness the RNN also runs with an orthogonal W_hh (its best simple init),
 and the gated networks also run with the default init; all curves are plotted.
+
+Checks, stated before measuring (`CHECKS`; the verdict is their conjunction):
+
+- at the longest delay LSTM and GRU (chrono gate init) both reach an accuracy ≥ 0.2 above the
+  better RNN (plain or orthogonal W_hh); the default-init LSTM/GRU are reported beside them
 """
 
 from __future__ import annotations

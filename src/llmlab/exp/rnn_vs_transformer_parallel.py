@@ -8,11 +8,6 @@ Transformer encoder layer with the same number of parameters (d_model 64, 4 head
 torch.nn.TransformerEncoderLayer, which calls F.scaled_dot_product_attention (checked by recording
 the aten ops it runs). The claim is about parallelism.
 
-Checks (stated before measuring), one per pair (torch's Transformer layer vs torch.nn.LSTM,
-llmlab's vs llmlab's): at T=512 with 2 cores, the Transformer layer's speedup from 1 to 2 threads
-is ≥ 1.15 and ≥ the LSTM's + 0.15 — independent positions can fill the second core, T dependent
-small matmuls mostly cannot.
-
 Reported, not checked: the critical path (autograd graph depth, which grows with T for the LSTM's
 Python loop and stays constant for the Transformer layer — a fact of the code, not a measurement),
 parameter counts, the attention kernel, and wall clock against T on one thread (torch's C++ LSTM
@@ -20,6 +15,12 @@ can win on a CPU).
 
 Timings are best of k interleaved repeats (1-thread and 2-thread rounds alternate, so drift hits
 both) and are kept under "timings" — they vary between runs; the graph depths are exact.
+
+Checks, stated before measuring (`CHECKS`; the verdict is their conjunction):
+
+- torch's Transformer layer's 1→2-thread speedup at T=512 is ≥ 1.15 and ≥ torch.nn.LSTM's + 0.15
+  (2 cores needed)
+- the same for llmlab's Transformer layer against llmlab's LSTM
 """
 
 from __future__ import annotations

@@ -6,6 +6,16 @@ Seven variants of the same 20-hidden-layer MLP on a teacher-labelled classificat
 tanh and ReLU; ReLU with Xavier vs He init; sigmoid with a residual connection, with LayerNorm and
 with BatchNorm. We record the gradient norm of every hidden layer's weight at initialization and
 after a short SGD run, and compare first-layer to last-layer norms.
+
+Checks, stated before measuring (`CHECKS`; the verdict is their conjunction):
+
+- plain sigmoid: first-layer / last-layer gradient norm at init < 1e-2 (vanished)
+- tanh's ratio is above sigmoid's
+- ReLU + He init: ratio ≥ 100× sigmoid's
+- ReLU: He init's typical (geometric-mean) layer gradient > 10× Xavier's
+- sigmoid + residual connection: ratio ≥ 100× plain sigmoid's
+- sigmoid + LayerNorm: ratio not vanished (≥ 1e-2, the same line as plain sigmoid's)
+- sigmoid + BatchNorm: ratio not vanished (≥ 1e-2)
 """
 
 from __future__ import annotations
