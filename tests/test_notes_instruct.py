@@ -135,3 +135,260 @@ def test_real_gemma3_tokenizer_gemma_format_ids():
         tok.convert_tokens_to_ids("<start_of_turn>"),
     ]
     assert tok.eos_token == "<end_of_turn>" and tok.chat_stop_strings == []
+
+
+# --- notes-instruct recipe operators ----------------------------------------------------------
+
+NOTES = """# 基础知识点
+## 归一化的作用
+### 问题分析
+归一化把每层输入缩放到均值为 0、方差为 1 的分布，激活值保持在合理范围。
+### 面试回答
+> 归一化让每层输入的分布更稳定，防止梯度消失或梯度爆炸，并加速收敛。
+
+### 如果面试官追问「为什么 BN 依赖 batch？」
+> 因为 BN 的均值和方差是在一个 batch 上统计的。
+
+## dropout的作用是什么
+### 面试回答
+> Dropout 在训练时随机丢弃神经元，减少神经元之间的共适应，从而防止过拟合。
+
+## 只有分析没有回答
+### 问题分析
+这里没有面试回答。
+# Python知识点
+## 深拷贝和浅拷贝的区别
+### 面试回答
+> 浅拷贝只复制对象本身，内部的子对象仍然共享；深拷贝递归复制所有子对象，互不影响。
+
+# LoRA 详细步骤
+## 1. LoRA 简介
+低秩适配。
+"""
+
+
+class Trace:
+    """Collects what operators report, to check removals and failures."""
+
+    def __init__(self):
+        self.removed_records, self.failures = [], []
+
+    def changed(self, before, after):
+        pass
+
+    def removed(self, record, why):
+        self.removed_records.append((record, why))
+
+    def failed(self, record, reason):
+        self.failures.append((record, reason))
+
+
+def run_ops(records, *steps):
+    from llmlab.data.ops import build_op
+
+    trace = Trace()
+    for name, args in steps:
+        op = build_op(name, args)
+        records = op.process(records, trace) + op.finish(trace)
+    return records, trace
+
+
+def seed_pairs(**args):
+    records, _ = run_ops([{"text": NOTES}], ("markdown_to_qa", {}), ("notes_seed_pairs", args))
+    return records
+
+
+def test_seed_pairs_from_notes_qa_records():
+    pairs = seed_pairs()
+    assert [p["instruction"] for p in pairs] == [
+        "归一化的作用",
+        "为什么 BN 依赖 batch？",
+        "dropout的作用是什么",
+        "深拷贝和浅拷贝的区别",
+    ]  # the analysis-only question and the tutorial step give no pair
+    norm, follow_up = pairs[0], pairs[1]
+    assert norm["response"].startswith("归一化让每层输入的分布更稳定")
+    assert norm["analysis"].startswith("归一化把每层输入缩放")
+    assert norm["passage"] == norm["analysis"] + "\n\n" + norm["response"]
+    assert norm["text"] == norm["instruction"] + "\n" + norm["response"]
+    assert norm["origin"] == "seed" and norm["source"] == "基础知识点 > 归一化的作用"
+    # a follow-up belongs to its question's section (they must land in the same split)
+    assert follow_up["section"] == norm["section"] == "基础知识点 > 归一化的作用"
+    assert pairs[3]["section"] == "Python知识点 > 深拷贝和浅拷贝的区别"
+    assert len({p["id"] for p in pairs}) == 4
+
+    with_analysis = seed_pairs(with_analysis=True, section_level=1)[0]
+    assert with_analysis["response"] == norm["analysis"] + "\n\n" + norm["response"]
+    assert with_analysis["section"] == "基础知识点"
+
+
+def pair(instruction, response, passage="", **fields):
+    from llmlab.data.ops.instruct import make_pair
+
+    return make_pair(instruction, response, passage=passage, **fields)
+
+
+def test_pair_length_filter():
+    records = [pair("问", "太短"), pair("什么是过拟合？", "模型在训练集上表现好、在新数据上表现差。"),
+               pair("x" * 50, "一个足够长的回答。")]  # fmt: skip
+    kept, trace = run_ops(
+        records,
+        ("pair_length_filter", {"instruction_min": 2, "instruction_max": 40, "response_min": 5}),
+    )
+    assert kept == [records[1]]
+    assert [why for _, why in trace.removed_records] == [
+        {"instruction_chars": 1, "response_chars": 2},
+        {"instruction_chars": 50, "response_chars": 9},
+    ]
+
+
+def test_pair_language_filter_keeps_answers_in_the_question_language():
+    from llmlab.data.ops.instruct import pair_language
+
+    assert pair_language("为什么 Dropout 能防止过拟合？") == "zh"  # English terms in Chinese text
+    assert pair_language("BatchNorm和LayerNorm有什么区别") == pair_language("LSTM和GRU") == "zh"
+    assert pair_language("Why does Dropout prevent overfitting?") == "en"
+    assert pair_language("LSTM") == "term" and pair_language("42") == "other"
+    records = [
+        pair(
+            "为什么 Dropout 能防止过拟合？",
+            "Dropout 让网络不依赖单个神经元，相当于集成多个子模型。",
+        ),
+        pair("为什么 Dropout 能防止过拟合？", "Because it stops units from co-adapting."),
+        pair("What is dropout?", "It zeroes random activations during training."),
+        pair("What is dropout?", "训练时随机把一部分激活置零。"),
+        pair("1 + 1 = ?", "2"),
+        pair("Transformer", "Transformer 完全基于注意力机制，可以并行计算。"),
+    ]
+    kept, trace = run_ops(records, ("pair_language_filter", {}))
+    assert kept == [records[0], records[2], records[5]]
+    assert [why for _, why in trace.removed_records][-1] == {
+        "instruction": "other",
+        "response": "other",
+    }
+    kept, _ = run_ops(records, ("pair_language_filter", {"languages": ["zh"]}))
+    assert kept == [records[0], records[5]]
+
+
+def test_passage_overlap_filter_checks_answers_against_their_passage():
+    passage = "Dropout 在训练时随机丢弃神经元，减少神经元之间的共适应，从而防止过拟合。"
+    faithful = pair("dropout的作用", "Dropout 随机丢弃神经元，防止过拟合。", passage)
+    unrelated = pair("dropout的作用", "学习率太大会让损失震荡甚至发散。", passage)
+    general = pair("一年有多少个月？", "一年有十二个月。")
+    kept, trace = run_ops([faithful, unrelated, general], ("passage_overlap_filter", {"min": 0.5}))
+    assert kept == [faithful, general]
+    ((removed, share),) = trace.removed_records
+    assert removed is unrelated and share < 0.5
+    kept, _ = run_ops([faithful, general], ("passage_overlap_filter", {"require_passage": True}))
+    assert kept == [faithful]
+
+
+def test_near_duplicates_removed_against_seeds_and_each_other():
+    seed = pair("什么是梯度消失？", "反向传播时梯度逐层变小，靠前的层几乎学不到东西。")
+    near = pair("什么是梯度消失?", "反向传播时梯度逐层变小，靠前的层几乎学不到东西。")
+    other = pair("什么是梯度爆炸？", "梯度逐层变大，更新过大导致训练发散。")
+    kept, trace = run_ops(
+        [seed, near, other, dict(other)],
+        ("exact_dedup", {}),
+        ("minhash_dedup", {"threshold": 0.8, "ngram": 3}),
+    )
+    assert kept == [seed, other]  # the seed (first in the stream) wins over its paraphrase
+    assert len(trace.removed_records) == 2
+
+
+def test_split_by_section_never_leaks_a_section():
+    import random
+
+    rng = random.Random(0)
+    sections = [f"基础知识点 > 问题{i}" for i in range(40)]
+    records = [
+        pair(f"问题{i}-{j}？", f"回答{i}-{j}。", section=sections[i])
+        for i in range(40)
+        for j in range(rng.randint(1, 4))
+    ]
+    general = pair(
+        "一年有多少个月？",
+        "一年有十二个月。",
+        section="general/zh",
+        split="train",
+        origin="general",
+    )
+    rng.shuffle(records)
+    out, trace = run_ops(records + [general], ("split_by_section", {"dev": 0.2, "test": 0.2}))
+    assert len(out) == len(records) + 1 and not trace.failures
+    splits_of: dict[str, set] = {}
+    for r in out:
+        splits_of.setdefault(r["section"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in splits_of.values()), "a section appears in two splits"
+    sections_in = {
+        name: {k for k, v in splits_of.items() if name in v} for name in ("train", "dev", "test")
+    }
+    assert len(sections_in["test"] - {"general/zh"}) == 8 and len(sections_in["dev"]) == 8
+    assert next(r for r in out if r["section"] == "general/zh")["split"] == "train"
+    # deterministic: same input in another order, same assignment
+    again, _ = run_ops(list(reversed(records)), ("split_by_section", {"dev": 0.2, "test": 0.2}))
+    assert {r["id"]: r["split"] for r in again} == {
+        r["id"]: r["split"] for r in out if r is not general and r["section"] != "general/zh"
+    }
+    # few sections: still one for test and one for dev, the rest train
+    few, _ = run_ops(seed_pairs(), ("split_by_section", {"dev": 0.1, "test": 0.1}))
+    assert sorted(r["split"] for r in few).count("train") >= 1
+    assert {r["split"] for r in few} == {"train", "dev", "test"}
+    by_section = {}
+    for r in few:
+        by_section.setdefault(r["section"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_section.values())
+    # a record without a section is reported, not silently put somewhere
+    _, trace = run_ops([pair("a?", "b.")], ("split_by_section", {}))
+    assert "no 'section'" in trace.failures[0][1]
+
+
+def test_general_mix_bundled_pairs_pass_the_filters():
+    from llmlab.data.ops import RecipeError, build_op
+
+    out, _ = run_ops([seed_pairs()[0]], ("general_mix", {}))
+    general = [r for r in out if r["origin"] == "general"]
+    assert out[0]["origin"] == "seed" and len(general) >= 30
+    langs = [r["section"] for r in general]
+    assert langs.count("general/zh") >= 15 and langs.count("general/en") >= 15
+    assert all(r["split"] == "train" for r in general)
+    kept, trace = run_ops(
+        general, ("pair_length_filter", {}), ("pair_language_filter", {}),
+        ("passage_overlap_filter", {}), ("exact_dedup", {}), ("minhash_dedup", {"threshold": 0.8}),
+    )  # fmt: skip
+    assert kept == general, trace.removed_records
+    with pytest.raises(RecipeError, match="cannot read general pairs"):
+        build_op("general_mix", {"path": "/nonexistent/general.jsonl"})
+
+
+def test_notes_instruct_recipe_runs_end_to_end(tmp_path):
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from llmlab.data.executor import run_recipe
+    from llmlab.data.recipe import parse_recipe
+
+    recipe = yaml.safe_load(
+        (Path(__file__).parent.parent / "recipes/notes-instruct.yaml").read_text()
+    )
+    notes = tmp_path / "notes.md"
+    notes.write_text(NOTES, encoding="utf-8")
+    recipe["sources"] = [{"type": "text", "path": str(notes)}]
+    recipe["work_dir"] = str(tmp_path / "work")
+    out = tmp_path / "out.jsonl"
+    recipe["sinks"] = [{"type": "jsonl", "path": str(out)}]
+    run_recipe(parse_recipe(recipe), progress=False)
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    seeds = [r for r in rows if r["origin"] == "seed"]
+    assert len(seeds) == 4 and len(rows) - 4 >= 30
+    assert {r["split"] for r in seeds} == {"train", "dev", "test"}
+    assert all(r["split"] == "train" for r in rows if r["origin"] == "general")
+    for row in rows:
+        system, user, model = row["messages"]
+        assert system["role"] == "system" and user == {
+            "role": "user",
+            "content": row["instruction"],
+        }
+        assert model == {"role": "assistant", "content": row["response"]}
