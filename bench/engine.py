@@ -155,6 +155,17 @@ def alternate(runs: dict, tokens: int, repeats: int) -> dict:
     return rates
 
 
+def check_same_tokens(row: str, ours: list[int], theirs: list[int]) -> None:
+    """fp32 engine and HF `generate`, both greedy on the same weights, must produce the same
+    tokens (the first sequence of the row); otherwise the bench stops before printing speeds."""
+    same = _common_prefix(list(ours), list(theirs))
+    if same < max(len(ours), len(theirs)):
+        raise SystemExit(
+            f"error: {row} row: engine and HF greedy tokens differ from position {same} "
+            f"(engine {list(ours)[same : same + 4]}…, HF {list(theirs)[same : same + 4]}…)"
+        )
+
+
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
@@ -288,8 +299,11 @@ def main():
         runs = {"engine": lambda n, g=group, e=llm: engine_run(e, g, n)}
         if hf is not None:
             runs["hf"] = lambda n, g=group, h=hf: hf_run(h, tokenizer, g, n)
-        for name, rate in alternate(runs, args.tokens, args.repeats).items():
+        rates = alternate(runs, args.tokens, args.repeats)
+        for name, rate in rates.items():
             results[f"{name}_{row}"], results[f"{name}_{row}_cpu"] = rate.wall, rate.cpu
+        if hf is not None:  # speed must not come from different math: same greedy tokens
+            check_same_tokens(row, rates["engine"].tokens, rates["hf"].tokens)
     if args.profile:
         profile_decode(llm, prompts[:1], args.tokens)
     del llm, model, hf
