@@ -31,13 +31,17 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
+    coach_db = tmp_path_factory.mktemp("coach") / "coach.sqlite"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "llmlab", "serve", "--model", "smollm2-135m-instruct", "--port", str(port),
                "--api-key", KEY, "--max-num-seqs", "4", "--kv-memory", "128MiB"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, "LLMLAB_COACH_DB": str(coach_db)}
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -170,4 +174,92 @@ def test_conversations_new_rename_delete(browser, server):
         page.get_by_role("button", name="Export JSON").click()
     path = download.value.path()
     assert path and shutil.os.path.getsize(path) > 2
+    page.context.close()
+
+
+def cited_section_ok(page, first_line: int) -> str:
+    """The highlighted heading is the last one at or before the cited line; returns its text."""
+    target = page.locator(".cited-target")
+    target.wait_for()
+    line = int(target.get_attribute("data-line"))
+    later = page.evaluate(
+        f"[...document.querySelectorAll('#notes [data-line]')].map(h => +h.dataset.line).filter(n => n > {line} && n <= {first_line})"
+    )
+    assert line <= first_line and later == [], (line, first_line, later)
+    return target.inner_text()
+
+
+def test_notes_browser_search_opens_the_section(browser, server, screenshots):
+    page = open_page(browser, server)
+    page.goto(server + "/notes")
+    page.locator("#notes h2").first.wait_for()
+    assert page.locator("#notes h1, #notes h2").count() > 20
+    page.get_by_label("Search the notes").fill("为什么要做归一化")
+    page.get_by_label("Search the notes").press("Enter")
+    first = page.locator("#search-results a.result").first
+    first.wait_for(timeout=60_000)
+    href = first.get_attribute("href")
+    assert href.startswith("#L")
+    first.click()
+    heading = cited_section_ok(page, int(href[2:]))
+    assert heading.strip()
+    page.screenshot(path=str(screenshots / "ui-notes.png"))
+    page.context.close()
+
+
+def test_rag_answer_cites_sections_that_open_in_the_notes(browser, server, screenshots):
+    page = open_page(browser, server)
+    page.wait_for_function("document.querySelector('#model').options.length > 0")
+    page.get_by_label("Answer from the notes").check()
+    page.get_by_label("Max tokens").fill("40")
+    page.get_by_label("Message").fill("为什么要做归一化？")
+    page.get_by_label("Message").press("Enter")
+    citation = page.locator("a.citation").first
+    citation.wait_for(timeout=180_000)
+    page.wait_for_function("!document.querySelector('#send').disabled", timeout=180_000)
+    assert page.locator("a.citation").count() >= 1
+    page.screenshot(path=str(screenshots / "ui-rag.png"))
+    href = citation.get_attribute("href")
+    assert href.startswith("/notes#L")
+    citation.click()
+    page.wait_for_url("**/notes#L*")
+    cited_section_ok(page, int(href.split("#L")[1]))
+    page.context.close()
+
+
+def test_coach_question_answer_grade_and_next_scheduled(browser, server, screenshots):
+    page = open_page(browser, server)
+    page.goto(server + "/coach")
+    page.wait_for_function("document.querySelector('#section').options.length > 1")
+    page.get_by_label("Questions from").select_option("基础知识点")
+    page.get_by_role("button", name="Next question").click()
+    question = page.locator("#question")
+    question.wait_for()
+    first = question.inner_text()
+    assert first.strip()
+    page.get_by_label("Your answer").fill(
+        "反向传播时梯度逐层连乘，导数小于1就梯度消失，大于1就梯度爆炸；sigmoid饱和、初始化不当、网络过深都会加剧。"
+    )
+    page.get_by_label("Your answer").press("Control+Enter")
+    page.locator("#result").wait_for(timeout=180_000)
+    score = int(page.locator("#score").inner_text())
+    assert 0 <= score <= 5
+    assert page.locator("#hit li").count() + page.locator("#missed li").count() >= 1
+    assert page.locator("#reference").inner_text().strip()
+    assert page.locator("#section-link").get_attribute("href").startswith("/notes#L")
+    assert page.locator("#next-review").inner_text().strip()
+    rows = page.locator("#progress tbody tr", has_text="基础知识点")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#progress tbody tr')].some(r => r.cells[0].textContent === '基础知识点' && r.cells[2].textContent === '1')"
+    )
+    assert rows.count() == 1
+    # The model's feedback streams in (not an error line).
+    page.wait_for_function(
+        "(t => t.length > 20 && t !== '…' && !t.startsWith('(no model feedback'))(document.querySelector('#feedback').textContent)",
+        timeout=180_000,
+    )
+    page.screenshot(path=str(screenshots / "ui-coach.png"), full_page=True)
+    page.get_by_role("button", name="Next question").click()
+    page.wait_for_function(f"document.querySelector('#question').textContent !== {first!r}")
+    assert page.locator("#result").is_hidden()  # a new question, the answered one scheduled later
     page.context.close()

@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "llmlab.commands.quantize",
     "llmlab.commands.eval",
     "llmlab.commands.reason",
+    "llmlab.commands.coach",
 ]
 
 

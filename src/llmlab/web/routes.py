@@ -1,4 +1,6 @@
-"""Routes for the pages: `/` (chat) and `/static/*`. The pages call the OpenAI API of the same
+"""Routes for the pages: `/` (chat), `/notes` (the notes browser; `/notes/source` is the
+repaired notes as Markdown), `/coach` (the interview coach, with its API under /v1/coach — see
+web/coach/routes.py) and `/static/*`. The pages call the OpenAI API of the same
 server (`/v1/chat/completions`, `/v1/models`), so an API key protects them exactly as it protects
 any client: the page asks for the key once and keeps it in the browser."""
 
@@ -7,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
 STATIC = Path(__file__).parent / "static"
@@ -20,5 +22,24 @@ def mount_web(app: FastAPI) -> FastAPI:
     async def chat_page():
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
+    @app.get("/notes", include_in_schema=False)
+    async def notes_page():
+        return FileResponse(STATIC / "notes.html", media_type="text/html; charset=utf-8")
+
+    @app.get("/notes/source", include_in_schema=False)
+    async def notes_source():
+        from llmlab.bundled import resolve_bundled
+        from llmlab.rag import DEFAULT_NOTES
+
+        text = resolve_bundled(DEFAULT_NOTES, "corpus", "notes").read_text(encoding="utf-8")
+        return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
+
+    @app.get("/coach", include_in_schema=False)
+    async def coach_page():
+        return FileResponse(STATIC / "coach.html", media_type="text/html; charset=utf-8")
+
+    from llmlab.web.coach.routes import router as coach_router
+
+    app.include_router(coach_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -78,9 +78,9 @@ function messageElement(message) {
     cites.setAttribute("aria-label", "citations");
     message.citations.forEach((c, i) => {
       const li = document.createElement("li");
-      li.value = c.n || c.index || i + 1;
+      li.value = c.number || c.n || i + 1;
       const a = document.createElement("a");
-      a.href = "/notes#" + (c.anchor || headingAnchor(c.heading));
+      a.href = citationHref(c);
       a.textContent = c.heading || c.id || "source";
       a.className = "citation";
       li.appendChild(a);

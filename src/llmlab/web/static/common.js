@@ -63,3 +63,9 @@ function headingAnchor(heading) {
   const last = String(heading || "").split(">").pop().trim();
   return "h-" + Array.from(last).map((c) => (/[\p{L}\p{N}]/u.test(c) ? c : "-")).join("").replace(/-+/g, "-").replace(/^-|-$/g, "");
 }
+
+// Where a citation or search hit opens the notes: its first line when known, else its heading.
+function citationHref(hit) {
+  if (hit.lines && hit.lines.length) return "/notes#L" + hit.lines[0];
+  return "/notes#" + headingAnchor(hit.heading);
+}
