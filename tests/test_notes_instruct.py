@@ -392,3 +392,64 @@ def test_notes_instruct_recipe_runs_end_to_end(tmp_path):
             "content": row["instruction"],
         }
         assert model == {"role": "assistant", "content": row["response"]}
+
+
+def test_self_instruct_plumbing_on_a_tiny_random_model(one_thread):
+    """Plumbing only (a random model writes noise): every task yields its pairs, each keeping its
+    seed's section and passage, and the answers are the engine's own generations."""
+    from engine_helpers import tiny_model
+    from tiny import tiny_tokenizer
+
+    from llmlab.data.ops import RecipeError, build_op
+    from llmlab.data.ops.self_instruct import ANSWER_PROMPT, RAG_INSTRUCTION
+    from llmlab.engine import LLM, SamplingParams
+
+    seeds = [
+        pair(
+            "What is dropout?",
+            "It zeroes random units.",
+            "Dropout zeroes random units.",
+            section="s1",
+        ),
+        pair("What is BN?", "It normalizes a batch.", "BN normalizes each batch.", section="s2"),
+    ]
+    llm = LLM(tiny_model(max_position_embeddings=1024), tiny_tokenizer(), num_kv_blocks=128)
+
+    def expand():
+        op = build_op("self_instruct", {"max_tokens": 6, "temperature": 0.0})
+        op.llm = llm
+        trace = Trace()
+        return op.process(list(seeds), trace), trace
+
+    out, trace = expand()
+    assert out[:2] == seeds  # seeds pass through unchanged
+    new = out[2:]
+    by_task: dict[str, list] = {}
+    for record in new:
+        by_task.setdefault(record["origin"].split(":")[1], []).append(record)
+    assert {len(by_task.get(t, [])) for t in ("beginner", "compare", "rag")} == {2}
+    assert (
+        len(by_task.get("paraphrase", []))
+        + len(by_task.get("follow_up", []))
+        + len(trace.removed_records)
+        == 4
+    )  # a question the model left empty is reported, not kept
+    seed_of = {s["id"]: s for s in seeds}
+    for record in new:
+        seed = seed_of[record["seed_id"]]
+        assert record["section"] == seed["section"] and seed["passage"] in record["passage"]
+    for record in by_task.get("paraphrase", []):
+        assert record["response"] == seed_of[record["seed_id"]]["response"]
+    rag = by_task["rag"][0]
+    assert rag["instruction"] == RAG_INSTRUCTION.format(
+        q=seeds[0]["instruction"], p=seeds[0]["passage"]
+    )
+    direct = llm.generate(
+        [ANSWER_PROMPT.format(p=rag["passage"], q=rag["instruction"])],
+        SamplingParams(max_tokens=6, temperature=0.0, stop=["\n\n"]),
+    )
+    assert rag["response"] == direct[0].text.strip()
+    again, _ = expand()
+    assert again == out  # greedy: the same pairs again
+    with pytest.raises(RecipeError, match="unknown task"):
+        build_op("self_instruct", {"tasks": ["poem"]})
