@@ -58,6 +58,18 @@ def load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS: VmHWM resets at exec, while ru_maxrss keeps the forking
+    parent's high-water mark (Linux), which made an earlier run's column wrong."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def prepare(row: str, work: Path, group_size: int, samples: int) -> Path | None:
     """The row's model folder (made once; None for rows that load the GGUF)."""
     import llmlab
@@ -120,7 +132,7 @@ def measure_row(args) -> dict:
             rate.measure(lambda batch=batch: engine_run(llm, batch, args.tokens))
         result[f"{label}_tok_s"], result[f"{label}_tok_s_cpu"] = rate.wall, rate.cpu
     result["tokens"] = rate.tokens[:8]
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     del llama_cpp_runner
     return result
 
@@ -144,7 +156,7 @@ def measure_llama_cpp(args, gguf, result) -> dict:
         rate.measure(lambda: run(prompt, args.tokens))
     result["single_tok_s"], result["single_tok_s_cpu"] = rate.wall, rate.cpu
     result["disk_mb"] = gguf.stat().st_size / 1e6
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 
