@@ -247,3 +247,23 @@ def test_missing_language_model_falls_back_to_the_ngram_with_a_warning():
     text = corrupt("梯度消失和梯度爆炸")
     with pytest.warns(UserWarning, match="falling back to the character n-gram repair"):
         assert op.map(text) == repair(text)
+
+
+@pytest.mark.slow
+def test_gemma3_repairs_the_terms_the_ngram_gets_wrong():
+    """The packaged Gemma 3 270M (llmlab's own forward) fixes what the n-gram gets wrong in the
+    notes: 后/不 (n-gram: 坐/与), 均值 (升值), and with a second pass 内部协变量偏移 (协存量后移).
+    Fragments of hand-checked notes lines, corrupted as the raw file is (see the round trip above)."""
+    from llmlab.data.lm_repair import repair_with_lm, scorer_or_none
+
+    scorer = scorer_or_none("gemma3-270m")
+    assert scorer is not None, "gemma3-270m is not installed (pip install its five wheels)"
+    cases = [
+        ("连续相乘后梯度迅速趋近0，导致前面层几乎不更新", 1, ("连续相乘坐", "几乎与更新")),
+        ("→ 结果：让激活值分布均值为 0，方差为 1。", 1, ("分布升值",)),
+        ("+ **降低内部协变量偏移（Internal Covariate Shift）**", 2, ("协存量后移",)),
+    ]
+    for truth, passes, ngram_wrong in cases:
+        ngram = repair(corrupt(truth))
+        assert all(w in ngram for w in ngram_wrong), ngram  # the n-gram alone gets these wrong
+        assert repair_with_lm(corrupt(truth), scorer, passes=passes) == truth

@@ -96,9 +96,11 @@ def repair_with_lm(
     right: int = RIGHT,
     ngram=None,
     progress: bool = False,
+    passes: int = 1,
 ) -> str:
     """Repaired text (see the module docstring); `scorer` has `score(texts) -> log-probs`,
-    `ngram` is a `charlm.CharNgramModel` (default: the bundled one)."""
+    `ngram` is a `charlm.CharNgramModel` (default: the bundled one). A second pass lets each
+    choice see the language model's choices to its right too (twice the time)."""
     from llmlab.data.charlm import model
     from llmlab.data.mojibake import BEAM, LM_ORDER, _Decoder, expand
 
@@ -107,7 +109,7 @@ def repair_with_lm(
         return "".join(chars)
     ngram = ngram or model(LM_ORDER)
     _Decoder(chars, damaged, BEAM, ngram).run()  # chars now hold the n-gram's best fillings
-    positions = sorted(damaged)
+    positions = sorted(damaged) * passes
     bar = _bar(progress, len(positions))
     with bar:
         for i in positions:  # left to right: each choice is context for the next
@@ -143,7 +145,7 @@ def _bar(progress: bool, total: int):
     if progress:
         from llmlab.progress import progress_bar
 
-        return progress_bar("repair_mojibake (language model)", total=total, unit="groups")
+        return progress_bar("repair_mojibake (language model)", total=total, unit="damaged chars")
 
     class _Quiet:
         def __enter__(self):
