@@ -14,9 +14,24 @@ function authHeaders(extra) {
   return headers;
 }
 
+// The API-key dialog, shared by every page and built on first use.
+function keyDialog() {
+  let dialog = document.getElementById("key-dialog");
+  if (dialog) return dialog;
+  dialog = document.createElement("dialog");
+  dialog.id = "key-dialog";
+  dialog.setAttribute("aria-labelledby", "key-title");
+  dialog.innerHTML =
+    '<form id="key-form" method="dialog"><h2 id="key-title">API key</h2><p id="key-message"></p>' +
+    '<label for="api-key">Key</label> <input id="api-key" type="password" autocomplete="off">' +
+    '<div class="composer-actions"><button id="save-key" type="submit">Save key</button></div></form>';
+  document.body.appendChild(dialog);
+  return dialog;
+}
+
 // Ask for the key (once; it is kept in this browser) and resolve when one was saved.
 function askForKey(message) {
-  const dialog = document.getElementById("key-dialog");
+  const dialog = keyDialog();
   document.getElementById("key-message").textContent = message;
   const input = document.getElementById("api-key");
   input.value = "";
