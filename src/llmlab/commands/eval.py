@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from llmlab.cli import common_parser
+from llmlab.commands.common import positive_int
 
 
 def register(subparsers):
@@ -36,13 +37,20 @@ def register(subparsers):
     ppl.add_argument("--model", required=True, help="packaged name, HF/quantized folder or .gguf")
     ppl.add_argument("--data", required=True, help="text file: bundled:NAME or a path")
     ppl.add_argument("--split", default="all", choices=["all", "train", "heldout"])
-    ppl.add_argument("--window", type=int, default=512, help="tokens per window (default 512)")
     ppl.add_argument(
-        "--stride", type=int, default=None, help="tokens between windows (default window/2)"
+        "--window", type=positive_int, default=512, help="tokens per window (default 512)"
     )
-    ppl.add_argument("--max-tokens", type=int, default=None, help="score only the first N tokens")
+    ppl.add_argument(
+        "--stride",
+        type=positive_int,
+        default=None,
+        help="tokens between windows (default window/2)",
+    )
+    ppl.add_argument(
+        "--max-tokens", type=positive_int, default=None, help="score only the first N tokens"
+    )
     ppl.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
-    ppl.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    ppl.add_argument("--threads", type=positive_int, default=None, help="CPU threads for PyTorch")
     ppl.add_argument("--json", action="store_true", help="print one JSON object")
     ppl.set_defaults(func=run_perplexity)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 
 from llmlab.cli import common_parser
+from llmlab.commands.common import non_negative_float, positive_float, positive_int
 
 
 def register(subparsers):
@@ -35,7 +36,7 @@ def register(subparsers):
     p.add_argument("--method", required=True, choices=list(METHODS))
     p.add_argument("--bits", type=int, required=True, choices=[8, 4])
     p.add_argument(
-        "--group-size", type=int, default=128, help="int4 inputs per group (default 128)"
+        "--group-size", type=positive_int, default=128, help="int4 inputs per group (default 128)"
     )
     p.add_argument(
         "--calib",
@@ -44,8 +45,12 @@ def register(subparsers):
         help="calibration text, bundled:NAME or a path (repeatable; default: the bundled "
         "stories-en.txt and notes-zh.txt)",
     )
-    p.add_argument("--samples", type=int, default=16, help="calibration sequences (default 16)")
-    p.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sequence")
+    p.add_argument(
+        "--samples", type=positive_int, default=16, help="calibration sequences (default 16)"
+    )
+    p.add_argument(
+        "--seq-len", type=positive_int, default=256, help="tokens per calibration sequence"
+    )
     p.add_argument(
         "--observer",
         default="histogram-mse",
@@ -54,15 +59,19 @@ def register(subparsers):
     )
     p.add_argument(
         "--smooth",
-        type=float,
+        type=non_negative_float,
         default=0.5,
         help="SmoothQuant strength α for --method static/dynamic (0 = off; default 0.5): "
         "activation outlier channels moved into the weights, from calibration statistics",
     )
-    p.add_argument("--qat-steps", type=int, default=100, help="fine-tuning steps for --method qat")
-    p.add_argument("--qat-lr", type=float, default=1e-4, help="learning rate for --method qat")
+    p.add_argument(
+        "--qat-steps", type=positive_int, default=100, help="fine-tuning steps for --method qat"
+    )
+    p.add_argument(
+        "--qat-lr", type=positive_float, default=1e-4, help="learning rate for --method qat"
+    )
     p.add_argument("--out", required=True, help="folder to write")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for PyTorch")
     p.set_defaults(func=run)
 
 

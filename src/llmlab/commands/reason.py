@@ -17,6 +17,8 @@ import argparse
 import json
 import os
 
+from llmlab.commands.common import non_negative_float, non_negative_int, positive_int
+
 
 def register(subparsers) -> None:
     from llmlab.cli import common_parser
@@ -29,23 +31,29 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--method", default="cot", help="greedy|cot|cot-sc|pot|pot-sc (comma-separated)")
-    p.add_argument("--n", type=int, default=8, help="samples per problem for -sc methods")
+    p.add_argument("--n", type=positive_int, default=8, help="samples per problem for -sc methods")
     p.add_argument(
         "--problems", default="bundled:arith-word-test.jsonl", help="jsonl or bundled:NAME"
     )
-    p.add_argument("--limit", type=int, default=0, help="first N problems only (0 = all)")
+    p.add_argument(
+        "--limit", type=non_negative_int, default=0, help="first N problems only (0 = all)"
+    )
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--adapter", default="", help="a PEFT LoRA adapter folder to apply")
     p.add_argument(
         "--prompt", default="", help="prompt name under llmlab/prompts/reason/ or a YAML file"
     )
-    p.add_argument("--temperature", type=float, default=0.7, help="for -sc sampling")
-    p.add_argument("--max-tokens", type=int, default=0, help="per sample (0 = per-method default)")
+    p.add_argument("--temperature", type=non_negative_float, default=0.7, help="for -sc sampling")
+    p.add_argument(
+        "--max-tokens", type=non_negative_int, default=0, help="per sample (0 = per-method default)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--search-prompts", action="store_true", help="pick the best prompt on --dev")
     p.add_argument("--dev", default="bundled:arith-word-dev.jsonl")
-    p.add_argument("--dev-limit", type=int, default=30)
-    p.add_argument("--show", type=int, default=0, help="print this many samples per method")
+    p.add_argument("--dev-limit", type=positive_int, default=30)
+    p.add_argument(
+        "--show", type=non_negative_int, default=0, help="print this many samples per method"
+    )
     p.add_argument("--out", default="", help="write the full results as JSON")
     p.set_defaults(func=run_reason)
 
