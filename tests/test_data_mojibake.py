@@ -252,7 +252,7 @@ def test_missing_language_model_falls_back_to_the_ngram_with_a_warning():
 @pytest.mark.slow
 def test_gemma3_repairs_the_terms_the_ngram_gets_wrong():
     """The packaged Gemma 3 270M (llmlab's own forward) fixes what the n-gram gets wrong in the
-    notes: 后/不 (n-gram: 坐/与), 均值 (升值), and with a second pass 内部协变量偏移 (协存量后移).
+    notes: 后/不 (n-gram: 坐/与), 均值 (升值), "mini-batch 中特征" (不特征), and with a second pass 内部协变量偏移 (协存量后移).
     Fragments of hand-checked notes lines, corrupted as the raw file is (see the round trip above)."""
     from llmlab.data.lm_repair import repair_with_lm, scorer_or_none
 
@@ -261,6 +261,7 @@ def test_gemma3_repairs_the_terms_the_ngram_gets_wrong():
     cases = [
         ("连续相乘后梯度迅速趋近0，导致前面层几乎不更新", 1, ("连续相乘坐", "几乎与更新")),
         ("→ 结果：让激活值分布均值为 0，方差为 1。", 1, ("分布升值",)),
+        (".svg) 是 mini-batch 中特征的均值和方差。", 1, ("mini-batch 不特征",)),
         ("+ **降低内部协变量偏移（Internal Covariate Shift）**", 2, ("协存量后移",)),
     ]
     for truth, passes, ngram_wrong in cases:

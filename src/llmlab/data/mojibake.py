@@ -21,7 +21,9 @@ on the first 40k held-out news characters, 98.1 % on the tuning slice, 95.7 % on
 sample of the notes. Most remaining errors are personal names and the 与/中/不 family
 (E4 B8 8E / AD / 8D), where 4M characters of training text do not separate the contexts: each
 doubling of the text removes ~17 % of the errors (`bench/mojibake.py`), so pass more clean text of
-your domain with `repair(text, lm=charlm.model(extra_corpus=(path,)))` or the operator's `extra_corpus`.
+your domain with `repair(text, lm=charlm.model(extra_corpus=(path,)))` or the operator's `extra_corpus`,
+or let a neural language model pick among the n-gram's proposals (`lm_repair.py`, the operator's
+`lm: gemma3-270m`).
 """
 
 from __future__ import annotations
