@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import yaml
 
 # the package, not ops.base: importing it registers every operator build_op may be asked for
 from llmlab.data.ops import RecipeError, build_op
+from llmlab.data.paths import resolve_path
 
 _KEYS = {"project", "work_dir", "batch_size", "np", "tracer", "trace_samples", "checkpoint", "text_key",
          "sources", "process", "sinks", "executor", "strict"}  # fmt: skip
@@ -59,17 +59,6 @@ class Recipe:
         for op in ops:
             op.text_key = self.text_key
         return ops
-
-
-def resolve_path(path: str) -> str:
-    """`pkg://package/relative/path` → the file inside the installed package; other paths as given."""
-    if not path.startswith("pkg://"):
-        return path
-    package, _, rel = path[len("pkg://") :].partition("/")
-    try:
-        return str(resources.files(package).joinpath(rel))
-    except ModuleNotFoundError:
-        raise RecipeError(f"{path}: package {package!r} is not installed") from None
 
 
 def parse_recipe(data: Any, name: str = "recipe") -> Recipe:

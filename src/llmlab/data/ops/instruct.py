@@ -23,11 +23,11 @@ import hashlib
 import json
 import math
 import re
-from importlib import resources
 
 from llmlab.data import textstats
 from llmlab.data.ops.base import Filter, Formatter, Op, register
 from llmlab.data.ops.markdown_qa import PATH_SEPARATOR
+from llmlab.data.paths import resolve_path
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
@@ -48,17 +48,6 @@ def pair_language(text: str) -> str:
     if not cjk and latin <= 3 and not re.search(r"[?.!:;,]", text):
         return "term"
     return "en"
-
-
-def _package_path(path: str) -> str:
-    """`pkg://package/file` → the file inside the installed package (as recipe sources read it)."""
-    if not path.startswith("pkg://"):
-        return path
-    package, _, rel = path[len("pkg://") :].partition("/")
-    try:
-        return str(resources.files(package).joinpath(rel))
-    except ModuleNotFoundError:
-        raise ValueError(f"{path}: package {package!r} is not installed") from None
 
 
 def make_pair(instruction: str, response: str, **fields) -> dict:
@@ -186,7 +175,7 @@ class GeneralMix(Op):
     def __init__(
         self, *, path: str = "pkg://llmlab/assets/posttrain/general-mix.jsonl", split: str = "train"
     ):
-        self.path, self.split = _package_path(path), split
+        self.path, self.split = resolve_path(path), split
         try:
             with open(self.path, encoding="utf-8") as handle:
                 rows = [json.loads(line) for line in handle if line.strip()]
