@@ -16,7 +16,7 @@ from import_graph import find_cycle, module_graph
 # `generation` (reference decoding over a model) with `models`; `tokenize` with `formats`;
 # `adapters` and the package root (`llmlab.load`) with `loading`; `__main__` entry points with `cli`.
 LAYERS = [
-    {"errors", "device", "registry", "bundled", "progress", "sampling"},
+    {"errors", "device", "registry", "bundled", "progress", "sampling", "markdown"},
     {"nn"},
     {"models", "generation"},
     {"formats", "tokenize"},

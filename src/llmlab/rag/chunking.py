@@ -16,16 +16,11 @@ import re
 from dataclasses import asdict, dataclass
 
 from llmlab.errors import LlmlabError
+from llmlab.markdown import HEADING as _HEADING
+from llmlab.markdown import clean_heading
 
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$")
 SEPARATOR = " > "
 _LAYOUT = ("", "---", "***", ">")  # rules and empty quote lines separate paragraphs
-
-
-def clean_heading(text: str) -> str:
-    """Heading text without Markdown emphasis/code marks or trailing colons."""
-    text = re.sub(r"\*\*(.+?)\*\*", r"\1", text.replace("`", ""))
-    return text.strip().rstrip("：:").strip()
 
 
 @dataclass

@@ -28,10 +28,9 @@ def mount_web(app: FastAPI) -> FastAPI:
 
     @app.get("/notes/source", include_in_schema=False)
     async def notes_source():
-        from llmlab.bundled import resolve_bundled
-        from llmlab.rag import DEFAULT_NOTES
+        from llmlab.rag.store import read_document
 
-        text = resolve_bundled(DEFAULT_NOTES, "corpus", "notes").read_text(encoding="utf-8")
+        text, _ = read_document()
         return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
 
     @app.get("/coach", include_in_schema=False)

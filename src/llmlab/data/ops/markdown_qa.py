@@ -23,21 +23,15 @@ import re
 from dataclasses import dataclass, field
 
 from llmlab.data.ops.base import Formatter, register
+from llmlab.markdown import HEADING as _HEADING
+from llmlab.markdown import clean_heading
 
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$")
 _NUMBERED = re.compile(r"^(\d+(\.\d+)*[.、)]|step\s*\d+|[一二三四五六七八九十]+、)", re.I)
 _ANALYSIS = ("问题分析", "分析")
 _ANSWER = ("回答", "答法", "答题", "答案", "总结回答")
 _FOLLOW_UP = ("追问",)
 PATH_SEPARATOR = " > "
 _LAYOUT = ("", ">", "---", "***")  # lines that end a part without adding to it
-
-
-def clean_heading(text: str) -> str:
-    """Heading text without Markdown emphasis, trailing colons or stray spaces."""
-    # paired emphasis only: keep **kwargs
-    text = re.sub(r"\*\*(.+?)\*\*", r"\1", text.replace("`", ""))
-    return text.strip().rstrip("：:").strip()
 
 
 @dataclass

@@ -7,9 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from llmlab.bundled import resolve_bundled
-
-DEFAULT_NOTES = "bundled:notes-zh.md"
+from llmlab.rag.store import DEFAULT_NOTES, read_document
 
 
 @dataclass(frozen=True)
@@ -27,7 +25,7 @@ class Question:
 def load_questions(notes: str = DEFAULT_NOTES) -> tuple[Question, ...]:
     from llmlab.data.ops.markdown_qa import qa_records
 
-    text = resolve_bundled(notes, "corpus", "notes").read_text(encoding="utf-8")
+    text, _ = read_document(notes)
     records = qa_records(text)
     questions = []
     for r in records:
