@@ -7,7 +7,9 @@ their target (`.NAME.partial`, `NAME.parts/`) and renamed over it on success; SQ
 staging table (`TABLE__staging`) that replaces the table in one transaction. `--resume` continues
 the staged output from the last checkpoint.
 
-Recipe form (`sinks:` list): `- {type: jsonl, path: out.jsonl}` · `parquet` · `sql` (url, table,
+Recipe form (`sinks:` list): `- {type: jsonl, path: out.jsonl}` · `parquet` · `text` (alias
+`markdown`: each record's `field`, default `text`, written as it is — a document in, the same
+document out; records joined by `separator`, default a newline) · `sql` (url, table,
 id_field; the table is replaced by the run's rows, upserted by id while staged, so re-writing a
 batch after a crash changes nothing; a field that first appears mid-run adds a column).
 
@@ -47,6 +49,8 @@ def staged_path(path: str) -> str:
 
 
 class JsonlSink:
+    kind = "jsonl"
+
     def __init__(self, path: str):
         self.path = path
         self.staged = staged_path(path)
@@ -69,7 +73,7 @@ class JsonlSink:
         self.fh.seek(0, os.SEEK_END)
         if position and self.fh.tell() < position:
             raise RecipeError(
-                f"jsonl sink: staged output {self.staged} is shorter than the checkpoint; "
+                f"{self.kind} sink: staged output {self.staged} is shorter than the checkpoint; "
                 "run again without --resume"
             )
         self.fh.truncate(position or 0)
@@ -81,6 +85,30 @@ class JsonlSink:
 
     def close(self) -> None:
         self.fh.close()
+
+
+class TextSink(JsonlSink):
+    """Each record's `field` written verbatim, records joined by `separator` — for data whose
+    result is a document (a repaired Markdown file), not a table. Staged like the jsonl sink."""
+
+    kind = "text"
+
+    def __init__(self, path: str, field: str = "text", separator: str = "\n"):
+        super().__init__(path)
+        self.field, self.separator = field, separator.encode()
+
+    def write(self, records: list[dict]) -> None:
+        for record in records:
+            value = record.get(self.field)
+            if not isinstance(value, str):
+                # A silent empty line would lose data; the run fails and the old file stays.
+                raise RecipeError(
+                    f"text sink: record has no text field {self.field!r} "
+                    f"(fields: {', '.join(sorted(record)) or 'none'})"
+                )
+            if self.fh.tell():
+                self.fh.write(self.separator)
+            self.fh.write(value.encode("utf-8"))
 
 
 class ParquetSink:
@@ -291,7 +319,13 @@ def _chunks(items: list, size: int):
 def open_sink(spec: dict[str, Any]):
     spec = dict(spec)
     kind = spec.pop("type", None)
-    sinks = {"jsonl": JsonlSink, "parquet": ParquetSink, "sql": SqlSink}
+    sinks = {
+        "jsonl": JsonlSink,
+        "text": TextSink,
+        "markdown": TextSink,
+        "parquet": ParquetSink,
+        "sql": SqlSink,
+    }
     if kind not in sinks:
         raise RecipeError(f"unknown sink type {kind!r}; use one of: {', '.join(sinks)}")
     try:

@@ -199,9 +199,17 @@ class RepairMojibake(Mapper):
     """Undo UTF-8-read-as-Windows-1252 mojibake, recovering dropped bytes with a Chinese language model
     (`extra_corpus`: clean text files or folders of your domain to count besides the bundled news;
     `lm`: a packaged causal model, e.g. gemma3-270m, that picks among the n-gram's best fillings —
-    the n-gram alone, with a warning, when that model is not installed)."""
+    the n-gram alone, with a warning, when that model is not installed; `passes`: how many times
+    the language model revisits every damaged character, 2 letting each choice see the choices to
+    its right too)."""
 
-    def __init__(self, *, extra_corpus: str | list[str] | None = None, lm: str | None = None):
+    def __init__(
+        self,
+        *,
+        extra_corpus: str | list[str] | None = None,
+        lm: str | None = None,
+        passes: int = 1,
+    ):
         from llmlab.data import charlm
 
         paths = [extra_corpus] if isinstance(extra_corpus, str) else list(extra_corpus or [])
@@ -213,6 +221,9 @@ class RepairMojibake(Mapper):
                 f"repair_mojibake: lm must be a model name such as gemma3-270m, not {lm!r}"
             )
         self.lm = lm
+        if not isinstance(passes, int) or isinstance(passes, bool) or passes < 1:
+            raise ValueError(f"repair_mojibake: passes must be a positive integer, not {passes!r}")
+        self.passes = passes
 
     def map(self, text):
         from llmlab.data import charlm
@@ -224,5 +235,5 @@ class RepairMojibake(Mapper):
 
             scorer = scorer_or_none(self.lm)
             if scorer is not None:
-                return repair_with_lm(text, scorer, ngram=ngram, progress=True)
+                return repair_with_lm(text, scorer, ngram=ngram, progress=True, passes=self.passes)
         return repair(text, lm=ngram)
