@@ -116,18 +116,30 @@ def add_print(code: str) -> str:
     return code
 
 
-def program_answers(programs: list[str], workers: int = 4) -> list[str | None]:
-    """Run each program in the sandbox (identical programs once); the last printed number each."""
+def run_program(code: str) -> str | None:
+    """The last number a program prints, run in the sandbox (never in this process); None when it
+    prints none, fails, times out, or does not even parse (checked first: no sandbox start for it)."""
     from llmlab.agents.sandbox import run_python
 
-    def run(code: str) -> str | None:
-        result = run_python(code, timeout_s=PROGRAM_TIMEOUT_S, memory_mb=PROGRAM_MEMORY_MB)
-        numbers = NUMBER.findall(result.stdout) if result.reason == "ok" else []
-        return normalize(numbers[-1]) if numbers else None
+    try:
+        ast.parse(code)  # parsing executes nothing; it only spares the sandbox's ~0.2 s start
+    except (SyntaxError, ValueError):
+        return None
+    result = run_python(code, timeout_s=PROGRAM_TIMEOUT_S, memory_mb=PROGRAM_MEMORY_MB)
+    numbers = NUMBER.findall(result.stdout) if result.reason == "ok" else []
+    return normalize(numbers[-1]) if numbers else None
 
+
+def program_answer(reply: str) -> str | None:
+    """What a PoT reply's program prints: its code block (print added if missing), sandboxed."""
+    return run_program(add_print(extract_code(reply)))
+
+
+def program_answers(programs: list[str], workers: int = 4) -> list[str | None]:
+    """Run each program in the sandbox (identical programs once); the last printed number each."""
     unique = list(dict.fromkeys(programs))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        answers = dict(zip(unique, pool.map(run, unique)))
+        answers = dict(zip(unique, pool.map(run_program, unique)))
     return [answers[p] for p in programs]
 
 
@@ -180,6 +192,13 @@ def render(tokenizer, prompt: dict, question: str) -> list[int]:
     return ids
 
 
+def stop_strings(template: dict, tokenizer) -> list[str]:
+    """The prompt's own stops, else the chat format's: a base model in the question/answer frame
+    (Gemma 3 270M) never ends its turn, so "\nQuestion:" / blank line end it, as in `llmlab chat`."""
+    own = list(template.get("stop") or [])
+    return own or list(getattr(tokenizer, "chat_stop_strings", None) or [])
+
+
 def solve(
     llm,
     problems: list[dict],
@@ -208,7 +227,7 @@ def solve(
         temperature=temperature if voted else 0.0,
         max_tokens=max_tokens or MAX_TOKENS[family],
         seed=seed,
-        stop=list(template.get("stop") or []),
+        stop=stop_strings(template, llm.tokenizer),
     )
     start = time.monotonic()
     ids = [render(llm.tokenizer, template, p["question"]) for p in problems]

@@ -4,6 +4,11 @@
     llmlab reason --method cot-sc,pot-sc --n 8 --limit 50 --out runs/reason/sc.json
     llmlab reason --method pot --search-prompts --dev bundled:arith-word-dev.jsonl --dev-limit 30
     llmlab reason --method pot --prompt pot-example --show 3     # print three worked samples
+    llmlab reason --method pot --adapter runs/sft-pot-smollm2/adapter --limit 30   # after PoT SFT
+
+    # PoT training data: n programs per train problem, kept when the sandbox prints the answer
+    llmlab reason --build-pot-data runs/pot/verified.jsonl --problems bundled:arith-word-train.jsonl \
+        --limit 200 --n 8 --shots pot-shots-simple
 
 One model load for all methods; a table of accuracy and cost (prompt tokens — counted once per
 problem since the n samples share its KV blocks —, generated tokens, seconds) and, with --out, the
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from llmlab.commands.common import non_negative_float, non_negative_int, positive_int
 
@@ -55,21 +61,31 @@ def register(subparsers) -> None:
         "--show", type=non_negative_int, default=0, help="print this many samples per method"
     )
     p.add_argument("--out", default="", help="write the full results as JSON")
+    p.add_argument(
+        "--build-pot-data",
+        default="",
+        metavar="OUT",
+        help="instead of scoring: rejection-sample PoT programs for --problems into this SFT jsonl",
+    )
+    p.add_argument(
+        "--shots",
+        default="pot-shots",
+        help="worked programs shown before each problem when building PoT data ('' for none)",
+    )
+    p.add_argument(
+        "--teacher",
+        default="",
+        metavar="OUT",
+        help="with --build-pot-data: also write the generator's own programs here (a labelled set)",
+    )
     p.set_defaults(func=run_reason)
 
 
 def _load(args):
+    """The engine on the model, with the PEFT adapter (e.g. a PoT SFT run's) merged into it."""
     from llmlab.engine import LLM
 
-    if not args.adapter:
-        return LLM(args.model)
-    import llmlab
-    from llmlab.nn.lora import load_adapter, merge_lora
-
-    model, tokenizer = llmlab.load(args.model, device="cpu", dtype="float32")
-    load_adapter(model, args.adapter)
-    merge_lora(model)
-    return LLM(model, tokenizer)
+    return LLM(args.model, adapters=[args.adapter] if args.adapter else ())
 
 
 def run_reason(args) -> int:
@@ -84,6 +100,8 @@ def run_reason(args) -> int:
         raise LlmlabError("--n must be >= 1 and --limit >= 0")
     problems = read_problems(args.problems)
     problems = problems[: args.limit] if args.limit else problems
+    if args.build_pot_data:
+        return _build_pot_data(args, problems)
     dev = read_problems(args.dev)[: args.dev_limit] if args.search_prompts else []
     llm = _load(args)
     options = {
@@ -130,6 +148,37 @@ def run_reason(args) -> int:
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=1, ensure_ascii=False)
         os.replace(tmp, args.out)
+    return 0
+
+
+def _build_pot_data(args, problems) -> int:
+    from llmlab.agents.pot_data import build_pot_data
+
+    stats = build_pot_data(
+        args.model,
+        problems,
+        args.build_pot_data,
+        n=args.n,
+        prompt=args.prompt or "pot",
+        shots=args.shots or None,
+        temperature=args.temperature,
+        max_new_tokens=args.max_tokens or 96,
+        seed=args.seed,
+        adapter=args.adapter,
+    )
+    if args.teacher:
+        from llmlab.agents.pot_data import teacher_rows, write_rows
+
+        rows = teacher_rows(problems, prompt=args.prompt or "pot")
+        write_rows(args.teacher, rows)
+        stats["teacher"] = {"programs": len(rows), "out": args.teacher}
+    stats["load"] = _load_average()
+    print(json.dumps(stats, indent=1))
+    print(
+        f"kept {stats['programs_kept']} verified programs for {stats['problems_solved']} of "
+        f"{stats['problems']} problems ({stats['samples']} samples) -> {args.build_pot_data}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -3,6 +3,8 @@
     exact_answer   1 if the last number in the completion equals example["answer"], else 0
     format         1 if the completion has the shape "... answer is N" (a checkable final answer), else 0
     length_penalty −(tokens / 100): a small push toward short answers
+    program_answer 1 if the completion's program, run in the sandbox, prints example["answer"]
+                   last (alias pot_sandbox): the verifier for program-of-thought training data
 
 `make_reward("exact_answer+0.2*format")` sums weighted rules. A reward model (a `train reward` run
 folder) is used through `reward_model_scorer`.
@@ -15,6 +17,7 @@ for `exact_answer+0.2*format`, correct and in the checkable format. A spec witho
 
 from __future__ import annotations
 
+import functools
 import re
 
 import torch
@@ -39,8 +42,39 @@ def length_penalty(text: str, ids, example: dict) -> float:
     return -len(ids) / 100
 
 
-RULES = {"exact_answer": exact_answer, "format": answer_format, "length_penalty": length_penalty}
-PASS_FAIL = {"exact_answer": "a correct answer", "format": "the checkable answer format"}
+@functools.lru_cache(maxsize=8192)
+def _program_output(completion: str) -> str | None:
+    # Reward.accepts scores a sample a second time, and samples repeat: run each program once.
+    from llmlab.agents.reasoning import program_answer
+
+    return program_answer(completion)
+
+
+def program_answer(text: str, ids, example: dict) -> float:
+    """The completion's code block (else the whole completion) runs in llmlab.agents.sandbox, a
+    separate locked-down process — model-written code never runs here; the last number it prints
+    must equal the answer."""
+    from llmlab.agents.reasoning import normalize
+
+    if "answer" not in example:
+        return 0.0
+    printed = _program_output(text)
+    return float(printed is not None and printed == normalize(example["answer"]))
+
+
+RULES = {
+    "exact_answer": exact_answer,
+    "format": answer_format,
+    "length_penalty": length_penalty,
+    "program_answer": program_answer,
+    "pot_sandbox": program_answer,
+}
+PASS_FAIL = {
+    "exact_answer": "a correct answer",
+    "format": "the checkable answer format",
+    "program_answer": "a program that prints the correct answer in the sandbox",
+    "pot_sandbox": "a program that prints the correct answer in the sandbox",
+}
 
 
 class Reward:
