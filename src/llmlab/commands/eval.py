@@ -1,12 +1,21 @@
-"""`llmlab eval`: measure a model. Subcommands: `perplexity` (more may join the group).
+"""`llmlab eval`: measure a model. Subcommands: `perplexity`, `assistant`.
 
     llmlab eval perplexity --model smollm2-135m-instruct --data bundled:stories-en.txt --split heldout
     llmlab eval perplexity --model runs/smollm2-gptq4 --data notes.txt --window 512 --stride 256 --json
+    llmlab eval assistant --model gemma3-270m --adapter DIR --split test --out runs/eval-assistant.json
+    llmlab eval assistant --no-rag --max-tokens 96 --json          # base only, without passages
 
 Perplexity is sliding-window (each token scored once, with up to window − stride tokens of
 context; --stride = --window gives disjoint chunks); tokens/s is scored tokens over wall time.
 --split heldout takes the last 10 % of the file's lines (the part `llmlab quantize` never
 calibrates on), train the first 90 %, all the whole file.
+
+`assistant` asks the notes assistant the questions of an instruction-data split (default: the test
+split of `llmlab data run recipes/notes-instruct.yaml`'s output) — the base model, and the base +
+--adapter when given, both in one run with the same prompts — with retrieved passages (--rag), without
+(--no-rag), or both (default); greedy, at most --max-tokens new tokens. It prints key-point recall,
+faithfulness, the answer-language rate and a blind pairwise comparison (definitions in
+src/llmlab/posttrain/assistant_metrics.py and docs/post-training.md); --out writes every answer.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from __future__ import annotations
 import argparse
 
 from llmlab.cli import common_parser
-from llmlab.commands.common import positive_int
+from llmlab.commands.common import positive_int, probability
 
 
 def register(subparsers):
@@ -54,6 +63,46 @@ def register(subparsers):
     ppl.add_argument("--json", action="store_true", help="print one JSON object")
     ppl.set_defaults(func=run_perplexity)
 
+    asst = sub.add_parser(
+        "assistant",
+        parents=[common_parser()],
+        help="the notes assistant: base vs SFT, with and without retrieved passages",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    asst.add_argument("--model", default="gemma3-270m", help="base model (default gemma3-270m)")
+    asst.add_argument("--adapter", default=None, metavar="DIR", help="the SFT LoRA adapter")
+    asst.add_argument(
+        "--data",
+        default="runs/notes-instruct/notes-instruct.jsonl",
+        help="instruction-data jsonl with a split field (default: the notes-instruct recipe's output)",
+    )
+    asst.add_argument("--split", default="test", choices=["train", "dev", "test", "all"])
+    asst.add_argument(
+        "--rag",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="only with (--rag) or only without (--no-rag) retrieved passages (default: both)",
+    )
+    asst.add_argument("--index", default=None, help="a `llmlab rag index --out` folder")
+    asst.add_argument("--k", type=positive_int, default=3, help="passages given (default 3)")
+    asst.add_argument(
+        "--max-tokens", type=positive_int, default=160, help="most new tokens (default 160)"
+    )
+    asst.add_argument(
+        "--support",
+        type=probability,
+        default=0.5,
+        help="share of a sentence's words in the passage for it to be supported (default 0.5)",
+    )
+    asst.add_argument("--seed", type=int, default=0, help="seed of the pairwise order")
+    asst.add_argument("--limit", type=positive_int, default=None, help="only the first N questions")
+    asst.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
+    asst.add_argument("--threads", type=positive_int, default=None, help="CPU threads for PyTorch")
+    asst.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    asst.add_argument("--out", default=None, help="also write the report (every answer) here")
+    asst.set_defaults(func=run_assistant)
+
 
 def run_perplexity(args) -> int:
     import json
@@ -82,4 +131,50 @@ def run_perplexity(args) -> int:
             f"perplexity {result.perplexity:.3f} over {result.tokens} tokens "
             f"(window {result.window}, stride {result.stride}) at {result.tokens_per_s:.1f} tokens/s"
         )
+    return 0
+
+
+def run_assistant(args) -> int:
+    import json
+    import os
+    from pathlib import Path
+
+    from llmlab.device import set_threads
+    from llmlab.errors import LlmlabError
+    from llmlab.posttrain.assistant_eval import evaluate, format_table, load_items
+
+    items = load_items(args.data, args.split)[: args.limit]  # a bad file fails before loading
+    conditions = {None: ("no-rag", "rag"), True: ("rag",), False: ("no-rag",)}[args.rag]
+    if args.adapter and not Path(args.adapter).is_dir():
+        raise LlmlabError(f"--adapter {args.adapter}: no such adapter folder")
+    index = None
+    if "rag" in conditions:
+        from llmlab.rag import Index, default_index
+
+        index = Index.load(args.index) if args.index else default_index()
+    set_threads(args.threads)
+    report = evaluate(
+        items,
+        args.model,
+        adapter=args.adapter,
+        index=index,
+        conditions=conditions,
+        k=args.k,
+        max_tokens=args.max_tokens,
+        threshold=args.support,
+        seed=args.seed,
+        dtype=args.dtype,
+    )
+    report.update(data=args.data, split=args.split)
+    if args.out:  # written whole, then renamed: a failed run never leaves half a report
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, out)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print(f"{report['questions']} questions of {args.data} (split {args.split})")
+        print(format_table(report))
     return 0

@@ -102,7 +102,8 @@ class LLM:
 
 
 class _progress:
-    """A rich progress bar over finished prompts, with generated tokens/s; a no-op when hidden."""
+    """A rich progress bar (on stderr) over finished prompts, with generated tokens/s; a no-op
+    when hidden."""
 
     def __init__(self, show: bool, total: int):
         self.show, self.total, self.tokens = show, total, 0
@@ -110,6 +111,7 @@ class _progress:
     def __enter__(self):
         if not self.show:
             return lambda tokens: None
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -125,6 +127,7 @@ class _progress:
             TimeElapsedColumn(),
             TextColumn("{task.fields[rate]}"),
             transient=True,
+            console=Console(stderr=True),  # stdout stays clean for a caller's --json output
         )
         self.bar.__enter__()
         self.task = self.bar.add_task("generate", total=self.total, rate="")

@@ -70,7 +70,9 @@ class Index:
 
     @property
     def embedder_name(self) -> str | None:
-        return self.embedder if isinstance(self.embedder, str) else self.embedder.name
+        if self.embedder is None or isinstance(self.embedder, str):  # None: a BM25-only index
+            return self.embedder
+        return self.embedder.name
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         if isinstance(self.embedder, str):
