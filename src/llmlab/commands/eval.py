@@ -15,7 +15,7 @@ split of `llmlab data run recipes/notes-instruct.yaml`'s output) — the base mo
 --adapter when given, both in one run with the same prompts — with retrieved passages (--rag), without
 (--no-rag), or both (default); greedy, at most --max-tokens new tokens. It prints key-point recall,
 faithfulness, the answer-language rate and a blind pairwise comparison (definitions in
-src/llmlab/posttrain/assistant_metrics.py and docs/post-training.md); --out writes every answer.
+docs/post-training.md); --out writes every answer.
 """
 
 from __future__ import annotations
