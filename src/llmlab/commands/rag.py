@@ -4,6 +4,7 @@ llmlab rag index                                  # build + cache the default in
 llmlab rag index --source my-notes.md --out runs/rag-index --embedder minilm-l6-v2
 llmlab rag search "为什么要做归一化" --k 5 --json    # JSON list: id, heading, score, text, lines
 llmlab rag ask "BN 和 LN 有什么区别" [--model smollm2-135m-instruct] [--json]
+llmlab rag ask "BN 和 LN 有什么区别" --model gemma3-270m --adapter DIR   # the notes assistant (SFT)
 llmlab rag eval --split test                      # recall@1/5/10 and MRR per mode (bundled eval set)
 
 Without --index, search/ask/eval use the default index of the bundled notes, built in seconds on
@@ -142,9 +143,14 @@ def run_ask(args) -> int:
     index = _open_index(args)
     model, tokenizer = load_model(args)
 
+    # A base model's question/answer frame runs on into the next question: stop where its chat
+    # format ends an answer, as `llmlab chat` does.
+    stops = list(getattr(tokenizer, "chat_stop_strings", []))
+
     def generate_fn(messages):
         ids = apply_chat(tokenizer, messages)
-        return generate(model, tokenizer, ids, GenerationConfig(max_tokens=args.max_tokens)).text
+        config = GenerationConfig(max_tokens=args.max_tokens, stop=stops)
+        return generate(model, tokenizer, ids, config).text
 
     result = answer_question(
         index, args.question, generate_fn, k=args.k, mode=args.mode, reranker=_reranker(args)
