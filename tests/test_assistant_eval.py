@@ -258,6 +258,7 @@ def test_cli_base_only_without_passages_needs_no_index(tiny_setup, capsys, one_t
     code, out, err = _run(
         capsys, "eval", "assistant", "--model", str(root / "model"), "--no-rag",
         "--data", str(root / "pairs.jsonl"), "--split", "train", "--max-tokens", "3",
+        "--examples", "5",
     )  # fmt: skip
     assert code == 0, err
     rows = [line for line in out.splitlines() if line.startswith("| base")]
@@ -265,6 +266,9 @@ def test_cli_base_only_without_passages_needs_no_index(tiny_setup, capsys, one_t
         out.startswith("1 questions") and len(rows) == 1 and rows[0].startswith("| base | no-rag |")
     )
     assert "pairwise" not in out  # one system in one condition: nothing to compare
+    table = out[out.index("| question |") :].strip().splitlines()
+    assert table[0] == "| question | context | reference | base |"
+    assert len(table) == 3 and table[2].startswith("| 什么是梯度？ | no-rag | 梯度是导数。 | ")
 
 
 def test_cli_bad_input_is_one_line_error(tiny_setup, capsys, tmp_path):

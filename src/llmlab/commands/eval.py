@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 
 from llmlab.cli import common_parser
-from llmlab.commands.common import positive_int, probability
+from llmlab.commands.common import non_negative_int, positive_int, probability
 
 
 def register(subparsers):
@@ -101,6 +101,12 @@ def register(subparsers):
     asst.add_argument("--threads", type=positive_int, default=None, help="CPU threads for PyTorch")
     asst.add_argument("--json", action="store_true", help="print the whole report as JSON")
     asst.add_argument("--out", default=None, help="also write the report (every answer) here")
+    asst.add_argument(
+        "--examples",
+        type=non_negative_int,
+        default=0,
+        help="also print N answers side by side as a Markdown table (default 0)",
+    )
     asst.set_defaults(func=run_assistant)
 
 
@@ -141,7 +147,12 @@ def run_assistant(args) -> int:
 
     from llmlab.device import set_threads
     from llmlab.errors import LlmlabError
-    from llmlab.posttrain.assistant_eval import evaluate, format_table, load_items
+    from llmlab.posttrain.assistant_eval import (
+        evaluate,
+        format_examples,
+        format_table,
+        load_items,
+    )
 
     items = load_items(args.data, args.split)[: args.limit]  # a bad file fails before loading
     conditions = {None: ("no-rag", "rag"), True: ("rag",), False: ("no-rag",)}[args.rag]
@@ -177,4 +188,7 @@ def run_assistant(args) -> int:
     else:
         print(f"{report['questions']} questions of {args.data} (split {args.split})")
         print(format_table(report))
+        if args.examples:
+            print()
+            print(format_examples(report, args.examples))
     return 0

@@ -255,3 +255,24 @@ def format_table(report: dict) -> str:
             f"{p['ties']} ties (blind, judged by content-word F1 with the reference)"
         )
     return "\n".join(lines)
+
+
+def _cell(text: str, limit: int) -> str:
+    text = " ".join(text.split())  # one table row: line breaks become spaces
+    if len(text) > limit:
+        text = text[:limit].rstrip() + " …"
+    return (text or "(empty)").replace("|", "\\|")
+
+
+def format_examples(report: dict, n: int = 10, limit: int = 160) -> str:
+    """`n` answers side by side as a Markdown table — question, context, reference, base, SFT —
+    each question in every condition before the next question; cells cut at `limit` characters."""
+    systems = list(report["summary"])
+    header = "| question | context | reference | " + " | ".join(systems) + " |"
+    lines = [header, "|" + "---|" * (3 + len(systems))]
+    rows = [(item, c) for item in report["items"] for c in report["conditions"]][:n]
+    for item, condition in rows:
+        cells = [_cell(item["question"], limit), condition, _cell(item["reference"], limit)]
+        cells += [_cell(item["answers"][f"{s}/{condition}"]["text"], limit) for s in systems]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
