@@ -51,3 +51,25 @@ def test_perplexity_matches_transformers_and_filters(tmp_path):
     cut = build_op("perplexity_filter", {"model": str(tmp_path), "max": min(scores) + 1e-6})
     kept = cut.process([{"text": t} for t in texts], TraceHook())
     assert [r["text"] for r in kept] == [texts[scores.index(min(scores))]]
+
+
+def test_perplexity_filter_scores_one_field_of_model_written_records_only(tmp_path):
+    """`field` + `origin`: only self-instruct pairs are scored (on their question), seeds pass
+    unscored, and each score is kept on its record."""
+    tiny_llama_folder(tmp_path)
+    records = [
+        {"origin": "seed", "instruction": "dog dog dog", "text": "x"},
+        {"origin": "self_instruct:paraphrase", "instruction": "the cat sat on a mat", "text": "x"},
+        {"origin": "self_instruct:paraphrase", "instruction": "away far ran dog", "text": "x"},
+    ]
+    probe = build_op("perplexity_filter", {"model": str(tmp_path), "max": None})
+    scores = [probe.statistic(r["instruction"]) for r in records[1:]]
+    cut = build_op(
+        "perplexity_filter",
+        {"model": str(tmp_path), "field": "instruction", "origin": "self_instruct",
+         "max": min(scores) + 1e-6},
+    )  # fmt: skip
+    kept = cut.process([dict(r) for r in records], TraceHook())
+    best = records[1 + scores.index(min(scores))]["instruction"]
+    assert [r["instruction"] for r in kept] == ["dog dog dog", best]
+    assert "perplexity" not in kept[0] and abs(kept[1]["perplexity"] - min(scores)) < 1e-2

@@ -26,8 +26,10 @@ def save_adapter(
     folder: str | Path,
     adapter_name: str = "default",
     base_model_name_or_path: str | None = None,
+    chat_template: str | None = None,
 ) -> Path:
-    """Write adapter `adapter_name` of `model` as a PEFT folder that `peft` loads."""
+    """Write adapter `adapter_name` of `model` as a PEFT folder that `peft` loads (with the chat
+    template it was trained with, when given, so `llmlab.load` gives the tokenizer that template)."""
     layers = lora_layers(model)
     config = getattr(model, "lora_configs", {}).get(adapter_name)
     if config is None or not layers:
@@ -41,7 +43,7 @@ def save_adapter(
         if adapter_name in layer.lora_A
     }
     base = base_model_name_or_path or getattr(model, "source_path", None)
-    return write_adapter(folder, config, weights, base)
+    return write_adapter(folder, config, weights, base, chat_template)
 
 
 def load_adapter(

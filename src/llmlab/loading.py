@@ -23,6 +23,8 @@ to go into float weights before they are quantized.
 Adapters: each PEFT folder in `adapters` is added under its folder's name (all active, their
 updates summed). `merge_adapters=True` (implied by `quant`) folds them into the weights and puts
 plain linear layers back: decoding then costs what the base costs, and the engine packs them.
+An adapter folder holding `chat_template.jinja` (an SFT run with `model.chat_format`) gives the
+tokenizer that template: Gemma 3 270M + the notes adapter chats in Gemma's turns.
 
 Quantized folders (hook): a folder whose config.json carries a `quantization_config` with a
 `quant_method` is read by the reader registered for that method in QUANTIZED_FOLDER_READERS
@@ -185,7 +187,20 @@ def load(
         return model, None
     from llmlab.tokenize.tokenizer import load_tokenizer
 
-    return model, load_tokenizer(path)
+    return model, _adapter_template(load_tokenizer(path), adapter_paths)
+
+
+def _adapter_template(tokenizer, adapter_paths: list[Path]):
+    """The tokenizer with the chat template an adapter was trained with (the first one naming one)."""
+    from llmlab.formats.peft import read_chat_template
+    from llmlab.tokenize.tokenizer import use_chat_template
+
+    for folder in adapter_paths:
+        template = read_chat_template(folder)
+        if template:
+            use_chat_template(tokenizer, template)
+            break
+    return tokenizer
 
 
 def _float_model(path: Path, quant: str | None = None) -> torch.nn.Module:

@@ -25,6 +25,10 @@ from llmlab.nn.lora import LoraConfig, LoraError
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+# The chat template an SFT adapter was trained with (transformers' file name for a tokenizer's
+# template; peft ignores it): loading the adapter gives the tokenizer this template, so e.g. a Gemma
+# 3 base with the notes adapter chats in Gemma's turns, not the base model's question/answer frame.
+TEMPLATE_FILE = "chat_template.jinja"
 PREFIX = "base_model.model."
 
 
@@ -82,8 +86,10 @@ def write_adapter(
     config: LoraConfig,
     tensors: dict[str, torch.Tensor],
     base_model_name_or_path: str | None = None,
+    chat_template: str | None = None,
 ) -> Path:
-    """Write a PEFT folder from `{module path: {"lora_A": A, "lora_B": B}}` and its LoraConfig."""
+    """Write a PEFT folder from `{module path: {"lora_A": A, "lora_B": B}}` and its LoraConfig
+    (plus TEMPLATE_FILE when a chat template is given)."""
     folder = Path(folder)
     flat = {
         f"{PREFIX}{module}.{kind}.weight": tensor.detach().cpu().contiguous()
@@ -95,7 +101,15 @@ def write_adapter(
     (folder / CONFIG_FILE).write_text(
         json.dumps(peft_config_dict(config, base_model_name_or_path), indent=2)
     )
+    if chat_template:
+        (folder / TEMPLATE_FILE).write_text(chat_template, encoding="utf-8")
     return folder
+
+
+def read_chat_template(folder: str | Path) -> str | None:
+    """The adapter folder's chat template (TEMPLATE_FILE), or None when it has none."""
+    path = Path(folder) / TEMPLATE_FILE
+    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 def is_adapter_folder(path: str | Path) -> bool:

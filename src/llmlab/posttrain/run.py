@@ -24,6 +24,9 @@ class ModelSection:
     name: str = "smollm2-135m-instruct"  # packaged name, HF folder or .gguf
     adapter: str = ""  # start from this PEFT adapter (e.g. the SFT run's) instead of a fresh one
     threads: int = 0  # torch threads (0: torch's default)
+    # "" (the tokenizer's own template) | gemma | chatml | qa: the chat format to train in (e.g. gemma
+    # for the Gemma 3 270M base); an adapter saves it, so chat/serve/eval load it with the adapter
+    chat_format: str = ""
 
 
 @dataclass
@@ -44,6 +47,10 @@ class PostDataSection:
     )
     eval: str = ""  # held-out jsonl; "" → the last eval_fraction of train
     eval_fraction: float = 0.1
+    # rows whose `split` field is this (e.g. "train" in the notes-instruct output); "": every row
+    split: str = ""
+    # held-out rows: those of data.eval (or else of data.train) whose `split` is this (e.g. "dev")
+    eval_split: str = ""
     system: str = ""  # system prompt added to every conversation / prompt
     seq_len: int = 256
     packing: bool = False
@@ -99,6 +106,10 @@ def load_policy(config: PostTrainConfig):
     if config.model.threads:
         torch.set_num_threads(config.model.threads)
     model, tokenizer = llmlab.load(config.model.name, device="cpu", dtype="float32")
+    if config.model.chat_format:
+        from llmlab.tokenize.tokenizer import use_chat_format
+
+        use_chat_format(tokenizer, config.model.chat_format)
     lora = config.lora
     if config.model.adapter:
         # Not llmlab.load(adapters=...): that one freezes the adapter for inference; here it trains on.
@@ -134,8 +145,14 @@ def save_result(model, tokenizer, config: PostTrainConfig, summary: dict) -> dic
 
     run = Path(config.run_dir)
     if lora_layers(model):
+        template = tokenizer.chat_template if config.model.chat_format else None
         summary["adapter_dir"] = str(
-            save_adapter(model, run / "adapter", base_model_name_or_path=config.model.name)
+            save_adapter(
+                model,
+                run / "adapter",
+                base_model_name_or_path=config.model.name,
+                chat_template=template,
+            )
         )
     else:
         summary["model_dir"] = str(save_hf_folder(model, run / "model", tokenizer=tokenizer))
@@ -149,9 +166,14 @@ def run_sft(config: PostTrainConfig) -> dict:
 
     model, tokenizer = load_policy(config)
     d = config.data
-    train, held_out = split(
-        read_conversations(_required(d.train, "data.train")), config, read_conversations
-    )
+    train_rows = read_conversations(_required(d.train, "data.train"), d.split or None)
+    if d.eval_split:
+        held_out = read_conversations(d.eval or d.train, d.eval_split)
+        train = train_rows
+    else:
+        train, held_out = split(
+            train_rows, config, lambda name: read_conversations(name, d.split or None)
+        )
     render = lambda convs: render_all(tokenizer, convs, d.system or None, d.seq_len + 1)  # noqa: E731
 
     def batches(rows, seed):
@@ -337,6 +359,12 @@ RUNNERS = {
 
 
 def run(method: str, config: PostTrainConfig) -> dict:
+    from llmlab.tokenize.tokenizer import CHAT_FORMATS
+
+    if config.model.chat_format and config.model.chat_format not in CHAT_FORMATS:
+        raise ConfigError(
+            f"model.chat_format '{config.model.chat_format}' (choose {', '.join(CHAT_FORMATS)})"
+        )
     if method == "lora":
         config.lora.enabled = True
     return RUNNERS[method](config)

@@ -161,6 +161,23 @@ def use_chat_format(tokenizer, chat_format: str) -> None:
         tokenizer.eos_token = end
 
 
+def use_chat_template(tokenizer, template: str) -> None:
+    """Give `tokenizer` a template text, e.g. the `chat_template.jinja` an SFT adapter was trained
+    with: a named format's template gets that format's stops and EOS, any other its end-of-turn EOS."""
+    name = next((n for n, (t, _) in CHAT_FORMATS.items() if t == template), None)
+    if name is not None:
+        use_chat_format(tokenizer, name)
+        return
+    from llmlab.formats.gguf import END_OF_TURN_TOKENS
+
+    tokenizer.chat_template = template
+    tokenizer.chat_stop_strings = []
+    vocab = tokenizer.get_vocab()
+    end = next((t for t in END_OF_TURN_TOKENS if t in template and t in vocab), None)
+    if end is not None:
+        tokenizer.eos_token = end
+
+
 def load_tokenizer(path: str | os.PathLike, chat_format: str | None = None):
     """A `transformers` tokenizer from a model folder or a `.gguf` file, with chat template, EOS and pad set.
 

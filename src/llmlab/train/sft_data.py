@@ -55,10 +55,19 @@ def read_jsonl(name: str) -> list[dict]:
     return rows
 
 
-def read_conversations(name: str) -> list[list[dict]]:
-    """Message lists from a jsonl of {"messages": [...]} (plus optional "system") objects."""
+def read_conversations(name: str, split: str | None = None) -> list[list[dict]]:
+    """Message lists from a jsonl of {"messages": [...]} (plus optional "system") objects; with
+    `split`, only the rows whose "split" field equals it (e.g. a data recipe's train rows)."""
     conversations = []
-    for number, row in enumerate(read_jsonl(name), 1):
+    rows = read_jsonl(name)
+    if split is not None:
+        kept = [(n, r) for n, r in enumerate(rows, 1) if r.get("split") == split]
+        if not kept:
+            found = sorted({str(r.get("split")) for r in rows})
+            raise SFTDataError(f"{name}: no rows with split '{split}' (found: {', '.join(found)})")
+    else:
+        kept = list(enumerate(rows, 1))
+    for number, row in kept:
         messages = row.get("messages")
         if not isinstance(messages, list) or not messages:
             raise SFTDataError(f"{name}: line {number} has no 'messages' list")

@@ -9,5 +9,6 @@ from llmlab.data.ops import (  # noqa: F401
     markdown_qa,
     perplexity,
     selectors,
+    self_instruct,
 )
 from llmlab.data.ops.base import OPS, Op, RecipeError, build_op, op_arguments, register  # noqa: F401

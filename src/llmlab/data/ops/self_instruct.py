@@ -15,6 +15,7 @@ pair keeps its seed's `section` (so the section split keeps it with its seed) an
 deduplicators after it. Seeds pass through unchanged. The model loads lazily, once per process.
 
 Recipe form: `- self_instruct: {model: gemma3-270m, tasks: [paraphrase, rag], max_tokens: 160}`
+(`samples: N`: N sampled pairs per seed and task, each prompt with its own seed.)
 """
 
 from __future__ import annotations
@@ -60,17 +61,21 @@ class SelfInstruct(Op):
         temperature: float = 0.7,
         seed: int = 0,
         max_passage_chars: int = 600,
+        progress: bool = True,
+        samples: int = 1,
     ):
         unknown = [t for t in tasks if t not in TASKS]
         if unknown:
             raise ValueError(
                 f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}"
             )
-        if max_tokens < 1 or max_passage_chars < 1:
-            raise ValueError("max_tokens and max_passage_chars must be positive")
+        if max_tokens < 1 or max_passage_chars < 1 or samples < 1:
+            raise ValueError("max_tokens, max_passage_chars and samples must be positive")
         self.model, self.tasks = model, list(tasks)
         self.max_tokens, self.temperature, self.seed = max_tokens, temperature, seed
         self.max_passage_chars = max_passage_chars
+        self.progress = progress  # the engine's bar per generation stage (the run takes minutes)
+        self.samples = samples  # pairs per seed and task (sampled; the deduplicators drop repeats)
         self.llm = None  # set lazily from `model`, or by a caller holding an LLM already
 
     def _generate(self, prompts: list[str], max_tokens: int) -> list[str]:
@@ -89,7 +94,9 @@ class SelfInstruct(Op):
             )  # fmt: skip
             for i in range(len(prompts))
         ]
-        return [out.text.strip() for out in self.llm.generate(prompts, params, progress=False)]
+        return [
+            out.text.strip() for out in self.llm.generate(prompts, params, progress=self.progress)
+        ]
 
     def process(self, batch, trace):
         seeds = [r for r in batch if r.get("instruction") and r.get("response")]
@@ -97,7 +104,7 @@ class SelfInstruct(Op):
         for i, seed in enumerate(seeds):
             q = seed["instruction"]
             p = str(seed.get("passage") or seed["response"])[: self.max_passage_chars]
-            for task in self.tasks:
+            for task in [t for t in self.tasks for _ in range(self.samples)]:
                 if task in QUESTION_PROMPTS:
                     jobs.append((task, seed, None, p, QUESTION_PROMPTS[task].format(q=q, p=p)))
                 elif task == "beginner":

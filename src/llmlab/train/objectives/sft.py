@@ -2,6 +2,11 @@
 
 Batches come from `train/sft_data.py`: `input_ids` and `loss_mask`, both [batch, seq_len + 1].
 Inputs are all but the last column; a target counts when its own mask entry is 1.
+
+A model that exposes its body and head separately (`model.model(ids)` → hidden states,
+`model.logits(hidden)`, as Gemma 3 does) gets its LM head applied to the trained positions only:
+the same loss, but Gemma's 262k-word head costs what the assistant tokens need, not every prompt
+token too (on the notes data the prompt is often a passage longer than the answer).
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ class SFTObjective:
     def __call__(self, model, batch: dict):
         ids, mask = batch["input_ids"], batch["loss_mask"]
         targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        body, head = getattr(model, "model", None), getattr(model, "logits", None)
+        if callable(body) and callable(head):
+            keep = targets != -100
+            logits = head(body(ids[:, :-1])[keep])  # [trained tokens, vocab]
+            loss = F.cross_entropy(logits.float(), targets[keep])
+            return loss, {"tokens": ids[:, :-1].numel(), "trained_tokens": int(keep.sum())}
         logits = logits_of(model(ids[:, :-1]))
         loss = F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
