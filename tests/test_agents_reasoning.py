@@ -178,3 +178,15 @@ def test_prompt_prefill_starts_the_reply_and_stop_ends_it(monkeypatch):
     assert llm.calls[0].stop == ["```"]
     assert [r["predicted"] for r in result.rows] == ["5", "16"]  # the second via add_print
     assert result.rows[0]["sample"].startswith("```python\n")
+
+
+def test_stop_strings_follow_the_prompt_else_the_chat_format():
+    from types import SimpleNamespace
+
+    from llmlab.agents.reasoning import stop_strings
+
+    qa = SimpleNamespace(chat_stop_strings=["\nQuestion:", "\n\n"])  # a base model's Q/A frame
+    assert stop_strings({"stop": ["```"]}, qa) == ["```"]
+    assert stop_strings({}, qa) == ["\nQuestion:", "\n\n", "\nAnswer:"]
+    assert stop_strings({}, SimpleNamespace(chat_stop_strings=[])) == []
+    assert stop_strings({}, object()) == []

@@ -196,7 +196,12 @@ def stop_strings(template: dict, tokenizer) -> list[str]:
     """The prompt's own stops, else the chat format's: a base model in the question/answer frame
     (Gemma 3 270M) never ends its turn, so "\nQuestion:" / blank line end it, as in `llmlab chat`."""
     own = list(template.get("stop") or [])
-    return own or list(getattr(tokenizer, "chat_stop_strings", None) or [])
+    if own:
+        return own
+    stops = list(getattr(tokenizer, "chat_stop_strings", None) or [])
+    if "\nQuestion:" in stops:  # the Q/A frame: a new "Answer:" line is another turn, too
+        stops.append("\nAnswer:")  # (Gemma 3 base repeats "10\nAnswer: 11\nAnswer: 12 ...")
+    return stops
 
 
 def solve(
