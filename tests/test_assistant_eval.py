@@ -166,6 +166,7 @@ def tiny_setup(tmp_path_factory):
     from llmlab.adapters import save_adapter
     from llmlab.nn.lora import add_lora
     from llmlab.rag import Index
+    from llmlab.tokenize.tokenizer import GEMMA_TEMPLATE
 
     root = tmp_path_factory.mktemp("assistant")
     model = _tiny_gemma_folder(root / "model")
@@ -174,7 +175,13 @@ def tiny_setup(tmp_path_factory):
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    save_adapter(model, root / "adapter", base_model_name_or_path=str(root / "model"))
+    # saved with Gemma's chat template, as an SFT run with model.chat_format: gemma does
+    save_adapter(
+        model,
+        root / "adapter",
+        base_model_name_or_path=str(root / "model"),
+        chat_template=GEMMA_TEMPLATE,
+    )
     Index.from_markdown(NOTES, source="notes.md", embedder=None).save(root / "index")
     pairs = [
         (

@@ -8,9 +8,10 @@
 Every question of the split is asked to each system (the base model; the base + LoRA adapter when
 one is given) in each condition: **no-rag** (the question under the SFT data's system prompt) and
 **rag** (the top-k passages of the notes index, numbered, under the RAG answer prompt of
-rag/answer.py). Each system renders those same messages with its own chat format: the base with
-the tokenizer's own (for Gemma 3 270M the question/answer frame, which a base model continues),
-the SFT model with Gemma's chat turns it was trained on. Greedy decoding, at most `max_tokens` new
+rag/answer.py). Each system renders those same messages with its own chat format, as `llmlab
+chat` would: the base with the tokenizer's own (for Gemma 3 270M the question/answer frame, which a
+base model continues), the SFT model with the template saved beside its adapter
+(`chat_template.jinja`: Gemma's chat turns for the notes adapter). Greedy decoding, at most `max_tokens` new
 tokens, all prompts of a system in one engine batch (llmlab.engine.LLM, with a progress bar).
 
 Scores (posttrain/assistant_metrics.py): key-point recall against the reference answer,
@@ -34,7 +35,6 @@ from llmlab.posttrain import assistant_metrics as metrics
 
 # The SFT data's system prompt (recipes/notes-instruct.yaml, qa_to_chat), used without passages.
 SYSTEM = "你是机器学习面试助手。回答要准确、简洁，并以提供的笔记为依据。"
-SFT_CHAT_FORMAT = "gemma"  # what recipes/sft-notes-gemma3.yaml trains with
 CONDITIONS = ("no-rag", "rag")
 
 
@@ -106,11 +106,12 @@ def generate_answers(
     dtype: str | None = None,
     log=None,
 ) -> list[str]:
-    """Greedy answers of `model` (+ `adapter`, merged) to each chat, in one engine batch."""
+    """Greedy answers of `model` (+ `adapter`, merged) to each chat, in one engine batch. The
+    tokenizer `llmlab.load` gives renders the chats (an adapter's own template when it has one)."""
     import llmlab
     from llmlab.engine import LLM, SamplingParams
     from llmlab.loading import require_generative
-    from llmlab.tokenize.tokenizer import apply_chat, use_chat_format
+    from llmlab.tokenize.tokenizer import apply_chat
 
     log = log or sys.stderr
     require_generative(model, "answer questions")
@@ -119,8 +120,6 @@ def generate_answers(
     net, tokenizer = llmlab.load(
         model, device="cpu", dtype=dtype, adapters=[adapter] if adapter else [], merge_adapters=True
     )
-    if adapter:
-        use_chat_format(tokenizer, SFT_CHAT_FORMAT)  # before the engine reads the EOS token
     llm = LLM(net, tokenizer, kv_memory="256MiB")
     params = SamplingParams(
         temperature=0.0, max_tokens=max_tokens, stop=list(tokenizer.chat_stop_strings)
