@@ -168,9 +168,16 @@ class ModelRunner:
             )
             slots = torch.arange(context, device=self.device)[None]
             torch._dynamo.mark_dynamic(slots, 1)
-            self.compiled_decode_fn(
-                StepInputs(ids, position, slot, None, row, slots, None, [], only_decodes=True)
-            )
+            inputs = StepInputs(ids, position, slot, None, row, slots, None, [], only_decodes=True)
+            if self.local_window is not None:
+                inputs.decode_mask_local = self._full_local_mask(context)
+                torch._dynamo.mark_dynamic(inputs.decode_mask_local, 3)
+            self.compiled_decode_fn(inputs)
+
+    def _full_local_mask(self, context: int) -> torch.Tensor:
+        """An all-True sliding-window decode mask for one sequence whose context is within the
+        window: the compiled step always gets a mask (a None would be a second graph)."""
+        return torch.ones(1, 1, 1, context, dtype=torch.bool, device=self.device)
 
     def sync_weights(self) -> bool:
         """Repack if the model's weights were changed or swapped since the last check. Returns True
@@ -450,5 +457,7 @@ class ModelRunner:
         last token (in batch order)."""
         inputs = self.prepare(seqs, num_new_tokens)
         if self.compiled_decode_fn is not None and inputs.only_decodes and len(seqs) == 1:
+            if self.local_window is not None and inputs.decode_mask_local is None:
+                inputs.decode_mask_local = self._full_local_mask(inputs.decode_slots.shape[1])
             return self.compiled_decode_fn(inputs)
         return self.step_fn(inputs)
