@@ -98,7 +98,7 @@ def prepare(row: str, work: Path, group_size: int, samples: int) -> Path | None:
 
 def measure_row(args) -> dict:
     """Runs in the row's own process: load, perplexity, decode speed, peak RSS."""
-    from engine import Rate, chat_prompts, engine_run, llama_cpp_runner
+    from engine import Rate, chat_prompts, engine_run
 
     import llmlab
     from llmlab.engine import LLM
@@ -133,28 +133,32 @@ def measure_row(args) -> dict:
         result[f"{label}_tok_s"], result[f"{label}_tok_s_cpu"] = rate.wall, rate.cpu
     result["tokens"] = rate.tokens[:8]
     result["peak_rss_mb"] = peak_rss_mb()
-    del llama_cpp_runner
     return result
 
 
 def measure_llama_cpp(args, gguf, result) -> dict:
-    from engine import Rate, llama_cpp_runner
+    """Native llama.cpp (C API, bench/_llamacpp.py) on the packaged GGUF: single stream and
+    --batch sequences decoded together, same threads, same prompts, prefill included as ours."""
+    from _llamacpp import LlamaCpp, available
+    from engine import Rate, chat_prompts
 
-    run = llama_cpp_runner(gguf)
-    if run is None:
+    if not available():
         result["missing"] = "llama_cpp not importable (make bench-peers builds it)"
         return result
     import llmlab
 
     _, tokenizer = llmlab.load(MODEL, device="cpu")
-    from engine import chat_prompts
-
-    prompt = chat_prompts(tokenizer, 1)[0]
-    run(prompt, 2)
-    rate = Rate()
-    for _ in range(args.repeats):
-        rate.measure(lambda: run(prompt, args.tokens))
-    result["single_tok_s"], result["single_tok_s_cpu"] = rate.wall, rate.cpu
+    prompts = chat_prompts(tokenizer, args.batch)
+    per_seq = -(-(max(len(p) for p in prompts) + args.tokens + 8) // 256) * 256
+    peer = LlamaCpp(gguf, args.threads, n_seq=args.batch, n_ctx_per_seq=per_seq)
+    for label, batch in (("single", prompts[:1]), ("batch", prompts)):
+        peer.generate(batch, 2)  # warm-up
+        rate = Rate()
+        for _ in range(args.repeats):
+            rate.measure(lambda batch=batch: peer.generate(batch, args.tokens))
+        result[f"{label}_tok_s"], result[f"{label}_tok_s_cpu"] = rate.wall, rate.cpu
+    result["tokens"] = rate.tokens[:8]
+    peer.close()
     result["disk_mb"] = gguf.stat().st_size / 1e6
     result["peak_rss_mb"] = peak_rss_mb()
     return result
