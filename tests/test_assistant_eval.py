@@ -258,6 +258,26 @@ def test_cli_reports_base_and_sft_with_and_without_passages(tiny_setup, capsys, 
     assert [i["answers"]["sft/no-rag"]["text"] for i in report["items"]] != [
         i["answers"]["base/no-rag"]["text"] for i in report["items"]
     ]
+    assert report["reused_base_answers"] == 0
+
+    # --reuse: the base answers come from the report (same settings), the SFT model is asked again
+    code, out, err = _run(
+        capsys, "eval", "assistant", "--model", str(root / "model"),
+        "--adapter", str(root / "adapter"), "--data", str(root / "pairs.jsonl"),
+        "--index", str(root / "index"), "--k", "1", "--max-tokens", "4", "--json",
+        "--reuse", str(out_file),
+    )  # fmt: skip
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["reused_base_answers"] == 4 and err.count("loading") == 1  # only the SFT model
+    assert again["items"] == report["items"] and again["summary"] == report["summary"]
+    # other settings: nothing is reused
+    code, out, err = _run(
+        capsys, "eval", "assistant", "--model", str(root / "model"), "--no-rag",
+        "--data", str(root / "pairs.jsonl"), "--max-tokens", "3", "--json", "--reuse", str(out_file),
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["reused_base_answers"] == 0
 
 
 def test_cli_base_only_without_passages_needs_no_index(tiny_setup, capsys, one_thread):

@@ -102,6 +102,13 @@ def register(subparsers):
     asst.add_argument("--json", action="store_true", help="print the whole report as JSON")
     asst.add_argument("--out", default=None, help="also write the report (every answer) here")
     asst.add_argument(
+        "--reuse",
+        default=None,
+        metavar="REPORT",
+        help="take the base model's answers from an earlier --out report made with the same "
+        "model, --k, --max-tokens and --dtype (the SFT model is always asked afresh)",
+    )
+    asst.add_argument(
         "--examples",
         type=non_negative_int,
         default=0,
@@ -158,6 +165,12 @@ def run_assistant(args) -> int:
     conditions = {None: ("no-rag", "rag"), True: ("rag",), False: ("no-rag",)}[args.rag]
     if args.adapter and not Path(args.adapter).is_dir():
         raise LlmlabError(f"--adapter {args.adapter}: no such adapter folder")
+    reuse = None
+    if args.reuse:
+        try:
+            reuse = json.loads(Path(args.reuse).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise LlmlabError(f"--reuse {args.reuse}: not a readable report ({error})") from None
     index = None
     if "rag" in conditions:
         from llmlab.rag import Index, default_index
@@ -175,6 +188,7 @@ def run_assistant(args) -> int:
         threshold=args.support,
         seed=args.seed,
         dtype=args.dtype,
+        reuse=reuse,
     )
     report.update(data=args.data, split=args.split)
     if args.out:  # written whole, then renamed: a failed run never leaves half a report
@@ -186,7 +200,11 @@ def run_assistant(args) -> int:
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
-        print(f"{report['questions']} questions of {args.data} (split {args.split})")
+        reused = report["reused_base_answers"]
+        print(
+            f"{report['questions']} questions of {args.data} (split {args.split})"
+            + (f"; {reused} base answers reused from {args.reuse}" if reused else "")
+        )
         print(format_table(report))
         if args.examples:
             print()

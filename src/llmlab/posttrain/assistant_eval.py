@@ -158,8 +158,13 @@ def evaluate(
     seed: int = 0,
     dtype: str | None = None,
     log=None,
+    reuse: dict | None = None,
 ) -> dict:
-    """The report: settings, per-system/condition means, pairwise counts and every answer."""
+    """The report: settings, per-system/condition means, pairwise counts and every answer.
+
+    `reuse`, an earlier report, supplies the base model's answers where it asked the same model
+    the same question with the same passages and settings (greedy decoding gives the same answer
+    again); the SFT model is always asked afresh, since its adapter may have changed."""
     conditions = [c for c in CONDITIONS if c in conditions]
     if not conditions:
         raise LlmlabError("nothing to evaluate: choose rag, no-rag or both")
@@ -168,10 +173,20 @@ def evaluate(
             raise LlmlabError("the rag condition needs an index")
         retrieve(items, index, k)
     systems = {"base": None, **({"sft": adapter} if adapter else {})}
-    chats = [messages(item, c) for c in conditions for item in items]
+    asked = [(item, c) for c in conditions for item in items]
+    settings = {"model": model, "k": k, "max_tokens": max_tokens, "dtype": dtype}
+    cached = _cached_answers(reuse, settings)
     answers: dict[tuple[str, str], list[str]] = {}
+    reused = 0
     for system, system_adapter in systems.items():
-        texts = generate_answers(model, system_adapter, chats, max_tokens, dtype, log)
+        texts = [cached.get(_key(item, c)) if system == "base" else None for item, c in asked]
+        missing = [n for n, text in enumerate(texts) if text is None]
+        reused += len(texts) - len(missing)
+        if missing:
+            chats = [messages(*asked[n]) for n in missing]
+            new = generate_answers(model, system_adapter, chats, max_tokens, dtype, log)
+            for n, text in zip(missing, new, strict=True):
+                texts[n] = text
         for n, condition in enumerate(conditions):
             answers[system, condition] = texts[n * len(items) : (n + 1) * len(items)]
 
@@ -228,12 +243,34 @@ def evaluate(
         "conditions": list(conditions),
         "k": k,
         "max_tokens": max_tokens,
+        "dtype": dtype,
+        "reused_base_answers": reused,
         "support_threshold": threshold,
         "seed": seed,
         "summary": summary,
         "pairwise": pairwise,
         "items": rows,
     }
+
+
+def _key(item: Item, condition: str) -> tuple:
+    retrieved = tuple(h.heading for h in item.hits) if condition == "rag" else ()
+    return (condition, item.question, retrieved)
+
+
+def _cached_answers(report: dict | None, settings: dict) -> dict:
+    """Base answers of an earlier report made with the same settings, by (condition, question,
+    retrieved headings); empty when there is none or its settings differ."""
+    if not report or any(report.get(name) != value for name, value in settings.items()):
+        return {}
+    cached = {}
+    for row in report.get("items", []):
+        for key, answer in row.get("answers", {}).items():
+            system, _, condition = key.partition("/")
+            if system == "base":
+                retrieved = tuple(row.get("retrieved", [])) if condition == "rag" else ()
+                cached[condition, row["question"], retrieved] = answer["text"]
+    return cached
 
 
 def format_table(report: dict) -> str:
