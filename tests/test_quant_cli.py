@@ -65,6 +65,24 @@ def test_quantize_flow_writes_a_loadable_folder(
     assert outputs[0].token_ids == expected
 
 
+def test_mixed_w8a8_folder_keeps_the_chosen_layers_float(tiny_folder, tmp_path, one_thread):
+    out = tmp_path / "mixed"
+    assert (
+        _quantize(tiny_folder, out, "--method", "dynamic", "--bits", "8", "--keep-float", "1") == 0
+    )
+    q = read_config(out)["quantization_config"]
+    kept = q["float_layers"]
+    assert q["smooth"] == "search" and len(q["alphas"]) == 2 * 4 + 1  # qkv, o, gate/up, down; head
+    assert 1 <= len(kept) <= 3 and not set(kept) & set(q["layers"])
+    assert len(q["layers"]) + len(kept) == 2 * 7 + 1
+    model, tokenizer = llmlab.load(out)
+    assert all(type(model.get_submodule(name)) is torch.nn.Linear for name in kept)
+    prompt = tokenizer.encode("Dropout randomly zeroes")
+    expected = generate(model, tokenizer, prompt, GenerationConfig(max_tokens=8)).token_ids
+    outputs = LLM(out).generate([prompt], SamplingParams(max_tokens=8, ignore_eos=True))
+    assert outputs[0].token_ids == expected
+
+
 def test_gptq_beats_rtn_on_held_out_text_of_a_tiny_model(tiny_folder, tmp_path, one_thread):
     from llmlab.quant.perplexity import perplexity
     from llmlab.quant.text_data import split_text
@@ -112,6 +130,7 @@ def test_eval_perplexity_cli(tiny_folder, capsys, one_thread):
         (["--method", "static", "--bits", "4"], "supports --bits 8"),
         (["--method", "rtn", "--bits", "4", "--group-size", "100"], "group size"),
         (["--method", "static", "--bits", "8", "--calib", "no-such.txt"], "not found"),
+        (["--method", "rtn", "--bits", "8", "--keep-float", "1"], "static and dynamic only"),
     ],
 )
 def test_quantize_bad_input_is_one_line_error(tiny_folder, tmp_path, capsys, args, message):
@@ -120,6 +139,15 @@ def test_quantize_bad_input_is_one_line_error(tiny_folder, tmp_path, capsys, arg
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["auto", "1.5", "-0.1", "nan"])
+def test_bad_smooth_value_stops_at_parse_time(tiny_folder, tmp_path, capsys, value):
+    args = ["quantize", "--model", str(tiny_folder), "--out", str(tmp_path / "x")]
+    with pytest.raises(SystemExit) as stop:
+        llmlab.cli.main([*args, "--method", "dynamic", "--bits", "8", "--smooth", value])
+    assert stop.value.code == 2
+    assert "--smooth: must be 'search' or between 0 and 1" in capsys.readouterr().err
 
 
 def test_requantizing_a_quantized_folder_and_quant_on_top_are_refused(

@@ -5,6 +5,7 @@ and `llmlab serve --model DIR` load.
         --calib bundled:stories-en.txt --calib bundled:notes-zh.txt --out runs/smollm2-gptq4
     llmlab quantize --model runs/pretrain-tiny/final --method static --bits 8 --observer percentile --out runs/tiny-w8a8
     llmlab quantize --model M --method dynamic --bits 8 --out DIR     # W8A8, per-token activations
+    llmlab quantize --model M --method dynamic --bits 8 --keep-float 2 --out DIR   # mixed: 2 groups float
     llmlab quantize --model M --method rtn --bits 4 --out DIR         # int4 round-to-nearest (or --bits 8)
     llmlab quantize --model M --method qat --bits 4 --qat-steps 100 --out DIR
 
@@ -19,7 +20,11 @@ from __future__ import annotations
 import argparse
 
 from llmlab.cli import common_parser
-from llmlab.commands.common import non_negative_float, positive_float, positive_int
+from llmlab.commands.common import (
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 
 def register(subparsers):
@@ -59,10 +64,18 @@ def register(subparsers):
     )
     p.add_argument(
         "--smooth",
-        type=non_negative_float,
-        default=0.5,
-        help="SmoothQuant strength α for --method static/dynamic (0 = off; default 0.5): "
-        "activation outlier channels moved into the weights, from calibration statistics",
+        type=smooth_strength,
+        default="search",
+        help="SmoothQuant for --method static/dynamic: 'search' (default: α per layer group, "
+        "least output error on the calibration split), an α between 0 and 1 for every layer, "
+        "or 0 = off — activation outlier channels moved into the weights",
+    )
+    p.add_argument(
+        "--keep-float",
+        type=non_negative_int,
+        default=0,
+        help="static/dynamic: keep this many groups of linears (those with the largest "
+        "calibration error) in float — mixed precision (default 0: pure W8A8)",
     )
     p.add_argument(
         "--qat-steps", type=positive_int, default=100, help="fine-tuning steps for --method qat"
@@ -73,6 +86,19 @@ def register(subparsers):
     p.add_argument("--out", required=True, help="folder to write")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for PyTorch")
     p.set_defaults(func=run)
+
+
+def smooth_strength(text: str) -> float | str:
+    """'search' or α in [0, 1]."""
+    if text == "search":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 'search' or between 0 and 1, got {text}")
+    return value
 
 
 def run(args) -> int:
@@ -110,6 +136,7 @@ def run(args) -> int:
         seq_len=args.seq_len,
         observer=args.observer,
         smooth=args.smooth or None,
+        keep_float=args.keep_float,
         qat_steps=args.qat_steps,
         qat_lr=args.qat_lr,
     )

@@ -33,12 +33,17 @@ def quantize_model_with(
     samples: int = 16,
     seq_len: int = 256,
     observer: str = "histogram-mse",
-    smooth: float | None = 0.5,
+    smooth: float | str | None = "search",
+    keep_float: int = 0,
     qat_steps: int = 100,
     qat_lr: float = 1e-4,
 ):
-    """(model quantized in place, info dict)."""
+    """(model quantized in place, info dict). W8A8 (static, dynamic): `smooth` is SmoothQuant's α,
+    "search" (per layer group, on the calibration split) or None; `keep_float` groups of linears
+    with the largest calibration error stay float (mixed precision)."""
     check_method(method, bits)
+    if keep_float and method not in ("static", "dynamic"):
+        raise LlmlabError("--keep-float applies to --method static and dynamic only")
     calib = calib or DEFAULT_CALIB
     info = {"method": method, "bits": bits}
     if bits == 4:
@@ -66,16 +71,19 @@ def quantize_model_with(
 
         quantize_gptq(model, calibration(), group_size)
         info["activations"] = None
-    elif method == "static":
-        from llmlab.quant.ptq import quantize_static
+    elif method in ("static", "dynamic"):
+        from llmlab.quant.ptq import plan_w8a8, quantize_dynamic, quantize_static
 
-        quantize_static(model, calibration(), observer, smooth=smooth)
-        info.update(activations="static", observer=observer, smooth=smooth)
-    elif method == "dynamic":
-        from llmlab.quant.ptq import quantize_dynamic
-
-        quantize_dynamic(model, calibration() if smooth else None, smooth=smooth)
-        info.update(activations="dynamic", smooth=smooth)
+        static = method == "static"
+        ids = calibration() if (static or smooth or keep_float) else None
+        plan = plan_w8a8(model, ids, smooth, observer if static else None, keep_float)
+        if static:
+            quantize_static(model, ids, observer, plan=plan)
+            info.update(activations="static", observer=observer)
+        else:
+            quantize_dynamic(model, plan=plan)
+            info["activations"] = "dynamic"
+        info.update(plan.describe())
     else:  # qat
         from llmlab.quant.qat import convert_qat, prepare_qat, train_qat
 

@@ -184,15 +184,16 @@ class HistogramObserver(Observer):
 
     def _mse(self, candidates: list[tuple[float, float]]) -> torch.Tensor:
         """Expected squared error of quantizing the histogram's bin centres into each range
-        (all candidates at once: [candidates, bins])."""
-        low, high = (torch.tensor(v, dtype=torch.float64) for v in zip(*candidates))
+        (all candidates at once: [candidates, bins]; float32 — only the argmin is used, and the
+        SmoothQuant search calls this for every α of every layer)."""
+        low, high = (torch.tensor(v, dtype=torch.float32) for v in zip(*candidates))
         scale, zero = qparams_from_range(low, high, self.bits, self.symmetric)
-        edges = self._edges()
+        edges = self._edges().float()
         centres = ((edges[:-1] + edges[1:]) / 2)[None, :]
         rounded = fake_quantize_values(
-            centres, scale.double()[:, None], zero.double()[:, None], self.bits, self.symmetric
+            centres, scale[:, None], zero[:, None], self.bits, self.symmetric
         )
-        return (self.counts[None, :] * (rounded - centres) ** 2).sum(-1)
+        return (self.counts.float()[None, :] * (rounded - centres) ** 2).sum(-1)
 
     def _kl(self, candidate: tuple[float, float]) -> float:
         """KL(P ‖ Q): P the histogram with everything beyond the range piled into its edge bins,

@@ -24,12 +24,27 @@ weights (quantized per output row) absorb them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
+from llmlab.errors import LlmlabError
 from llmlab.nn.quantized_linear import W8A8Linear
+from llmlab.quant.mixed import most_sensitive
 from llmlab.quant.observers import MinMaxObserver, Observer, make_observer
 from llmlab.quant.rtn import linear_targets, replace_module, untie_head
+from llmlab.quant.smooth import (
+    GroupChoice,
+    collect_inputs,
+    fixed_factors,
+    group_choices,
+    search_smoothing,
+    smoothing_factors,
+    smoothing_scales,
+)
+
+__all__ = ["W8A8Plan", "plan_w8a8", "quantize_dynamic", "quantize_static", "smoothing_factors"]
 
 
 def weight_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,65 +64,20 @@ def _w8a8(linear: nn.Linear, input_scale=None, input_zero_point=None, smooth=Non
     return W8A8Linear(codes, scale, linear.bias, input_scale, input_zero_point, smooth)
 
 
-@torch.no_grad()
-def smoothing_factors(
-    model: nn.Module, calibration: torch.Tensor, alpha: float = 0.5, batch_size: int = 4
-) -> dict[str, torch.Tensor]:
-    """{linear name: s [in]}. Linears called one after another on the same input tensor (q/k/v,
-    gate/up) form one group and get one s, so the engine can still fuse them."""
-    if not 0 <= alpha <= 1:
-        from llmlab.errors import LlmlabError
-
-        raise LlmlabError(f"--smooth must be between 0 and 1, got {alpha}")
-    targets = dict(linear_targets(model))
-    act_max = {name: None for name in targets}
-    calls: list[tuple[str, int]] = []  # (name, id of its input) in call order, first batch only
-
-    def hook(name):
-        def record(module, args):
-            x = args[0].detach().float().reshape(-1, args[0].shape[-1]).abs().amax(0)
-            act_max[name] = x if act_max[name] is None else torch.maximum(act_max[name], x)
-            if first_batch:
-                calls.append((name, id(args[0])))
-
-        return record
-
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in targets.items()]
-    try:
-        for start in range(0, len(calibration), batch_size):
-            first_batch = start == 0
-            model(calibration[start : start + batch_size])
-    finally:
-        for h in handles:
-            h.remove()
-    groups: list[list[str]] = []
-    for i, (name, input_id) in enumerate(calls):
-        if i and input_id == calls[i - 1][1] and name not in groups[-1]:
-            groups[-1].append(name)
-        elif not any(name in g for g in groups):
-            groups.append([name])
-    factors = {}
-    for group in groups:
-        act = torch.stack([act_max[n] for n in group]).amax(0)
-        weight = torch.stack(
-            [targets[n].weight.detach().float().abs().amax(0) for n in group]
-        ).amax(0)
-        s = (act.clamp(min=1e-5) ** alpha / weight.clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
-        s = torch.where(act > 0, s, torch.ones_like(s))  # a channel never active: leave it
-        factors.update({n: s for n in group})
-    return factors
-
-
 def prepare_static(
     model: nn.Module,
     observer: str = "histogram-mse",
     symmetric: bool = False,
     smooth: dict[str, torch.Tensor] | None = None,
+    keep_float=(),
 ) -> dict[str, tuple[Observer, object]]:
     """Attach an activation observer to every linear's input (divided by its smoothing factors
-    when given, as the converted layer will see it); returns {name: (observer, hook)}."""
+    when given, as the converted layer will see it) but those in `keep_float`; returns
+    {name: (observer, hook)}."""
     observers = {}
     for name, linear in linear_targets(model):
+        if name in keep_float:
+            continue
         obs = make_observer(observer, bits=8, symmetric=symmetric)
         s = (smooth or {}).get(name)
 
@@ -138,25 +108,86 @@ def convert_static(model: nn.Module, observers: dict, smooth: dict | None = None
     return model
 
 
+@dataclass
+class W8A8Plan:
+    """What a W8A8 conversion will do: SmoothQuant factors per linear, the linears kept float."""
+
+    factors: dict[str, torch.Tensor] = field(default_factory=dict)
+    keep_float: list[str] = field(default_factory=list)
+    choices: list[GroupChoice] = field(default_factory=list)  # per group: α and its error
+    smooth: float | str | None = None
+
+    def describe(self) -> dict:
+        """For the folder's quantization_config."""
+        out: dict = {"smooth": self.smooth}
+        if self.smooth == "search":
+            out["alphas"] = {c.names[0]: c.alpha for c in self.choices}
+        if self.keep_float:
+            out["float_layers"] = list(self.keep_float)
+        return out
+
+
+@torch.no_grad()
+def plan_w8a8(
+    model: nn.Module,
+    calibration: torch.Tensor | None,
+    smooth: float | str | None = None,
+    observer: str | None = None,
+    keep_float: int = 0,
+) -> W8A8Plan:
+    """smooth: None / 0 (off), α (one for every group) or "search" (per group, least calibration
+    error, smooth.py); keep_float: how many groups of linears — those with the largest
+    calibration output error after smoothing — stay in float (mixed precision; mixed.py).
+    `observer` None plans for dynamic activations, else for static ones from that observer."""
+    if smooth is not None and smooth != "search" and not isinstance(smooth, int | float):
+        raise LlmlabError(f"--smooth must be a number between 0 and 1 or 'search', got {smooth!r}")
+    if smooth == 0:
+        smooth = None
+    if keep_float < 0:
+        raise LlmlabError(f"--keep-float must be at least 0, got {keep_float}")
+    if smooth is None and not keep_float:
+        return W8A8Plan()
+    if calibration is None:
+        raise LlmlabError("SmoothQuant and --keep-float need calibration text")
+    if isinstance(smooth, float | int):
+        smoothing_scales(torch.ones(1), torch.ones(1), smooth)  # α checked before the long pass
+    stats = collect_inputs(model, calibration)
+    if smooth == "search":
+        factors, choices = search_smoothing(model, calibration, observer, stats=stats)
+    else:
+        factors = fixed_factors(model, stats, smooth) if smooth is not None else {}
+        choices = group_choices(model, stats, factors, observer, smooth)
+    plan = W8A8Plan(factors, [], choices, smooth)
+    plan.keep_float = most_sensitive(choices, keep_float)
+    return plan
+
+
 def quantize_static(
     model: nn.Module,
     calibration: torch.Tensor,
     observer: str = "histogram-mse",
     symmetric: bool = False,
-    smooth: float | None = None,
+    smooth: float | str | None = None,
+    keep_float: int = 0,
+    plan: W8A8Plan | None = None,
 ) -> nn.Module:
-    factors = smoothing_factors(model, calibration, smooth) if smooth else None
-    observers = prepare_static(model, observer, symmetric, factors)
+    plan = plan or plan_w8a8(model, calibration, smooth, observer, keep_float)
+    observers = prepare_static(model, observer, symmetric, plan.factors, plan.keep_float)
     calibrate(model, calibration)
-    return convert_static(model, observers, factors)
+    return convert_static(model, observers, plan.factors)
 
 
 @torch.no_grad()
 def quantize_dynamic(
-    model: nn.Module, calibration: torch.Tensor | None = None, smooth: float | None = None
+    model: nn.Module,
+    calibration: torch.Tensor | None = None,
+    smooth: float | str | None = None,
+    keep_float: int = 0,
+    plan: W8A8Plan | None = None,
 ) -> nn.Module:
-    factors = smoothing_factors(model, calibration, smooth) if smooth else {}
+    plan = plan or plan_w8a8(model, calibration, smooth, None, keep_float)
     for name, linear in linear_targets(model):
-        replace_module(model, name, _w8a8(linear, smooth=factors.get(name)))
+        if name not in plan.keep_float:
+            replace_module(model, name, _w8a8(linear, smooth=plan.factors.get(name)))
     untie_head(model)
     return model
