@@ -71,7 +71,7 @@ def test_notes_repair_recipe_regenerates_the_bundled_notes():
     recipe = load_recipe(os.path.join(ROOT, "recipes", "notes-repair.yaml"))
     ops = [name for name, _ in recipe.process]
     assert ops == ["repair_mojibake", "fix_unicode"]
-    assert dict(recipe.process)["repair_mojibake"] == {"lm": "gemma3-270m", "passes": 2}
+    assert dict(recipe.process)["repair_mojibake"] == {"lm": "gemma3-270m"}
     (sink,) = recipe.sinks
     assert sink["type"] == "markdown"
     # pkg:// resolves to the bundled file that `bundled:notes-zh.md` (the RAG default) names
@@ -79,7 +79,7 @@ def test_notes_repair_recipe_regenerates_the_bundled_notes():
     from llmlab.rag.store import DEFAULT_NOTES
 
     assert os.path.samefile(sink["path"], resolve_bundled(DEFAULT_NOTES, "corpus", what="document"))
-    assert recipe.build_ops()[0].passes == 2
+    assert recipe.build_ops()[0].lm == "gemma3-270m"
 
 
 def test_repair_passes_must_be_positive(tmp_path):

@@ -27,7 +27,9 @@ TOP = 6  # fillings per damaged character the language model chooses among
 MARGIN = 6.0  # n-gram score gap (nats, with the dictionary bonus) above which the n-gram decides
 LEFT = 24  # characters of left context the language model sees
 RIGHT = 6  # characters after the damaged one that are scored too
-NGRAM_WEIGHT = 0.0  # weight of the n-gram score added to the language model's
+JOINT = 6  # best joint fillings of a group's unsure characters (by the n-gram) also scored
+GAP = 2  # damaged characters at most this far apart form one group ...
+GROUP_SIZE = 3  # ... of at most this many (the combinations grow as TOP ** GROUP_SIZE)
 
 
 class GemmaScorer:
@@ -97,10 +99,13 @@ def repair_with_lm(
     ngram=None,
     progress: bool = False,
     passes: int = 1,
+    joint: int = JOINT,
 ) -> str:
     """Repaired text (see the module docstring); `scorer` has `score(texts) -> log-probs`,
     `ngram` is a `charlm.CharNgramModel` (default: the bundled one). A second pass lets each
-    choice see the language model's choices to its right too (twice the time)."""
+    choice see the language model's choices to its right too (twice the time). `joint`: how many
+    of the n-gram's best fillings of a whole group of nearby unsure characters the language model
+    also sees (0: one character at a time only)."""
     from llmlab.data.charlm import model
     from llmlab.data.mojibake import BEAM, LM_ORDER, _Decoder, expand
 
@@ -109,18 +114,87 @@ def repair_with_lm(
         return "".join(chars)
     ngram = ngram or model(LM_ORDER)
     _Decoder(chars, damaged, BEAM, ngram).run()  # chars now hold the n-gram's best fillings
-    positions = sorted(damaged) * passes
-    bar = _bar(progress, len(positions))
+    groups = _groups(sorted(damaged)) * passes
+    bar = _bar(progress, sum(len(g) for g in groups))
     with bar:
-        for i in positions:  # left to right: each choice is context for the next
-            options, local = _proposals(chars, i, damaged[i], ngram, top)
-            if len(options) > 1 and local[0] - local[1] < margin:
-                start, end = max(0, i - left), min(len(chars), i + 1 + right)
-                texts = ["".join(chars[start:i]) + c + "".join(chars[i + 1 : end]) for c in options]
-                scores = np.asarray(scorer.score(texts), dtype=np.float64) + NGRAM_WEIGHT * local
-                chars[i] = options[int(np.argmax(scores))]
-            bar.advance(1)
+        for group in groups:  # left to right: each choice is context for the next
+            _decide(chars, group, damaged, scorer, ngram, top, margin, left, right, joint)
+            bar.advance(len(group))
     return "".join(chars)
+
+
+def _groups(positions: list[int]) -> list[list[int]]:
+    """Damaged positions cut into groups of at most GROUP_SIZE whose neighbours are at most GAP
+    apart: the characters of such a group are read together (连乘后: 连 and 后 around an intact
+    乘), so they are also chosen together."""
+    groups: list[list[int]] = []
+    for i in positions:
+        if groups and i - groups[-1][-1] <= GAP and len(groups[-1]) < GROUP_SIZE:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _decide(chars, group, damaged, scorer, ngram, top, margin, left, right, joint):
+    """Let the language model choose the fillings of the unsure characters of `group`.
+
+    First one character at a time, left to right: its `top` n-gram fillings with its neighbours as
+    they stand, the beam's own choice always among them (the per-character top list can miss it:
+    反向传播's 反 came 7th). Then, when several characters of the group were unsure, once more
+    for all of them together: the fillings so far against the `joint` best fillings of the unsure
+    characters together by the n-gram — one at a time, 连乘坐 can become 运乘坐 or 连乘坐 but never
+    连乘后, whose two changes only pay off together."""
+    unsure, options = [], {}
+    for i in group:
+        opts, local = _proposals(chars, i, damaged[i], ngram, top)
+        # What stands comes first, so a tie keeps it (argmax takes the first best)
+        ordered = [chars[i], *(c for c in opts if c != chars[i])]
+        if len(ordered) < 2 or (opts[0] == chars[i] and local[0] - local[1] >= margin):
+            continue  # nothing to choose, or the n-gram is sure and the beam agrees
+        opts = ordered
+        unsure.append(i)
+        options[i] = opts
+        scores = scorer.score([_window(chars, [i], (c,), left, right) for c in opts])
+        chars[i] = opts[int(np.argmax(scores))]
+    if joint and len(unsure) > 1:
+        current = tuple(chars[i] for i in unsure)
+        fillings = [current] + [f for f in _joint_best(chars, unsure, options, ngram, joint)
+                                if f != current]  # fmt: skip
+        if len(fillings) > 1:
+            scores = scorer.score([_window(chars, unsure, f, left, right) for f in fillings])
+            for i, c in zip(unsure, fillings[int(np.argmax(scores))]):
+                chars[i] = c
+
+
+def _window(chars, positions, filling, left, right) -> str:
+    """The text from `left` characters before the first position to `right` after the last, with
+    `filling` put in at `positions`."""
+    start, end = max(0, positions[0] - left), min(len(chars), positions[-1] + 1 + right)
+    window = chars[start:end]
+    for i, c in zip(positions, filling):
+        window[i - start] = c
+    return "".join(window)
+
+
+def _joint_best(chars, unsure, options, ngram, k):
+    """The k best fillings of the `unsure` positions together by the n-gram (log-probability of
+    the characters from the first to order-1 past the last), over every combination of their
+    options."""
+    import itertools
+
+    n = ngram.order - 1
+    lo, hi = unsure[0] - n, unsure[-1] + n + 1
+    base = [ord(chars[j]) if 0 <= j < len(chars) else 10 for j in range(lo, hi)]
+    combos = list(itertools.product(*(options[i] for i in unsure)))
+    seqs = np.tile(np.array(base, dtype=np.int64), (len(combos), 1))
+    for col, i in enumerate(unsure):
+        seqs[:, i - lo] = [ord(combo[col]) for combo in combos]
+    steps = seqs.shape[1] - n
+    hist = np.stack([seqs[:, j - n : j] for j in range(n, seqs.shape[1])], axis=1)
+    logp = ngram.logp(hist.reshape(-1, n), seqs[:, n:].reshape(-1)).reshape(len(combos), steps)
+    best = np.argsort(-logp.sum(1), kind="stable")[:k]
+    return [combos[b] for b in best]
 
 
 def _proposals(chars: list[str], i: int, options: list[str], ngram, top: int):
