@@ -307,7 +307,26 @@ def test_cli_bad_input_is_one_line_error(tiny_setup, capsys, tmp_path):
         capsys, "eval", "assistant", "--data", str(root / "pairs.jsonl"), "--split", "dev"
     )
     assert code != 0 and "no pairs in split 'dev'" in err
+    code, _, err = _run(
+        capsys, "eval", "assistant", "--data", str(root / "pairs.jsonl"), "--split", "dev,tset"
+    )
+    assert code != 0 and "--split 'dev,tset'" in err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "q"}\n', encoding="utf-8")
     code, _, err = _run(capsys, "eval", "assistant", "--data", str(bad))
     assert code != 0 and "bad.jsonl:1" in err
+
+
+def test_splits_are_read_by_name_several_or_all(tiny_setup):
+    from llmlab.posttrain.assistant_eval import load_items
+
+    data = tiny_setup / "pairs.jsonl"
+    assert [i.question for i in load_items(data, "train")] == ["什么是梯度？"]
+    assert len(load_items(data, "test")) == 2
+    assert len(load_items(data, "dev,test")) == 2 and len(load_items(data, "train, test")) == 3
+    assert len(load_items(data, "all")) == 3
+    first = load_items(data, "test")[0]
+    assert (first.reference, first.section) == (
+        "残差连接让梯度直接传到浅层。",
+        "基础知识点 > 残差连接的作用",
+    )

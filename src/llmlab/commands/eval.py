@@ -77,7 +77,11 @@ def register(subparsers):
         default="runs/notes-instruct/notes-instruct.jsonl",
         help="instruction-data jsonl with a split field (default: the notes-instruct recipe's output)",
     )
-    asst.add_argument("--split", default="test", choices=["train", "dev", "test", "all"])
+    asst.add_argument(
+        "--split",
+        default="test",
+        help="test (default), dev, train, several comma-separated (dev,test) or all",
+    )
     asst.add_argument(
         "--rag",
         action=argparse.BooleanOptionalAction,

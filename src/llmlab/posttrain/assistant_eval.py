@@ -51,9 +51,26 @@ class Item:
         return "\n\n".join(f"{h.heading}\n{h.text}" for h in self.hits)
 
 
+SPLITS = ("train", "dev", "test")
+
+
+def parse_splits(text: str) -> set[str]:
+    """ "test", "dev,test" or "all" → the set of split names."""
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    if names == {"all"}:
+        return set(SPLITS)
+    unknown = names - set(SPLITS)
+    if unknown or not names:
+        raise LlmlabError(
+            f"--split {text!r}: choose among {', '.join(SPLITS)} (comma-separated) or all"
+        )
+    return names
+
+
 def load_items(path: str | Path, split: str = "test") -> list[Item]:
-    """The pairs of `split` ("all" for every pair) of an instruction-data jsonl
+    """The pairs of `split` ("test", "dev,test", "all") of an instruction-data jsonl
     (`llmlab data run recipes/notes-instruct.yaml`: instruction, response, passage, section, split)."""
+    splits = parse_splits(split)
     path = Path(path)
     if not path.is_file():
         raise LlmlabError(
@@ -69,7 +86,7 @@ def load_items(path: str | Path, split: str = "test") -> list[Item]:
             raise LlmlabError(f"{path}:{number}: not JSON ({error.msg})") from None
         if not isinstance(row, dict) or not row.get("instruction") or not row.get("response"):
             raise LlmlabError(f"{path}:{number}: needs 'instruction' and 'response'")
-        if split != "all" and row.get("split") != split:
+        if row.get("split") not in splits:
             continue
         items.append(
             Item(
