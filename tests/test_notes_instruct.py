@@ -373,9 +373,8 @@ def test_notes_instruct_recipe_runs_end_to_end(tmp_path):
     recipe = yaml.safe_load(
         (Path(__file__).parent.parent / "recipes/notes-instruct.yaml").read_text()
     )
-    # the model steps (self_instruct, perplexity_filter) have their own tests on tiny models
+    # model steps, if switched on, have their own tests on tiny models
     model_ops = {"self_instruct", "perplexity_filter"}
-    assert model_ops <= {next(iter(step)) for step in recipe["process"]}
     recipe["process"] = [s for s in recipe["process"] if next(iter(s)) not in model_ops]
     notes = tmp_path / "notes.md"
     notes.write_text(NOTES, encoding="utf-8")

@@ -184,3 +184,13 @@ def test_bad_chat_format_is_refused_before_loading(capsys):
     args = ["train", "lora", "--config", str(RECIPE), "--set", "model.chat_format=gemma4"]
     assert main(args) == 1
     assert "model.chat_format 'gemma4' (choose chatml, qa, gemma)" in capsys.readouterr().err
+
+
+def test_bundled_adapter_names_resolve_to_the_package_folder(tmp_path):
+    from llmlab.commands.serve import adapter_name
+    from llmlab.loading import adapter_folder
+
+    folder = adapter_folder("bundled:notes-gemma3")
+    assert folder.parts[-3:] == ("assets", "adapters", "notes-gemma3")
+    assert adapter_folder(tmp_path) == tmp_path
+    assert adapter_name("bundled:notes-gemma3") == "notes-gemma3"

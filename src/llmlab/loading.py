@@ -23,6 +23,7 @@ to go into float weights before they are quantized.
 Adapters: each PEFT folder in `adapters` is added under its folder's name (all active, their
 updates summed). `merge_adapters=True` (implied by `quant`) folds them into the weights and puts
 plain linear layers back: decoding then costs what the base costs, and the engine packs them.
+`bundled:NAME` names an adapter shipped in llmlab/assets/adapters/ (`bundled:notes-gemma3`).
 An adapter folder holding `chat_template.jinja` (an SFT run with `model.chat_format`) gives the
 tokenizer that template: Gemma 3 270M + the notes adapter chats in Gemma's turns.
 
@@ -91,6 +92,19 @@ def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return read_hf_folder(path)
 
 
+def adapter_folder(name: str | Path) -> Path:
+    """An adapter folder: a path, or `bundled:NAME` for one shipped in llmlab/assets/adapters/
+    (e.g. `bundled:notes-gemma3`, the notes assistant's LoRA of Gemma 3 270M)."""
+    text = str(name)
+    if text.startswith("bundled:"):
+        from importlib import resources
+
+        return Path(
+            str(resources.files("llmlab") / "assets" / "adapters" / text[len("bundled:") :])
+        )
+    return Path(text).expanduser()
+
+
 def resolve_with_adapters(
     name_or_path: str | Path, adapters=()
 ) -> tuple[Path, list[Path], str | None]:
@@ -99,7 +113,9 @@ def resolve_with_adapters(
     from llmlab.formats.peft import is_adapter_folder, read_adapter_config
 
     text = str(name_or_path)
-    adapter_paths = [Path(a).expanduser() for a in adapters]
+    adapter_paths = [adapter_folder(a) for a in adapters]
+    if text.startswith("bundled:"):
+        text = str(adapter_folder(text))
     for adapter in adapter_paths:
         if not is_adapter_folder(adapter):
             raise UnknownModelError(

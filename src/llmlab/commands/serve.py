@@ -119,6 +119,8 @@ def adapter_name(folder: str) -> str:
     `train lora` run's `adapter/` (runs/sft-lora-smollm2/adapter → sft-lora-smollm2)."""
     from pathlib import Path
 
+    if folder.startswith("bundled:"):  # bundled:notes-gemma3 → notes-gemma3
+        return folder.removeprefix("bundled:")
     path = Path(folder).resolve()
     return path.parent.name if path.name == "adapter" else path.name
 
