@@ -170,14 +170,19 @@ def test_reason_applies_an_adapter(tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
 
 
-def test_teacher_programs_are_labelled_and_checked(sandbox_calls):
+def test_teacher_programs_are_labelled_and_checked(tmp_path, sandbox_calls, capsys):
     from llmlab.agents.pot_data import teacher_rows
     from llmlab.agents.reasoning import read_problems
 
+    out = tmp_path / "teacher.jsonl"  # the CLI writes them without loading or sampling a model
+    args = ["reason", "--teacher", str(out), "--problems", "bundled:arith-word-train.jsonl"]
+    assert main([*args, "--limit", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["teacher"]["programs"] == 3
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
     problems = read_problems("bundled:arith-word-train.jsonl")[:3]
-    rows = teacher_rows(problems + [{"question": "not a train problem", "answer": "1"}])
     assert [r["source"] for r in rows] == ["teacher"] * 3 and len(sandbox_calls) == 3
     assert rows[0]["messages"][1]["content"].endswith(problems[0]["question"])
     assert rows[0]["messages"][2]["content"].startswith("```python\n")
+    assert teacher_rows(problems + [{"question": "not a train problem", "answer": "1"}]) == rows
     with pytest.raises(LlmlabError, match="none of these problems"):
         teacher_rows([{"question": "not a train problem", "answer": "1"}])

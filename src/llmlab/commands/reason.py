@@ -9,6 +9,7 @@
     # PoT training data: n programs per train problem, kept when the sandbox prints the answer
     llmlab reason --build-pot-data runs/pot/verified.jsonl --problems bundled:arith-word-train.jsonl \
         --limit 200 --n 8 --shots pot-shots-simple
+    llmlab reason --teacher runs/pot/teacher.jsonl --problems bundled:arith-word-train.jsonl
 
 One model load for all methods; a table of accuracy and cost (prompt tokens — counted once per
 problem since the n samples share its KV blocks —, generated tokens, seconds) and, with --out, the
@@ -76,7 +77,8 @@ def register(subparsers) -> None:
         "--teacher",
         default="",
         metavar="OUT",
-        help="with --build-pot-data: also write the generator's own programs here (a labelled set)",
+        help="write the generator's own programs for --problems here (a labelled teacher set; "
+        "no sampling unless --build-pot-data is given too)",
     )
     p.set_defaults(func=run_reason)
 
@@ -100,7 +102,7 @@ def run_reason(args) -> int:
         raise LlmlabError("--n must be >= 1 and --limit >= 0")
     problems = read_problems(args.problems)
     problems = problems[: args.limit] if args.limit else problems
-    if args.build_pot_data:
+    if args.build_pot_data or args.teacher:
         return _build_pot_data(args, problems)
     dev = read_problems(args.dev)[: args.dev_limit] if args.search_prompts else []
     llm = _load(args)
@@ -152,33 +154,37 @@ def run_reason(args) -> int:
 
 
 def _build_pot_data(args, problems) -> int:
-    from llmlab.agents.pot_data import build_pot_data
+    """--build-pot-data: the model's verified programs; --teacher: the generator's (no sampling)."""
+    from llmlab.agents.pot_data import build_pot_data, teacher_rows, write_rows
 
-    stats = build_pot_data(
-        args.model,
-        problems,
-        args.build_pot_data,
-        n=args.n,
-        prompt=args.prompt or "pot",
-        shots=args.shots or None,
-        temperature=args.temperature,
-        max_new_tokens=args.max_tokens or 96,
-        seed=args.seed,
-        adapter=args.adapter,
-    )
+    stats = {}
     if args.teacher:
-        from llmlab.agents.pot_data import teacher_rows, write_rows
-
         rows = teacher_rows(problems, prompt=args.prompt or "pot")
         write_rows(args.teacher, rows)
-        stats["teacher"] = {"programs": len(rows), "out": args.teacher}
+        stats["teacher"] = {"programs": len(rows), "source": "teacher", "out": args.teacher}
+        print(f"wrote {len(rows)} teacher programs -> {args.teacher}", file=sys.stderr)
+    if args.build_pot_data:
+        stats.update(
+            build_pot_data(
+                args.model,
+                problems,
+                args.build_pot_data,
+                n=args.n,
+                prompt=args.prompt or "pot",
+                shots=args.shots or None,
+                temperature=args.temperature,
+                max_new_tokens=args.max_tokens or 96,
+                seed=args.seed,
+                adapter=args.adapter,
+            )
+        )
+        print(
+            f"kept {stats['programs_kept']} verified programs for {stats['problems_solved']} of "
+            f"{stats['problems']} problems ({stats['samples']} samples) -> {args.build_pot_data}",
+            file=sys.stderr,
+        )
     stats["load"] = _load_average()
     print(json.dumps(stats, indent=1))
-    print(
-        f"kept {stats['programs_kept']} verified programs for {stats['problems_solved']} of "
-        f"{stats['problems']} problems ({stats['samples']} samples) -> {args.build_pot_data}",
-        file=sys.stderr,
-    )
     return 0
 
 
