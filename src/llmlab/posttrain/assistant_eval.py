@@ -302,10 +302,12 @@ def format_table(report: dict) -> str:
                 f"| {system} | {condition} | {m['key_point_recall']:.3f} | "
                 f"{m['faithfulness']:.3f} | {m['language']:.3f} |"
             )
+    if report["pairwise"]:
+        lines.append("")  # a line right under a Markdown table would become one of its rows
     for p in report["pairwise"]:
         lines.append(
-            f"pairwise {p['a']} vs {p['b']}: {p['a_wins']} wins, {p['b_wins']} losses, "
-            f"{p['ties']} ties (blind, judged by content-word F1 with the reference)"
+            f"Pairwise, {p['a']} vs {p['b']}: {p['a_wins']} wins, {p['b_wins']} losses, "
+            f"{p['ties']} ties (blind judge: content-word F1 with the reference)."
         )
     return "\n".join(lines)
 
