@@ -40,13 +40,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 MODEL = "smollm2-135m-instruct"
 EN, ZH = "bundled:stories-en.txt", "bundled:notes-zh.txt"
-# row → how its folder is made: (method, bits) for `quantize_model_with`, or a float dtype
+# row → how its folder is made: (method, bits[, options for `quantize_model_with`]), or a float
+# dtype. W8A8 rows use SmoothQuant with α searched per layer group on the calibration split;
+# "-mixed" keeps the --keep-float groups with the largest calibration error in float.
 ROWS = {
     "fp32": ("float", "float32"),
     "bf16": ("float", "bfloat16"),
     "int8": ("rtn", 8),
     "w8a8-static": ("static", 8),
     "w8a8-dynamic": ("dynamic", 8),
+    "w8a8-dynamic-mixed": ("dynamic", 8, {"keep_float": "KEEP_FLOAT"}),
     "int4-rtn": ("rtn", 4),
     "int4-gptq": ("gptq", 4),
     "int4-q4_1": ("gguf", 4),
@@ -70,17 +73,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def prepare(row: str, work: Path, group_size: int, samples: int) -> Path | None:
+def prepare(row: str, work: Path, args) -> Path | None:
     """The row's model folder (made once; None for rows that load the GGUF)."""
     import llmlab
     from llmlab.formats.hf import save_hf_folder
     from llmlab.quant import quantize_model_with
     from llmlab.quant.save import save_quantized
 
-    kind, arg = ROWS[row]
+    kind, arg, *rest = ROWS[row]
+    options = {
+        k: getattr(args, k) if v == "KEEP_FLOAT" else v for k, v in (rest or [{}])[0].items()
+    }
     if kind in ("gguf", "llama.cpp"):
         return None
-    folder = work / row
+    folder = work / (f"{row}-{args.keep_float}" if "keep_float" in options else row)
     if (folder / "config.json").exists():
         return folder
     start = time.perf_counter()
@@ -89,7 +95,7 @@ def prepare(row: str, work: Path, group_size: int, samples: int) -> Path | None:
         save_hf_folder(model.to(getattr(torch, arg)), folder, tokenizer=tokenizer)
     else:
         model, info = quantize_model_with(
-            model, tokenizer, kind, arg, group_size=group_size, samples=samples
+            model, tokenizer, kind, arg, group_size=args.group_size, samples=args.samples, **options
         )
         save_quantized(model, folder, tokenizer, info)
     print(f"  made {row} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
@@ -109,7 +115,7 @@ def measure_row(args) -> dict:
 
     torch.set_num_threads(args.threads)
     row, result = args.row, {"row": args.row}
-    kind, arg = ROWS[row]
+    kind, arg, *_ = ROWS[row]
     gguf = resolve(MODEL)
     if kind == "llama.cpp":
         return measure_llama_cpp(args, gguf, result)
@@ -165,39 +171,49 @@ def measure_llama_cpp(args, gguf, result) -> dict:
 
 
 def qat_section(args) -> dict:
-    """Float vs int4 RTN vs int4 QAT on a tiny pretrained model (same group size)."""
+    """Float vs int4 RTN (PTQ) vs int4 QAT on a tiny pretrained model, same group size; plus the
+    control that separates QAT's training from its quantization awareness: the float model
+    fine-tuned for the same steps on the same windows (no fake quantization), and that model
+    after RTN. "recovered" = (PTQ − QAT) / (PTQ − float) of the perplexity; "vs control" uses the
+    fine-tuned float model and its RTN in place of the original ones."""
+    import copy
+
     import llmlab
-    from llmlab.quant import quantize_model_with
     from llmlab.quant.perplexity import perplexity
-    from llmlab.quant.text_data import split_text
+    from llmlab.quant.qat import convert_qat, prepare_qat, train_qat
+    from llmlab.quant.rtn import quantize_rtn
+    from llmlab.quant.text_data import calibration_batch, split_text
 
     torch.set_num_threads(args.threads)
-    out = {"model": args.qat, "group_size": args.qat_group_size, "steps": args.qat_steps}
-    for label, method in (("float", None), ("ptq_rtn", "rtn"), ("qat", "qat")):
-        start = time.perf_counter()
-        model, tokenizer = llmlab.load(args.qat, device="cpu", dtype="float32")
-        if method:
-            quantize_model_with(
-                model,
-                tokenizer,
-                method,
-                4,
-                group_size=args.qat_group_size,
-                samples=args.qat_samples,
-                seq_len=128,
-                qat_steps=args.qat_steps,
-                qat_lr=args.qat_lr,
-            )
-        for name, text in (("en", EN), ("zh", ZH)):
-            r = perplexity(model, tokenizer, split_text(text, "heldout"), 128, 128)
-            out[f"{label}_{name}"] = r.perplexity
-        out[f"{label}_seconds"] = time.perf_counter() - start
+    g, steps, lr = args.qat_group_size, args.qat_steps, args.qat_lr
+    out = {"model": args.qat, "group_size": g, "steps": steps, "lr": lr}
+    base, tokenizer = llmlab.load(args.qat, device="cpu", dtype="float32")
+    windows = calibration_batch(tokenizer, [EN, ZH], args.qat_samples, 129)
+    out["train_windows"] = list(windows.shape)
+    texts = {name: split_text(text, "heldout") for name, text in (("en", EN), ("zh", ZH))}
+
+    def score(label, model):
+        for name, text in texts.items():
+            out[f"{label}_{name}"] = perplexity(model, tokenizer, text, 128, 128).perplexity
         print(f"  qat section: {label} done", file=sys.stderr, flush=True)
+
+    score("float", base)
+    score("ptq_rtn", quantize_rtn(copy.deepcopy(base), 4, g))
+    qat = prepare_qat(copy.deepcopy(base), g)
+    out["qat_loss"] = train_qat(qat, windows, steps=steps, lr=lr).get("loss")
+    score("qat", convert_qat(qat))
+    tuned = copy.deepcopy(base)
+    out["finetune_loss"] = train_qat(tuned, windows, steps=steps, lr=lr).get("loss")
+    score("finetuned", tuned)
+    score("finetuned_rtn", quantize_rtn(tuned, 4, g))
     for name in ("en", "zh"):
-        loss = out[f"ptq_rtn_{name}"] - out[f"float_{name}"]
-        out[f"recovered_{name}"] = (
-            (out[f"ptq_rtn_{name}"] - out[f"qat_{name}"]) / loss if loss else None
-        )
+        for label, ref, ptq in (
+            ("recovered", "float", "ptq_rtn"),
+            ("recovered_vs_control", "finetuned", "finetuned_rtn"),
+        ):
+            loss = out[f"{ptq}_{name}"] - out[f"{ref}_{name}"]
+            gain = out[f"{ptq}_{name}"] - out[f"qat_{name}"]
+            out[f"{label}_{name}"] = gain / loss if loss > 0 else None
     return out
 
 
@@ -289,15 +305,24 @@ def report(rows: list[dict], qat: dict | None, header: str, kernel_rows=None):
         )
     if qat:
         print(
-            f"\nQAT vs PTQ int4 (group {qat['group_size']}, {qat['steps']} QAT steps) on {qat['model']}:"
+            f"\nQAT vs PTQ int4 (group {qat['group_size']}, {qat['steps']} steps at lr "
+            f"{qat['lr']}) on {qat['model']}:"
         )
-        print("| | float | int4 RTN (PTQ) | int4 QAT | loss recovered |")
-        print("|---|---|---|---|---|")
+        print(
+            "| | float | int4 RTN (PTQ) | int4 QAT | recovered | float fine-tuned "
+            "| its RTN | recovered vs control |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+
+        def pct(v):
+            return "—" if v is None else f"{100 * v:.0f} %"
+
         for name in ("en", "zh"):
-            rec = qat[f"recovered_{name}"]
+            cells = [f"{qat[f'{k}_{name}']:.3f}" for k in ("float", "ptq_rtn", "qat")]
+            control = [f"{qat[f'{k}_{name}']:.3f}" for k in ("finetuned", "finetuned_rtn")]
             print(
-                f"| ppl {name} | {qat[f'float_{name}']:.3f} | {qat[f'ptq_rtn_{name}']:.3f} "
-                f"| {qat[f'qat_{name}']:.3f} | {'—' if rec is None else f'{100 * rec:.0f} %'} |"
+                f"| ppl {name} | {' | '.join(cells)} | {pct(qat[f'recovered_{name}'])} "
+                f"| {' | '.join(control)} | {pct(qat[f'recovered_vs_control_{name}'])} |"
             )
 
 
@@ -315,10 +340,15 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="runs/bench-quant", help="where the quantized folders go")
     p.add_argument("--qat", default=None, help="tiny pretrained model folder for the QAT section")
-    p.add_argument("--qat-steps", type=int, default=150)
-    p.add_argument("--qat-lr", type=float, default=1e-4)
-    p.add_argument("--qat-group-size", type=int, default=64)
-    p.add_argument("--qat-samples", type=int, default=64)
+    p.add_argument("--qat-steps", type=int, default=100)
+    p.add_argument("--qat-lr", type=float, default=3e-4)
+    p.add_argument(
+        "--qat-group-size", type=int, default=256, help="256: per channel on 256-wide inputs"
+    )
+    p.add_argument("--qat-samples", type=int, default=64, help="129-token training windows")
+    p.add_argument(
+        "--keep-float", type=int, default=2, help="float groups in the w8a8-dynamic-mixed row"
+    )
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: measure one row
     p.add_argument("--folder", default=None, help=argparse.SUPPRESS)
@@ -339,7 +369,7 @@ def main():
     torch.set_num_threads(args.threads)
     results = []
     for row in rows:  # each variant made just before its row runs
-        folder = prepare(row, work, args.group_size, args.samples)
+        folder = prepare(row, work, args)
         command = [sys.executable, __file__, "--row", row, "--threads", str(args.threads)]
         command += ["--ppl-tokens", str(args.ppl_tokens), "--tokens", str(args.tokens)]
         command += ["--batch", str(args.batch), "--repeats", str(args.repeats)]

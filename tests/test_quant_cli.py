@@ -131,6 +131,7 @@ def test_eval_perplexity_cli(tiny_folder, capsys, one_thread):
         (["--method", "rtn", "--bits", "4", "--group-size", "100"], "group size"),
         (["--method", "static", "--bits", "8", "--calib", "no-such.txt"], "not found"),
         (["--method", "rtn", "--bits", "8", "--keep-float", "1"], "static and dynamic only"),
+        (["--method", "static", "--bits", "8", "--weights", "gptq"], "dynamic only"),
     ],
 )
 def test_quantize_bad_input_is_one_line_error(tiny_folder, tmp_path, capsys, args, message):

@@ -151,3 +151,41 @@ def test_plan_rejects_bad_settings():
         plan_w8a8(model, None, "search")
     with pytest.raises(LlmlabError, match="at least 0"):
         plan_w8a8(model, None, None, keep_float=-1)
+
+
+def test_gptq_int8_lowers_the_output_error_of_rtn_on_the_same_grid():
+    from llmlab.quant.gptq import HessianAccumulator, gptq_quantize_int8
+
+    torch.manual_seed(0)
+    weight = torch.randn(64, 128)
+    weight[:, 5] *= 30  # one large column: each row's int8 step is coarse for the rest
+    mixing = torch.randn(128, 128) * torch.logspace(0, -2, 128)[None, :]  # correlated inputs
+    x = torch.randn(1024, 128) @ mixing.T
+    h = HessianAccumulator(128)
+    h.add(x[:512])  # calibrate on one half, measure on the other
+    held = x[512:]
+    scale = weight.abs().amax(1) / 127
+    rtn = (weight / scale[:, None]).round().clamp(-127, 127)
+    codes, gptq_scale = gptq_quantize_int8(weight, h.h)
+    assert codes.dtype == torch.int8 and torch.equal(gptq_scale, scale)  # same grid as RTN
+
+    def error(q):
+        return ((held @ (q.float() * scale[:, None]).T - held @ weight.T) ** 2).mean().item()
+
+    assert error(codes) < 0.8 * error(rtn)
+
+
+def test_gptq_w8a8_maker_builds_a_smoothed_layer_close_to_the_float_one():
+    from llmlab.quant.ptq import W8A8Plan, gptq_w8a8_maker
+
+    torch.manual_seed(1)
+    linear = nn.Linear(8, 4, bias=False)
+    s = torch.rand(8) + 0.5
+    x = torch.randn(256, 8)
+    hessian = 2 * x.double().T @ x.double() / 256
+    layer = gptq_w8a8_maker(W8A8Plan({"l": s}, [], [], 0.5))("l", linear, hessian)
+    assert isinstance(layer, W8A8Linear) and torch.equal(layer.input_divisor, s)
+    # the layer's output stays close to the float one (smoothing undone at run time)
+    y = x @ linear.weight.T
+    assert ((layer(x) - y) ** 2).mean() < 1e-3 * (y**2).mean()
+    assert gptq_w8a8_maker(W8A8Plan({}, ["l"], [], None))("l", linear, hessian) is None

@@ -78,6 +78,13 @@ def register(subparsers):
         "calibration error) in float — mixed precision (default 0: pure W8A8)",
     )
     p.add_argument(
+        "--weights",
+        choices=["rtn", "gptq"],
+        default="rtn",
+        help="--method dynamic: int8 weight codes by round-to-nearest (default) or GPTQ "
+        "(error feedback through the calibration Hessian, layer by layer)",
+    )
+    p.add_argument(
         "--qat-steps", type=positive_int, default=100, help="fine-tuning steps for --method qat"
     )
     p.add_argument(
@@ -137,6 +144,7 @@ def run(args) -> int:
         observer=args.observer,
         smooth=args.smooth or None,
         keep_float=args.keep_float,
+        weights=args.weights,
         qat_steps=args.qat_steps,
         qat_lr=args.qat_lr,
     )

@@ -35,6 +35,7 @@ def quantize_model_with(
     observer: str = "histogram-mse",
     smooth: float | str | None = "search",
     keep_float: int = 0,
+    weights: str = "rtn",
     qat_steps: int = 100,
     qat_lr: float = 1e-4,
 ):
@@ -44,6 +45,8 @@ def quantize_model_with(
     check_method(method, bits)
     if keep_float and method not in ("static", "dynamic"):
         raise LlmlabError("--keep-float applies to --method static and dynamic only")
+    if weights != "rtn" and method != "dynamic":
+        raise LlmlabError("--weights gptq applies to --method dynamic only")
     calib = calib or DEFAULT_CALIB
     info = {"method": method, "bits": bits}
     if bits == 4:
@@ -75,14 +78,15 @@ def quantize_model_with(
         from llmlab.quant.ptq import plan_w8a8, quantize_dynamic, quantize_static
 
         static = method == "static"
-        ids = calibration() if (static or smooth or keep_float) else None
+        needs_text = static or smooth or keep_float or weights == "gptq"
+        ids = calibration() if needs_text else None
         plan = plan_w8a8(model, ids, smooth, observer if static else None, keep_float)
         if static:
             quantize_static(model, ids, observer, plan=plan)
             info.update(activations="static", observer=observer)
         else:
-            quantize_dynamic(model, plan=plan)
-            info["activations"] = "dynamic"
+            quantize_dynamic(model, ids, plan=plan, weights=weights)
+            info.update(activations="dynamic", weights=weights)
         info.update(plan.describe())
     else:  # qat
         from llmlab.quant.qat import convert_qat, prepare_qat, train_qat

@@ -59,20 +59,7 @@ def gptq_quantize(
     rows, cols = w.shape
     if cols % group_size:
         raise LlmlabError(f"group size {group_size} does not divide {cols} inputs")
-    h = hessian.double().clone()
-    dead = h.diagonal() == 0  # inputs that were always 0: their weights do not matter
-    h[dead, dead] = 1
-    w[:, dead] = 0
-    h.diagonal().add_(damp * h.diagonal().mean())
-    try:
-        h_inv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-        h_inv = (
-            h_inv.float()
-        )  # the Hessian in float64 for the factorization, the updates in float32
-    except torch.linalg.LinAlgError:
-        raise LlmlabError(
-            "GPTQ: the calibration Hessian is not positive definite (raise damp)"
-        ) from None
+    h_inv = _inverse_hessian_factor(w, hessian, damp)
     block = max(group_size, block - block % group_size)
     codes = torch.zeros(rows, cols, dtype=torch.uint8)
     scales = torch.zeros(rows, cols // group_size)
@@ -96,6 +83,48 @@ def gptq_quantize(
     return codes, scales, minimums
 
 
+def _inverse_hessian_factor(w: torch.Tensor, hessian: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of H⁻¹ (dampened); zeroes w's columns for inputs that were always
+    0 (in place: their weights do not matter)."""
+    h = hessian.double().clone()
+    dead = h.diagonal() == 0
+    h[dead, dead] = 1
+    w[:, dead] = 0
+    h.diagonal().add_(damp * h.diagonal().mean())
+    try:
+        h_inv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    except torch.linalg.LinAlgError:
+        raise LlmlabError(
+            "GPTQ: the calibration Hessian is not positive definite (raise damp)"
+        ) from None
+    return h_inv.float()  # float64 for the factorization, the updates in float32
+
+
+def gptq_quantize_int8(
+    weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0.01, block: int = 128
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight [out, in], hessian [in, in] → (codes int8 [out, in], scale [out]): the per-row
+    symmetric int8 grid of W8A8 (scale = max |row| / 127, fixed up front), with GPTQ's error
+    feedback choosing the codes."""
+    w = weight.detach().float().clone()
+    rows, cols = w.shape
+    scale = (w.abs().amax(1) / 127).clamp(min=1e-12)
+    h_inv = _inverse_hessian_factor(w, hessian, damp)
+    codes = torch.zeros(rows, cols)
+    for start in range(0, cols, block):
+        end = min(start + block, cols)
+        w1, h1 = w[:, start:end].clone(), h_inv[start:end, start:end]
+        errors = torch.zeros_like(w1)
+        for i in range(end - start):
+            q = (w1[:, i] / scale).round().clamp(-127, 127)
+            codes[:, start + i] = q
+            err = (w1[:, i] - q * scale) / h1[i, i]
+            w1[:, i:] -= err[:, None] * h1[i, i:][None, :]
+            errors[:, i] = err
+        w[:, end:] -= errors @ h_inv[start:end, end:]
+    return codes.to(torch.int8), scale
+
+
 def _llama_parts(model):
     inner = getattr(model, "model", None)
     if inner is None or not hasattr(inner, "layers") or not hasattr(inner, "rotary"):
@@ -103,21 +132,40 @@ def _llama_parts(model):
     return inner
 
 
-def _quantize_linears(model, names: list[str], hessians: dict, group_size: int):
+def int4_maker(group_size: int):
+    """make(name, linear, H) for int4 weight-only GPTQ."""
+
+    def make(name, linear, hessian):
+        g = group_size_for(linear.in_features, group_size)
+        codes, scales, minimums = gptq_quantize(linear.weight, hessian, g)
+        return Int4Linear(codes, scales, minimums, g, linear.bias)
+
+    return make
+
+
+def _quantize_linears(model, names: list[str], hessians: dict, make, full: dict):
     for name in names:
         linear = model.get_submodule(name)
-        g = group_size_for(linear.in_features, group_size)
-        codes, scales, minimums = gptq_quantize(linear.weight, hessians[name].h, g)
-        replace_module(model, name, Int4Linear(codes, scales, minimums, g, linear.bias))
+        layer = make(full[id(linear)], linear, hessians[name].h)
+        if layer is not None:  # None: the linear stays as it is (mixed precision)
+            replace_module(model, name, layer)
 
 
 @torch.no_grad()
 def quantize_gptq(
-    model: nn.Module, calibration: torch.Tensor, group_size: int = 32, batch_size: int = 4
+    model: nn.Module,
+    calibration: torch.Tensor,
+    group_size: int = 32,
+    batch_size: int = 4,
+    make=None,
 ) -> nn.Module:
     """calibration [n, seq] token ids. Each decoder layer: collect H for its linears from the
     hidden states the (already quantized) layers below produce, quantize it, run it again to make
-    the next layer's inputs. The LM head last, on the final norm's outputs."""
+    the next layer's inputs. The LM head last, on the final norm's outputs. `make(full name,
+    linear, H)` builds each quantized layer (default: int4 groups of `group_size`; ptq.py passes
+    one that builds W8A8 layers)."""
+    make = make or int4_maker(group_size)
+    full = {id(m): n for n, m in model.named_modules()}
     inner = _llama_parts(model)
     seq = calibration.shape[1]
     positions = torch.arange(seq)
@@ -139,12 +187,12 @@ def quantize_gptq(
             layer(x, cos, sin, mask, None)
         for handle in handles:
             handle.remove()
-        _quantize_linears(layer, names, hessians, group_size)
+        _quantize_linears(layer, names, hessians, make, full)
         hidden = [layer(x, cos, sin, mask, None) for x in hidden]
         log.info("GPTQ: layer %d/%d quantized", index + 1, len(inner.layers))
     head = HessianAccumulator(model.lm_head.in_features)
     for x in hidden:
         head.add(inner.norm(x))
-    _quantize_linears(model, ["lm_head"], {"lm_head": head}, group_size)
+    _quantize_linears(model, ["lm_head"], {"lm_head": head}, make, full)
     untie_head(model)
     return model

@@ -177,6 +177,27 @@ def quantize_static(
     return convert_static(model, observers, plan.factors)
 
 
+def gptq_w8a8_maker(plan: W8A8Plan):
+    """make(name, linear, H) for quantize_gptq: the W8A8 layer with GPTQ-chosen int8 codes on
+    the smoothed weight (w · s) against the Hessian of the smoothed inputs (x / s):
+    H' = diag(1/s) H diag(1/s). None for a linear the plan keeps float."""
+    from llmlab.quant.gptq import gptq_quantize_int8
+
+    def make(name, linear, hessian):
+        if name in plan.keep_float:
+            return None
+        s = plan.factors.get(name)
+        weight = linear.weight.detach().float()
+        if s is not None:
+            weight = weight * s[None, :]
+            inverse = 1 / s.double()
+            hessian = hessian * inverse[:, None] * inverse[None, :]
+        codes, scale = gptq_quantize_int8(weight, hessian)
+        return W8A8Linear(codes, scale, linear.bias, smooth=s)
+
+    return make
+
+
 @torch.no_grad()
 def quantize_dynamic(
     model: nn.Module,
@@ -184,8 +205,20 @@ def quantize_dynamic(
     smooth: float | str | None = None,
     keep_float: int = 0,
     plan: W8A8Plan | None = None,
+    weights: str = "rtn",
 ) -> nn.Module:
+    """Dynamic W8A8. weights: "rtn" (int8 codes rounded to nearest) or "gptq" (chosen with
+    GPTQ's error feedback, layer by layer on the calibration ids: needs them)."""
     plan = plan or plan_w8a8(model, calibration, smooth, None, keep_float)
+    if weights == "gptq":
+        from llmlab.quant.gptq import quantize_gptq
+
+        if calibration is None:
+            raise LlmlabError("GPTQ weights need calibration text")
+        quantize_gptq(model, calibration, make=gptq_w8a8_maker(plan))
+        return model
+    if weights != "rtn":
+        raise LlmlabError(f"W8A8 weights must be rtn or gptq, got '{weights}'")
     for name, linear in linear_targets(model):
         if name not in plan.keep_float:
             replace_module(model, name, _w8a8(linear, smooth=plan.factors.get(name)))
