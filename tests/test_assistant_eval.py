@@ -330,3 +330,19 @@ def test_splits_are_read_by_name_several_or_all(tiny_setup):
         "残差连接让梯度直接传到浅层。",
         "基础知识点 > 残差连接的作用",
     )
+
+
+def test_rag_ask_runs_the_assistant_with_its_adapter(tiny_setup, capsys, one_thread):
+    """`make demo`'s command shape: rag ask with a Gemma base + an adapter carrying Gemma's
+    template, on an index; the answer comes with the numbered passages it was given."""
+    root = tiny_setup
+    code, out, err = _run(
+        capsys, "rag", "ask", "残差连接有什么用？", "--model", str(root / "model"),
+        "--adapter", str(root / "adapter"), "--index", str(root / "index"), "--mode", "bm25",
+        "--k", "2", "--max-tokens", "4", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert isinstance(result["answer"], str)
+    assert [c["n"] for c in result["citations"]] == [1, 2]
+    assert result["citations"][0]["heading"] == "基础知识点 > 残差连接的作用"
