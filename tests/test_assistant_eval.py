@@ -311,6 +311,11 @@ def test_cli_bad_input_is_one_line_error(tiny_setup, capsys, tmp_path):
         capsys, "eval", "assistant", "--data", str(root / "pairs.jsonl"), "--split", "dev,tset"
     )
     assert code != 0 and "--split 'dev,tset'" in err
+    code, _, err = _run(
+        capsys, "eval", "assistant", "--data", str(root / "pairs.jsonl"), "--no-rag",
+        "--adapter", "bundled:no-such-adapter",
+    )  # fmt: skip
+    assert code != 0 and "not a LoRA adapter folder" in err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "q"}\n', encoding="utf-8")
     code, _, err = _run(capsys, "eval", "assistant", "--data", str(bad))

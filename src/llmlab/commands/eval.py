@@ -71,7 +71,12 @@ def register(subparsers):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     asst.add_argument("--model", default="gemma3-270m", help="base model (default gemma3-270m)")
-    asst.add_argument("--adapter", default=None, metavar="DIR", help="the SFT LoRA adapter")
+    asst.add_argument(
+        "--adapter",
+        default=None,
+        metavar="DIR",
+        help="the SFT LoRA adapter: a folder or bundled:NAME (bundled:notes-gemma3)",
+    )
     asst.add_argument(
         "--data",
         default="runs/notes-instruct/notes-instruct.jsonl",
@@ -167,8 +172,14 @@ def run_assistant(args) -> int:
 
     items = load_items(args.data, args.split)[: args.limit]  # a bad file fails before loading
     conditions = {None: ("no-rag", "rag"), True: ("rag",), False: ("no-rag",)}[args.rag]
-    if args.adapter and not Path(args.adapter).is_dir():
-        raise LlmlabError(f"--adapter {args.adapter}: no such adapter folder")
+    if args.adapter:  # fail before the base model is loaded and asked
+        from llmlab.formats.peft import is_adapter_folder
+        from llmlab.loading import adapter_folder
+
+        if not is_adapter_folder(adapter_folder(args.adapter)):
+            raise LlmlabError(
+                f"--adapter {args.adapter}: not a LoRA adapter folder (needs adapter_config.json)"
+            )
     reuse = None
     if args.reuse:
         try:
