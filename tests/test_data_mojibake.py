@@ -252,7 +252,9 @@ def test_missing_language_model_falls_back_to_the_ngram_with_a_warning():
 @pytest.mark.slow
 def test_gemma3_repairs_the_terms_the_ngram_gets_wrong():
     """The packaged Gemma 3 270M (llmlab's own forward) fixes what the n-gram gets wrong in the
-    notes: 后/不 (n-gram: 坐/与), 均值 (升值), "mini-batch 中特征" (不特征), and with a second pass 内部协变量偏移 (协存量后移).
+    notes: 后/不 (n-gram: 坐/与), 均值 (升值), "mini-batch 中特征" (不特征), 内部协变量偏移 (协存量后移),
+    all in one pass; and what the first version of the LM repair still got wrong: 连乘后 in line 16
+    (joint round: 连 and 后 change together) and 反向传播 in line 4 (the beam's choice is offered).
     Fragments of hand-checked notes lines, corrupted as the raw file is (see the round trip above)."""
     from llmlab.data.lm_repair import repair_with_lm, scorer_or_none
 
@@ -262,9 +264,13 @@ def test_gemma3_repairs_the_terms_the_ngram_gets_wrong():
         ("连续相乘后梯度迅速趋近0，导致前面层几乎不更新", 1, ("连续相乘坐", "几乎与更新")),
         ("→ 结果：让激活值分布均值为 0，方差为 1。", 1, ("分布升值",)),
         (".svg) 是 mini-batch 中特征的均值和方差。", 1, ("mini-batch 不特征",)),
-        ("+ **降低内部协变量偏移（Internal Covariate Shift）**", 2, ("协存量后移",)),
+        ("+ **降低内部协变量偏移（Internal Covariate Shift）**", 1, ("协存量后移",)),
+        (NOTES_TRUTH[15], 1, ("连乘坐",)),  # line 16 of the notes
     ]
     for truth, passes, ngram_wrong in cases:
         ngram = repair(corrupt(truth))
         assert all(w in ngram for w in ngram_wrong), ngram  # the n-gram alone gets these wrong
         assert repair_with_lm(corrupt(truth), scorer, passes=passes) == truth
+    # The n-gram gets 反 right here, but one character at a time it ranked it 7th: Gemma chose 后.
+    truth = "本质上都是在深层神经网络中反向传播过程中"
+    assert repair_with_lm(corrupt(truth), scorer) == truth
