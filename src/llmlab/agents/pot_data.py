@@ -99,7 +99,7 @@ def build_pot_data(
         raise LlmlabError(f"prompt '{template['name']}' prefills the reply; use one without")
     rows = prompt_rows(problems, prompt, shots)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=Path(out).parent) as scratch:
+    with tempfile.TemporaryDirectory(prefix="llmlab-pot-") as scratch:  # prompts, raw kept rows
         prompts_file = os.path.join(scratch, "prompts.jsonl")
         sampled = os.path.join(scratch, "kept.jsonl")
         with open(prompts_file, "w", encoding="utf-8") as handle:
