@@ -194,3 +194,53 @@ def test_bundled_adapter_names_resolve_to_the_package_folder(tmp_path):
     assert folder.parts[-3:] == ("assets", "adapters", "notes-gemma3")
     assert adapter_folder(tmp_path) == tmp_path
     assert adapter_name("bundled:notes-gemma3") == "notes-gemma3"
+
+
+# --- the shipped adapter (src/llmlab/assets/adapters/notes-gemma3) ------------------------------
+
+
+def test_bundled_notes_adapter_is_a_small_gemma_peft_folder():
+    from safetensors import safe_open
+
+    from llmlab.formats.peft import read_adapter_config
+    from llmlab.loading import adapter_folder
+
+    folder = adapter_folder("bundled:notes-gemma3")
+    weights = folder / "adapter_model.safetensors"
+    assert weights.is_file(), f"{folder} is missing: regenerate it (docs/post-training.md)"
+    assert weights.stat().st_size <= 8 * 2**20
+    config = read_adapter_config(folder)
+    assert config["peft_type"] == "LORA" and config["base_model_name_or_path"] == "gemma3-270m"
+    assert (folder / "chat_template.jinja").read_text(encoding="utf-8") == GEMMA_TEMPLATE
+    with safe_open(str(weights), "pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    # Gemma 3 270M: 18 layers, hidden 640, 4 query heads × 256
+    r = config["r"]
+    assert shapes["base_model.model.model.layers.17.self_attn.q_proj.lora_A.weight"] == (r, 640)
+    assert shapes["base_model.model.model.layers.17.self_attn.q_proj.lora_B.weight"] == (1024, r)
+
+
+@pytest.mark.slow
+def test_bundled_notes_adapter_lowers_the_loss_on_its_training_answers():
+    """On the real Gemma 3 270M: the answer tokens of a training conversation (a notes question)
+    cost less with the adapter than without, and the adapter brings Gemma's chat format."""
+    import llmlab
+
+    chat = [
+        {"role": "system", "content": "你是机器学习面试助手。回答要准确、简洁，并以提供的笔记为依据。"},
+        {"role": "user", "content": "梯度消失和梯度爆炸的原因是什么"},
+        {"role": "assistant", "content": "梯度消失和梯度爆炸都是因为反向传播过程中梯度在多层传播时不断连乘，如果连乘的导数小于1就导致梯度消失，大于1则导致梯度爆炸。"},
+    ]  # fmt: skip
+    tuned, tok = llmlab.load("gemma3-270m", adapters=["bundled:notes-gemma3"], merge_adapters=True)
+    assert tok.chat_template == GEMMA_TEMPLATE and tok.eos_token == "<end_of_turn>"
+    example = render_conversation(tok, chat)
+    ids = torch.tensor([example.input_ids])
+    mask = torch.tensor(example.loss_mask[1:], dtype=torch.bool)
+
+    def answer_loss(model):
+        with torch.no_grad():
+            logits = model(ids[:, :-1])[0]
+        return torch.nn.functional.cross_entropy(logits[mask], ids[0, 1:][mask]).item()
+
+    base, _ = llmlab.load("gemma3-270m", tokenizer=False)
+    assert answer_loss(tuned) < answer_loss(base) - 0.3
