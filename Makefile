@@ -29,12 +29,13 @@ install: $(VENV)/.installed
 
 dev: $(VENV)/.installed-dev
 
-# The notes assistant: one interview question from the notes, answered in Chinese by Gemma 3 270M
-# from the retrieved passages, with numbered citations naming the notes' headings and lines. The
-# first run builds the notes' search index (seconds; cached under ~/.cache/llmlab/rag).
+# The notes assistant: one interview question from the notes (a test-split question: its section
+# was never trained on), answered in Chinese by Gemma 3 270M + the shipped notes LoRA adapter from
+# the retrieved passages, with numbered citations naming the notes' headings and lines. The first
+# run builds the notes' search index (seconds; cached under ~/.cache/llmlab/rag).
 DEMO_QUESTION := BatchNorm 和 LayerNorm 有什么区别？
 demo: install
-	$(BIN)/llmlab rag ask "$(DEMO_QUESTION)" --model gemma3-270m --k 2 --max-tokens 160
+	$(BIN)/llmlab rag ask "$(DEMO_QUESTION)" --model gemma3-270m --adapter bundled:notes-gemma3 --k 2 --max-tokens 160
 
 # A short English chat with the packaged SmolLM2-135M-Instruct model.
 chat: install
