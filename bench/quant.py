@@ -42,14 +42,16 @@ MODEL = "smollm2-135m-instruct"
 EN, ZH = "bundled:stories-en.txt", "bundled:notes-zh.txt"
 # row → how its folder is made: (method, bits[, options for `quantize_model_with`]), or a float
 # dtype. W8A8 rows use SmoothQuant with α searched per layer group on the calibration split;
-# "-mixed" keeps the --keep-float groups with the largest calibration error in float.
+# "-gptq" chooses the int8 weight codes with GPTQ; "-mixed" also keeps the --keep-float groups
+# with the largest calibration error in float.
 ROWS = {
     "fp32": ("float", "float32"),
     "bf16": ("float", "bfloat16"),
     "int8": ("rtn", 8),
     "w8a8-static": ("static", 8),
     "w8a8-dynamic": ("dynamic", 8),
-    "w8a8-dynamic-mixed": ("dynamic", 8, {"keep_float": "KEEP_FLOAT"}),
+    "w8a8-dynamic-gptq": ("dynamic", 8, {"weights": "gptq"}),
+    "w8a8-dynamic-mixed": ("dynamic", 8, {"weights": "gptq", "keep_float": "KEEP_FLOAT"}),
     "int4-rtn": ("rtn", 4),
     "int4-gptq": ("gptq", 4),
     "int4-q4_1": ("gguf", 4),
@@ -185,8 +187,8 @@ def qat_section(args) -> dict:
     from llmlab.quant.text_data import calibration_batch, split_text
 
     torch.set_num_threads(args.threads)
-    g, steps, lr = args.qat_group_size, args.qat_steps, args.qat_lr
-    out = {"model": args.qat, "group_size": g, "steps": steps, "lr": lr}
+    g, steps, lr, bits = args.qat_group_size, args.qat_steps, args.qat_lr, args.qat_bits
+    out = {"model": args.qat, "bits": bits, "group_size": g, "steps": steps, "lr": lr}
     base, tokenizer = llmlab.load(args.qat, device="cpu", dtype="float32")
     windows = calibration_batch(tokenizer, [EN, ZH], args.qat_samples, 129)
     out["train_windows"] = list(windows.shape)
@@ -198,14 +200,14 @@ def qat_section(args) -> dict:
         print(f"  qat section: {label} done", file=sys.stderr, flush=True)
 
     score("float", base)
-    score("ptq_rtn", quantize_rtn(copy.deepcopy(base), 4, g))
-    qat = prepare_qat(copy.deepcopy(base), g)
+    score("ptq_rtn", quantize_rtn(copy.deepcopy(base), bits, g))
+    qat = prepare_qat(copy.deepcopy(base), g, bits)
     out["qat_loss"] = train_qat(qat, windows, steps=steps, lr=lr).get("loss")
     score("qat", convert_qat(qat))
     tuned = copy.deepcopy(base)
     out["finetune_loss"] = train_qat(tuned, windows, steps=steps, lr=lr).get("loss")
     score("finetuned", tuned)
-    score("finetuned_rtn", quantize_rtn(tuned, 4, g))
+    score("finetuned_rtn", quantize_rtn(tuned, bits, g))
     for name in ("en", "zh"):
         for label, ref, ptq in (
             ("recovered", "float", "ptq_rtn"),
@@ -305,7 +307,7 @@ def report(rows: list[dict], qat: dict | None, header: str, kernel_rows=None):
         )
     if qat:
         print(
-            f"\nQAT vs PTQ int4 (group {qat['group_size']}, {qat['steps']} steps at lr "
+            f"\nQAT vs PTQ, {qat['bits']}-bit (group {qat['group_size']}, {qat['steps']} steps at lr "
             f"{qat['lr']}) on {qat['model']}:"
         )
         print(
@@ -346,6 +348,7 @@ def main():
         "--qat-group-size", type=int, default=256, help="256: per channel on 256-wide inputs"
     )
     p.add_argument("--qat-samples", type=int, default=64, help="129-token training windows")
+    p.add_argument("--qat-bits", type=int, default=4, help="4, or 3 / 2 (int4 layout, fewer codes)")
     p.add_argument(
         "--keep-float", type=int, default=2, help="float groups in the w8a8-dynamic-mixed row"
     )

@@ -221,12 +221,27 @@ def test_hessian_accumulator_is_the_mean_outer_product():
     assert torch.allclose(h.h, (2 * x.double().T @ x.double()) / 10)
 
 
-def test_qat_linear_convert_gives_the_trained_grid_exactly():
+def test_fewer_bits_use_fewer_codes_of_the_int4_grid():
+    from llmlab.quant.rtn import levels_for
+
+    assert [levels_for(b) for b in (4, 3, 2)] == [15, 7, 3]
+    weight = torch.tensor([[0.0, 0.9, 2.2, 3.0]])  # min 0, max 3: 2 bits → scale 1
+    codes, scales, minimums = int4_group_params(weight, 4, levels=3)
+    assert scales.item() == 1.0 and minimums.item() == 0.0
+    assert codes.tolist() == [[0, 1, 2, 3]]
+    codes, scales, _ = int4_group_params(weight, 4, levels=7)  # 3 bits: scale 3 / 7
+    assert scales.item() == pytest.approx(3 / 7, rel=1e-3) and codes.max().item() == 7
+    with pytest.raises(LlmlabError, match="4, 3 or 2"):
+        levels_for(5)
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_qat_linear_convert_gives_the_trained_grid_exactly(bits):
     from llmlab.quant.qat import convert_qat, prepare_qat
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 32))
-    prepare_qat(model, group_size=32)
+    prepare_qat(model, group_size=32, bits=bits)
     assert isinstance(model[0], QATLinear)
     x = torch.randn(4, 64)
     model(x).pow(2).sum().backward()
@@ -237,6 +252,7 @@ def test_qat_linear_convert_gives_the_trained_grid_exactly():
     assert isinstance(model[0], Int4Linear)
     layer = model[0]  # its dequantized weight is exactly the grid trained against
     assert torch.allclose(F.linear(x, layer.dequantized_weight(), layer.bias), fake, atol=1e-5)
+    assert layer._codes().max().item() <= 2**bits - 1
 
 
 def test_sliding_window_perplexity_scores_every_token_once():

@@ -39,7 +39,13 @@ def register(subparsers):
     )
     p.add_argument("--model", required=True, help="packaged name, HF folder or .gguf")
     p.add_argument("--method", required=True, choices=list(METHODS))
-    p.add_argument("--bits", type=int, required=True, choices=[8, 4])
+    p.add_argument(
+        "--bits",
+        type=int,
+        required=True,
+        choices=[8, 4, 3, 2],
+        help="8 or 4; 3 and 2 (rtn, qat) use the int4 layout with fewer codes",
+    )
     p.add_argument(
         "--group-size", type=positive_int, default=128, help="int4 inputs per group (default 128)"
     )

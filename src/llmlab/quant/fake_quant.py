@@ -44,19 +44,19 @@ class _FakeQuantizeGroups(torch.autograd.Function):
     function of the weight but treated as a constant in the backward (plain STE)."""
 
     @staticmethod
-    def forward(ctx, weight, group_size: int):
-        codes, scales, minimums = int4_group_params(weight.detach(), group_size)
+    def forward(ctx, weight, group_size: int, levels: int = 15):
+        codes, scales, minimums = int4_group_params(weight.detach(), group_size, levels)
         out, inp = weight.shape
         dequant = codes.float().view(out, -1, group_size) * scales[..., None] + minimums[..., None]
         return dequant.view(out, inp).to(weight.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad, None
+        return grad, None, None
 
 
-def fake_quantize_int4_groups(weight: torch.Tensor, group_size: int) -> torch.Tensor:
-    return _FakeQuantizeGroups.apply(weight, group_size)
+def fake_quantize_int4_groups(weight: torch.Tensor, group_size: int, levels: int = 15):
+    return _FakeQuantizeGroups.apply(weight, group_size, levels)
 
 
 class QATLinear(nn.Linear):
@@ -64,13 +64,17 @@ class QATLinear(nn.Linear):
     an int8 grid tracked by a moving-average observer). The float weight is what trains;
     `llmlab.quant.qat.convert_qat` turns the layer into an Int4Linear with exactly that grid."""
 
-    def __init__(self, in_features, out_features, bias=True, group_size: int = 32, act_bits=None):
+    def __init__(
+        self, in_features, out_features, bias=True, group_size=32, act_bits=None, levels=15
+    ):
         super().__init__(in_features, out_features, bias=bias)
-        self.group_size = group_size
+        self.group_size, self.levels = group_size, levels
         self.act_observer = MovingAverageMinMaxObserver(act_bits) if act_bits else None
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, group_size: int = 32, act_bits=None) -> QATLinear:
+    def from_linear(
+        cls, linear: nn.Linear, group_size: int = 32, act_bits=None, levels: int = 15
+    ) -> QATLinear:
         with torch.device("meta"):
             layer = cls(
                 linear.in_features,
@@ -78,6 +82,7 @@ class QATLinear(nn.Linear):
                 linear.bias is not None,
                 group_size,
                 act_bits,
+                levels,
             )
         layer.weight = linear.weight  # shared, so a tied embedding stays tied while training
         layer.bias = linear.bias
@@ -89,4 +94,5 @@ class QATLinear(nn.Linear):
                 self.act_observer(x)
             scale, zero = self.act_observer.qparams()
             x = fake_quantize(x, scale.to(x.device), zero.to(x.device), self.act_observer.bits)
-        return F.linear(x, fake_quantize_int4_groups(self.weight, self.group_size), self.bias)
+        weight = fake_quantize_int4_groups(self.weight, self.group_size, self.levels)
+        return F.linear(x, weight, self.bias)

@@ -19,16 +19,19 @@ from llmlab.quant.fake_quant import QATLinear
 from llmlab.quant.rtn import (
     group_size_for,
     int4_group_params,
+    levels_for,
     linear_targets,
     replace_module,
     untie_head,
 )
 
 
-def prepare_qat(model: nn.Module, group_size: int = 32) -> nn.Module:
+def prepare_qat(model: nn.Module, group_size: int = 32, bits: int = 4) -> nn.Module:
+    """bits 3 or 2: the int4 layout with fewer codes (see rtn.levels_for)."""
+    levels = levels_for(bits)
     for name, linear in linear_targets(model):
         g = group_size_for(linear.in_features, group_size)
-        replace_module(model, name, QATLinear.from_linear(linear, g))
+        replace_module(model, name, QATLinear.from_linear(linear, g, levels=levels))
     return model
 
 
@@ -85,7 +88,8 @@ def train_qat(
 @torch.no_grad()
 def convert_qat(model: nn.Module) -> nn.Module:
     for name, module in [(n, m) for n, m in model.named_modules() if isinstance(m, QATLinear)]:
-        codes, scales, minimums = int4_group_params(module.weight.detach(), module.group_size)
+        weight = module.weight.detach()
+        codes, scales, minimums = int4_group_params(weight, module.group_size, module.levels)
         replace_module(
             model, name, Int4Linear(codes, scales, minimums, module.group_size, module.bias)
         )

@@ -34,24 +34,35 @@ def group_size_for(in_features: int, requested: int) -> int:
     raise LlmlabError(f"no int4 group size divides a layer with {in_features} inputs")
 
 
-def int4_grid(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def levels_for(bits: int) -> int:
+    """The largest code of a `bits`-bit grid (4 → 15). 3 and 2 bits use the int4 layout and
+    kernel with fewer codes (no smaller file: a way to study what fewer levels cost)."""
+    if bits not in (4, 3, 2):
+        raise LlmlabError(f"group-wise bits must be 4, 3 or 2, got {bits}")
+    return 2**bits - 1
+
+
+def int4_grid(groups: torch.Tensor, levels: int = 15) -> tuple[torch.Tensor, torch.Tensor]:
     """groups [..., g] → (scale, minimum) [...] as float16-representable float32."""
     low, high = groups.amin(-1), groups.amax(-1)
     minimums = low.half().float()
-    scales = ((high - minimums) / 15).clamp(min=1e-6).half().float()
+    scales = ((high - minimums) / levels).clamp(min=1e-6).half().float()
     return scales, minimums
 
 
-def int4_codes(values: torch.Tensor, scales: torch.Tensor, minimums: torch.Tensor) -> torch.Tensor:
-    return ((values - minimums) / scales).round().clamp(0, 15)
+def int4_codes(
+    values: torch.Tensor, scales: torch.Tensor, minimums: torch.Tensor, levels: int = 15
+) -> torch.Tensor:
+    return ((values - minimums) / scales).round().clamp(0, levels)
 
 
-def int4_group_params(weight: torch.Tensor, group_size: int):
-    """weight [out, in] → codes [out, in] uint8, scales and minimums [out, in / group_size]."""
+def int4_group_params(weight: torch.Tensor, group_size: int, levels: int = 15):
+    """weight [out, in] → codes [out, in] uint8 (0…levels), scales and minimums
+    [out, in / group_size]."""
     out_features, in_features = weight.shape
     groups = weight.float().reshape(out_features, in_features // group_size, group_size)
-    scales, minimums = int4_grid(groups)
-    codes = int4_codes(groups, scales[..., None], minimums[..., None])
+    scales, minimums = int4_grid(groups, levels)
+    codes = int4_codes(groups, scales[..., None], minimums[..., None], levels)
     return codes.reshape(out_features, in_features).to(torch.uint8), scales, minimums
 
 
@@ -64,11 +75,11 @@ def rtn_linear(linear: nn.Linear, bits: int, group_size: int = 32) -> nn.Module:
         scales, _ = observer.qparams()
         q = (linear.weight.detach().float() / scales[:, None]).round().clamp(-127, 127)
         return Int8Linear(q, scales, linear.bias)
-    if bits == 4:
+    if bits in (4, 3, 2):
         g = group_size_for(linear.in_features, group_size)
-        codes, scales, minimums = int4_group_params(linear.weight.detach(), g)
+        codes, scales, minimums = int4_group_params(linear.weight.detach(), g, levels_for(bits))
         return Int4Linear(codes, scales, minimums, g, linear.bias)
-    raise LlmlabError(f"--bits must be 8 or 4, got {bits}")
+    raise LlmlabError(f"--bits must be 8, 4, 3 or 2, got {bits}")
 
 
 def linear_targets(model: nn.Module) -> list[tuple[str, nn.Linear]]:
