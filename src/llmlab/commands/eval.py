@@ -2,7 +2,7 @@
 
     llmlab eval perplexity --model smollm2-135m-instruct --data bundled:stories-en.txt --split heldout
     llmlab eval perplexity --model runs/smollm2-gptq4 --data notes.txt --window 512 --stride 256 --json
-    llmlab eval assistant --model gemma3-270m --adapter DIR --split test --out runs/eval-assistant.json
+    llmlab eval assistant --model gemma3-270m --adapter bundled:notes-gemma3 --out runs/eval-assistant.json
     llmlab eval assistant --no-rag --max-tokens 96 --json          # base only, without passages
 
 Perplexity is sliding-window (each token scored once, with up to window − stride tokens of

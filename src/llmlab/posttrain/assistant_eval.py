@@ -1,6 +1,6 @@
 """Evaluate the notes assistant: base vs SFT, with and without retrieved passages.
 
-    llmlab eval assistant --model gemma3-270m --adapter DIR --data runs/notes-instruct/notes-instruct.jsonl
+    llmlab eval assistant --model gemma3-270m --adapter bundled:notes-gemma3 --split dev,test
 
     from llmlab.posttrain.assistant_eval import load_items, evaluate
     report = evaluate(load_items(path, "test"), "gemma3-270m", adapter="DIR", index=index)
