@@ -71,6 +71,10 @@ def test_notes_repair_recipe_regenerates_the_bundled_notes():
     recipe = load_recipe(os.path.join(ROOT, "recipes", "notes-repair.yaml"))
     ops = [name for name, _ in recipe.process]
     assert ops == ["repair_mojibake", "fix_unicode"]
+    fix = recipe.build_ops()[1]
+    assert (
+        fix.map("机制是“全局并行”的核心") == "机制是“全局并行”的核心"
+    )  # Chinese quotes stay curly
     assert dict(recipe.process)["repair_mojibake"] == {"lm": "gemma3-270m"}
     (sink,) = recipe.sinks
     assert sink["type"] == "markdown"

@@ -13,17 +13,28 @@ from llmlab.data.ops.base import Mapper, register
 class FixUnicode(Mapper):
     """Fix broken Unicode (mojibake with intact bytes, odd quotes, HTML entities) with ftfy."""
 
-    def __init__(self, *, normalization: str = "NFC", fullwidth_to_ascii: bool = False):
+    def __init__(
+        self,
+        *,
+        normalization: str = "NFC",
+        fullwidth_to_ascii: bool = False,
+        uncurl_quotes: bool = True,
+    ):
         if normalization not in ("NFC", "NFKC", "NFD", "NFKD"):
             raise ValueError(f"normalization must be NFC/NFKC/NFD/NFKD, not {normalization!r}")
-        # Full-width punctuation is correct in Chinese, so ftfy's width fix is off by default.
+        # Full-width punctuation is correct in Chinese, so ftfy's width fix is off by default;
+        # Chinese quotes are curly (“…”), so a recipe for Chinese text turns uncurl_quotes off.
         self.normalization, self.fullwidth_to_ascii = normalization, fullwidth_to_ascii
+        self.uncurl_quotes = uncurl_quotes
 
     def map(self, text):
         import ftfy
 
         return ftfy.fix_text(
-            text, normalization=self.normalization, fix_character_width=self.fullwidth_to_ascii
+            text,
+            normalization=self.normalization,
+            fix_character_width=self.fullwidth_to_ascii,
+            uncurl_quotes=self.uncurl_quotes,
         )
 
 
