@@ -67,10 +67,19 @@ bench: dev
 	done
 
 # Peers that the benchmarks compare against but the tests do not need: datasketch, and llama.cpp
-# through llama-cpp-python (built from source for this CPU; several minutes on 2 cores).
+# through llama-cpp-python (built from source for this CPU; 10-30 minutes on 2 shared cores).
+# Every x86 feature of this CPU except AMX: ggml's AMX matmul segfaults here (llama.cpp #20824);
+# bench/_llamacpp.py runs an AMX build without its extra buffer types, i.e. also without repacking.
+# Rebuilt (no wheel cache: pip would reuse the AMX wheel) only when missing or built with AMX.
+LLAMA_CPP_CMAKE_ARGS = -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
+	-DGGML_AVX_VNNI=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 bench-peers: dev
 	$(BIN)/pip install -q -e '.[bench]'
-	CMAKE_ARGS="-DGGML_NATIVE=ON" $(BIN)/pip install -q llama-cpp-python
+	$(BIN)/python -c "import llama_cpp, sys; sys.exit(b'AMX_INT8 = 1' in llama_cpp.llama_print_system_info())" \
+		2>/dev/null || CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir \
+		--force-reinstall --no-deps llama-cpp-python
+	$(BIN)/pip install -q llama-cpp-python
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

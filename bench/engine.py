@@ -334,9 +334,9 @@ def main():
             if peer_name == "hf":  # speed must not come from different math: same greedy tokens
                 check_same_tokens(mode, rates["engine"].tokens, rates["hf"].tokens)
             else:
-                results[f"llama_cpp_{mode}_vs_{tag}_same_leading_tokens"] = _common_prefix(
-                    rates["engine"].tokens, rates[peer_name].tokens
-                )
+                same = _common_prefix(rates["engine"].tokens, rates[peer_name].tokens)
+                results[f"llama_cpp_{mode}_vs_{tag}_same_leading_tokens"] = same
+                print(f"  {tag} {mode}: {same} leading tokens as llama.cpp's", file=sys.stderr)
 
     llm = LLM(model, tokenizer, kv_memory="256MiB", enable_prefix_caching=False)
     hf = None if args.skip_hf else hf_model_from(model)
@@ -349,6 +349,7 @@ def main():
         bllm = LLM(args.model, dtype="bfloat16", kv_memory="256MiB", enable_prefix_caching=False)
         measure("engine_bf16", bllm, "llama_cpp", peers.runner("bf16"))
         del bllm
+        peers.close()  # one llama.cpp model at a time: Gemma's rows were OOM-killed here
     for quant, kind, compiled, peer_format, modes in QUANT_ROWS:
         if quant not in wanted:
             continue
@@ -361,6 +362,7 @@ def main():
         )
         measure(f"engine_{quant}", qllm, "llama_cpp", peers.runner(peer_format), modes)
         del qllm
+        peers.close()
     peers.close()  # free llama.cpp's models now, not in an interpreter-exit destructor
     results["load_average_at_end"] = os.getloadavg()[0]
     report(results)
