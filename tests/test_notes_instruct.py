@@ -385,10 +385,23 @@ def test_notes_instruct_recipe_runs_end_to_end(tmp_path):
     run_recipe(parse_recipe(recipe), progress=False)
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     seeds = [r for r in rows if r["origin"] == "seed"]
-    assert len(seeds) == 4 and len(rows) - 4 >= 30
+    rag = [r for r in rows if r["origin"] == "rag"]
+    assert len(seeds) == 4 and len(rows) - 4 - len(rag) >= 30
     assert {r["split"] for r in seeds} == {"train", "dev", "test"}
-    assert all(r["split"] == "train" for r in rows if r["origin"] == "general")
+    assert all(r["split"] == "train" for r in rows if r["origin"] in ("general", "rag"))
+    # rag_pairs: one per train seed, and no section (nor its passage text) crosses splits
+    train_seeds = [r for r in seeds if r["split"] == "train"]
+    assert sorted(r["section"] for r in rag) == sorted(r["section"] for r in train_seeds)
+    split_of = {}
     for row in rows:
+        assert split_of.setdefault(row["section"], row["split"]) == row["split"]
+    held_out = [r["passage"] for r in seeds if r["split"] != "train"]
+    for row in rag:
+        _, user, model = row["messages"]
+        assert user["content"].endswith("问题：" + row["instruction"])
+        assert row["passage"] in user["content"] and model["content"] == row["response"]
+        assert not any(p in user["content"] for p in held_out)
+    for row in (r for r in rows if r["origin"] != "rag"):
         system, user, model = row["messages"]
         assert system["role"] == "system" and user == {
             "role": "user",

@@ -8,6 +8,7 @@ from llmlab.data.ops import (  # noqa: F401
     mappers,
     markdown_qa,
     perplexity,
+    rag_pairs,
     selectors,
     self_instruct,
 )
