@@ -311,7 +311,7 @@ def report(rows: list[dict], qat: dict | None, header: str, kernel_rows=None):
             f"{qat['lr']}) on {qat['model']}:"
         )
         print(
-            "| | float | int4 RTN (PTQ) | int4 QAT | recovered | float fine-tuned "
+            "| | float | RTN (PTQ) | QAT | recovered | float fine-tuned "
             "| its RTN | recovered vs control |"
         )
         print("|---|---|---|---|---|---|---|---|")
@@ -353,11 +353,23 @@ def main():
         "--keep-float", type=int, default=2, help="float groups in the w8a8-dynamic-mixed row"
     )
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        help="print one table from the --json files of runs made in parallel (rows in order)",
+    )
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: measure one row
     p.add_argument("--folder", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.row:
         print(json.dumps(measure_row(args)))
+        return
+    if args.merge:
+        runs = [json.loads(Path(f).read_text()) for f in args.merge]
+        header = "merged: " + " | ".join(r["header"] for r in runs)
+        qat = next((r["qat"] for r in runs if r.get("qat")), None)
+        report([row for r in runs for row in r["rows"]], qat, header)
         return
     rows = [r for r in args.rows.split(",") if r]
     unknown = [r for r in rows if r not in ROWS]
