@@ -43,7 +43,7 @@ EN, ZH = "bundled:stories-en.txt", "bundled:notes-zh.txt"
 # row → how its folder is made: (method, bits[, options for `quantize_model_with`]), or a float
 # dtype. W8A8 rows use SmoothQuant with α searched per layer group on the calibration split;
 # "-gptq" chooses the int8 weight codes with GPTQ; "-mixed" also keeps the --keep-float groups
-# with the largest calibration error in float.
+# with the largest calibration error in float, "-head" keeps the LM head float instead.
 ROWS = {
     "fp32": ("float", "float32"),
     "bf16": ("float", "bfloat16"),
@@ -52,6 +52,7 @@ ROWS = {
     "w8a8-dynamic": ("dynamic", 8),
     "w8a8-dynamic-gptq": ("dynamic", 8, {"weights": "gptq"}),
     "w8a8-dynamic-mixed": ("dynamic", 8, {"weights": "gptq", "keep_float": "KEEP_FLOAT"}),
+    "w8a8-dynamic-head": ("dynamic", 8, {"weights": "gptq", "float_layers": ["lm_head"]}),
     "int4-rtn": ("rtn", 4),
     "int4-gptq": ("gptq", 4),
     "int4-q4_1": ("gguf", 4),

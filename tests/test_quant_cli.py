@@ -67,13 +67,13 @@ def test_quantize_flow_writes_a_loadable_folder(
 
 def test_mixed_w8a8_folder_keeps_the_chosen_layers_float(tiny_folder, tmp_path, one_thread):
     out = tmp_path / "mixed"
-    assert (
-        _quantize(tiny_folder, out, "--method", "dynamic", "--bits", "8", "--keep-float", "1") == 0
-    )
+    args = ["--method", "dynamic", "--bits", "8", "--keep-float", "1", "--weights", "gptq"]
+    assert _quantize(tiny_folder, out, *args, "--float-layers", "lm_head") == 0
     q = read_config(out)["quantization_config"]
     kept = q["float_layers"]
-    assert q["smooth"] == "search" and len(q["alphas"]) == 2 * 4 + 1  # qkv, o, gate/up, down; head
-    assert 1 <= len(kept) <= 3 and not set(kept) & set(q["layers"])
+    assert q["smooth"] == "search" and q["weights"] == "gptq"
+    assert len(q["alphas"]) == 2 * 4 + 1  # q/k/v, o, gate/up, down per layer; the head
+    assert "lm_head" in kept and 2 <= len(kept) <= 4 and not set(kept) & set(q["layers"])
     assert len(q["layers"]) + len(kept) == 2 * 7 + 1
     model, tokenizer = llmlab.load(out)
     assert all(type(model.get_submodule(name)) is torch.nn.Linear for name in kept)

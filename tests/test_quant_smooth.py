@@ -141,6 +141,15 @@ def test_plan_keeps_the_most_sensitive_layer_float(static):
     assert plan.describe()["float_layers"] == [worst]
 
 
+def test_plan_keeps_named_layers_float_without_calibration():
+    plan = plan_w8a8(Stack(), None, None, float_layers=["down"])
+    assert plan.keep_float == ["down"] and plan.factors == {}
+    model = quantize_dynamic(Stack(), plan=plan)
+    assert type(model.down) is nn.Linear and isinstance(model.up, W8A8Linear)
+    with pytest.raises(LlmlabError, match="no linear layer named 'head'"):
+        plan_w8a8(Stack(), None, None, float_layers=["head"])
+
+
 def test_plan_rejects_bad_settings():
     model = Stack()
     with pytest.raises(LlmlabError, match="between 0 and 1"):

@@ -84,6 +84,11 @@ def register(subparsers):
         "calibration error) in float — mixed precision (default 0: pure W8A8)",
     )
     p.add_argument(
+        "--float-layers",
+        default="",
+        help="static/dynamic: comma-separated linears to keep float by name, e.g. lm_head",
+    )
+    p.add_argument(
         "--weights",
         choices=["rtn", "gptq"],
         default="rtn",
@@ -151,6 +156,7 @@ def run(args) -> int:
         smooth=args.smooth or None,
         keep_float=args.keep_float,
         weights=args.weights,
+        float_layers=[n for n in args.float_layers.split(",") if n],
         qat_steps=args.qat_steps,
         qat_lr=args.qat_lr,
     )

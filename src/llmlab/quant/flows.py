@@ -38,6 +38,7 @@ def quantize_model_with(
     smooth: float | str | None = "search",
     keep_float: int = 0,
     weights: str = "rtn",
+    float_layers=(),
     qat_steps: int = 100,
     qat_lr: float = 1e-4,
 ):
@@ -45,7 +46,7 @@ def quantize_model_with(
     "search" (per layer group, on the calibration split) or None; `keep_float` groups of linears
     with the largest calibration error stay float (mixed precision)."""
     check_method(method, bits)
-    if keep_float and method not in ("static", "dynamic"):
+    if (keep_float or float_layers) and method not in ("static", "dynamic"):
         raise LlmlabError("--keep-float applies to --method static and dynamic only")
     if weights != "rtn" and method != "dynamic":
         raise LlmlabError("--weights gptq applies to --method dynamic only")
@@ -82,7 +83,8 @@ def quantize_model_with(
         static = method == "static"
         needs_text = static or smooth or keep_float or weights == "gptq"
         ids = calibration() if needs_text else None
-        plan = plan_w8a8(model, ids, smooth, observer if static else None, keep_float)
+        observer_for = observer if static else None
+        plan = plan_w8a8(model, ids, smooth, observer_for, keep_float, float_layers)
         if static:
             quantize_static(model, ids, observer, plan=plan)
             info.update(activations="static", observer=observer)

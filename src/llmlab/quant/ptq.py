@@ -134,11 +134,17 @@ def plan_w8a8(
     smooth: float | str | None = None,
     observer: str | None = None,
     keep_float: int = 0,
+    float_layers=(),
 ) -> W8A8Plan:
     """smooth: None / 0 (off), α (one for every group) or "search" (per group, least calibration
     error, smooth.py); keep_float: how many groups of linears — those with the largest
     calibration output error after smoothing — stay in float (mixed precision; mixed.py).
+    `float_layers`: linears named explicitly to stay float (e.g. "lm_head"), on top of those.
     `observer` None plans for dynamic activations, else for static ones from that observer."""
+    targets = {name for name, _ in linear_targets(model)}
+    unknown = [name for name in float_layers if name not in targets]
+    if unknown:
+        raise LlmlabError(f"--float-layers: no linear layer named '{unknown[0]}'")
     if smooth is not None and smooth != "search" and not isinstance(smooth, int | float):
         raise LlmlabError(f"--smooth must be a number between 0 and 1 or 'search', got {smooth!r}")
     if smooth == 0:
@@ -146,7 +152,7 @@ def plan_w8a8(
     if keep_float < 0:
         raise LlmlabError(f"--keep-float must be at least 0, got {keep_float}")
     if smooth is None and not keep_float:
-        return W8A8Plan()
+        return W8A8Plan(keep_float=list(float_layers))
     if calibration is None:
         raise LlmlabError("SmoothQuant and --keep-float need calibration text")
     if isinstance(smooth, float | int):
@@ -158,7 +164,8 @@ def plan_w8a8(
         factors = fixed_factors(model, stats, smooth) if smooth is not None else {}
         choices = group_choices(model, stats, factors, observer, smooth)
     plan = W8A8Plan(factors, [], choices, smooth)
-    plan.keep_float = most_sensitive(choices, keep_float)
+    chosen = most_sensitive(choices, keep_float)
+    plan.keep_float = chosen + [name for name in float_layers if name not in chosen]
     return plan
 
 
