@@ -2,9 +2,13 @@
 
     .venv/bin/python bench/quant.py                          # every row, 2 threads, table + JSON
     .venv/bin/python bench/quant.py --rows fp32,w8a8-dynamic --ppl-tokens 512 --tokens 32
-    .venv/bin/python bench/quant.py --qat runs/pretrain-tiny/final    # + QAT vs PTQ int4, tiny model
+    .venv/bin/python bench/quant.py --rows "" --qat runs/pretrain-tiny256/model --qat-bits 2 --qat-group-size 64
+    .venv/bin/python bench/quant.py --rows w8a8-dynamic-gptq --json a.json   # rows in parallel processes,
+    .venv/bin/python bench/quant.py --merge a.json b.json                    # then one table
 
-Rows: fp32, bf16, int8 weight-only, W8A8 static, W8A8 dynamic, int4 RTN and int4 GPTQ (both at
+Rows: fp32, bf16, int8 weight-only, W8A8 static, W8A8 dynamic (RTN int8 weights; -gptq: GPTQ
+int8 weights; -mixed: that plus --keep-float groups in float; -head: GPTQ weights with the LM head
+float), all W8A8 rows with SmoothQuant α searched per layer group, int4 RTN and int4 GPTQ (both at
 --group-size, falling back to 64 on SmolLM2's 576-wide inputs), int4 from the GGUF's own Q4_1
 blocks (the engine's existing int4 path, for reference), and llama.cpp on the same GGUF when
 `llama_cpp` imports. Each quantized variant is made once with `llmlab quantize`'s code and written
@@ -18,9 +22,11 @@ that depends less on the other jobs). The load average is printed at the start a
 
 The source weights are the packaged Q4_1 GGUF's, dequantized: "fp32" is that model in float32.
 
---qat DIR: a tiny pretrained model (recipes/pretrain-tiny.yaml) in float, int4 RTN (PTQ) and
-int4 after QAT fine-tuning (--qat-steps), perplexity on the held-out English and Chinese text;
-"recovered" = (PTQ − QAT) / (PTQ − float) of the perplexity loss.
+--qat DIR: a tiny pretrained model (recipes/pretrain-tiny.yaml) in float, RTN (PTQ) and after
+QAT fine-tuning (--qat-steps), at --qat-bits (4, or 3 / 2 on the int4 layout) and
+--qat-group-size, plus the control: the float model fine-tuned the same way, and its RTN;
+perplexity on the held-out English and Chinese text; "recovered" = (PTQ − QAT) / (PTQ − float)
+of the perplexity loss, and the same against the control.
 """
 
 from __future__ import annotations
