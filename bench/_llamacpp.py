@@ -56,7 +56,7 @@ def system_info() -> str:
 
 def amx_build() -> bool:
     """Whether this llama.cpp was built with its AMX kernels. They crash here in the first
-    matmul (`ggml_backend_amx_mul_mat`, llama.cpp issue #20824, open without a fix), and the only
+    matmul (`ggml_backend_amx_mul_mat`, the crash of llama.cpp issue #20824, which got no fix), and the only
     run-time switch, `use_extra_bufts = False`, also turns off the CPU weight repacking (Q4_0, Q4_K,
     Q5_K, Q6_K, Q8_0; not Q4_1). A build without AMX keeps the repacking:
     `CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON ..." pip install llama-cpp-python` (Makefile)."""
