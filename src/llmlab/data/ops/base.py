@@ -90,6 +90,27 @@ class Op:
         pass
 
 
+class HoldAllOp(Op):
+    """An operator that needs the whole stream before it can emit anything (a split by section,
+    pairs drawn across records): it holds every record and does its work in `finish`. Its state is
+    the held records, so a resumed run holds the same ones."""
+
+    stateless = False
+
+    def __init__(self):
+        self.held: list[dict] = []
+
+    def process(self, batch, trace):
+        self.held.extend(batch)
+        return []
+
+    def state(self):
+        return {"held": self.held}
+
+    def load_state(self, state):
+        self.held = list(state["held"])
+
+
 class TraceHook:
     """What an operator reports while it runs; the executor's tracer implements it."""
 

@@ -25,7 +25,7 @@ import math
 import re
 
 from llmlab.data import textstats
-from llmlab.data.ops.base import Filter, Formatter, Op, register
+from llmlab.data.ops.base import Filter, Formatter, HoldAllOp, Op, register
 from llmlab.data.ops.markdown_qa import PATH_SEPARATOR
 from llmlab.data.paths import resolve_path
 
@@ -205,11 +205,10 @@ class GeneralMix(Op):
 
 
 @register("split_by_section")
-class SplitBySection(Op):
+class SplitBySection(HoldAllOp):
     """Assign split = train / dev / test by `key` (the section), never putting one section in two splits."""
 
     kind = "selector"
-    stateless = False
 
     def __init__(
         self, *, dev: float = 0.15, test: float = 0.15, key: str = "section", seed: int = 0
@@ -219,11 +218,7 @@ class SplitBySection(Op):
         self.dev, self.test, self.key, self.seed = dev, test, key, seed
         # Held until the end: the split needs the number of sections. The notes give a few hundred
         # pairs at most, so holding them is cheap.
-        self.held: list[dict] = []
-
-    def process(self, batch, trace):
-        self.held.extend(batch)
-        return []
+        super().__init__()
 
     def assignment(self, sections: list[str]) -> dict[str, str]:
         """Section → split: sections in a seeded hash order, the first ones to test, then dev."""
@@ -259,9 +254,3 @@ class SplitBySection(Op):
                 out.append({**record, "split": assignment[str(record[self.key])]})
         self.held = []
         return out
-
-    def state(self):
-        return {"held": self.held}
-
-    def load_state(self, state):
-        self.held = list(state["held"])

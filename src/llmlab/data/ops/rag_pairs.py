@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from llmlab.data.ops.base import Op, register
+from llmlab.data.ops.base import HoldAllOp, register
 from llmlab.data.ops.instruct import make_pair
 
 
@@ -38,11 +38,10 @@ def passage_text(record: dict, max_chars: int) -> str:
 
 
 @register("rag_pairs")
-class RagPairs(Op):
+class RagPairs(HoldAllOp):
     """Add a `rag ask`-style pair (gold passage + distractors, answer cites [n]) for each seed pair."""
 
     kind = "selector"  # needs the other records of the split for its distractors
-    stateless = False
 
     def __init__(
         self,
@@ -63,11 +62,7 @@ class RagPairs(Op):
             raise ValueError(f"max_chars must be ≥ 20, got {max_chars}")
         self.splits, self.range = set(splits), (low, high)
         self.max_chars, self.origin, self.seed = max_chars, origin, seed
-        self.held: list[dict] = []
-
-    def process(self, batch, trace):
-        self.held.extend(batch)
-        return []
+        super().__init__()
 
     def rag_pair(self, record: dict, pool: list[dict]):
         from llmlab.rag.answer import build_messages
@@ -120,9 +115,3 @@ class RagPairs(Op):
             out.append(self.rag_pair(record, pool))
         self.held = []
         return out
-
-    def state(self):
-        return {"held": self.held}
-
-    def load_state(self, state):
-        self.held = list(state["held"])
