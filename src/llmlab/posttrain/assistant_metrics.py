@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import random
 import re
-from functools import lru_cache
-from importlib import resources
+
+from llmlab.data.textstats import word_list
 
 THRESHOLD = 0.5  # share of a sentence's content words found in the passage for it to be supported
 
@@ -46,21 +46,12 @@ _SENTENCE_END = re.compile(r"[。！？!?；;\n]+|(?<=[.])\s+")
 _MARKUP = re.compile(r"\*\*|__|`+|^#+\s*|^\s*(?:[-*+]|\d+[.、)])\s+", re.M)
 
 
-@lru_cache(maxsize=1)
-def _stopwords() -> frozenset[str]:
-    text = (
-        resources.files("llmlab.data").joinpath("assets/stopwords.txt").read_text(encoding="utf-8")
-    )
-    lines = (line.strip().lower() for line in text.splitlines())
-    return frozenset(w for w in lines if w and not w.startswith("#"))
-
-
 def content_words(text: str) -> list[str]:
     """The content words of `text`, in order, repeats kept (see the module docstring)."""
     import jieba
 
     jieba.setLogLevel(60)  # its "building prefix dict" chatter goes to stderr otherwise
-    stop = _stopwords()
+    stop = word_list("stopwords")
     out = []
     for token in jieba.lcut(text.lower()):
         token = token.strip()

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 
 import numpy as np
+
+from llmlab.data.textstats import word_list
 
 _MARKS = re.compile(
     r"(\*\*|__|`|^#+\s*|^\s*(?:[-*+]|\d+[.、)]|[一二三四五六七八九十]+、)\s*)", re.M
@@ -27,20 +27,12 @@ _SENTENCE = re.compile(r"[。！？!?；;\n]+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9+#.\-]*|[\u4e00-\u9fff]+")
 
 
-@lru_cache(maxsize=1)
-def _stopwords() -> frozenset[str]:
-    text = (
-        resources.files("llmlab.data").joinpath("assets/stopwords.txt").read_text(encoding="utf-8")
-    )
-    return frozenset(w.strip().lower() for w in text.split() if w.strip())
-
-
 def terms(text: str) -> list[str]:
     """Key terms of a text, in order, without repeats."""
     import jieba
 
     seen, out = set(), []
-    stop = _stopwords()
+    stop = word_list("stopwords")
     for token in jieba.lcut_for_search(text):
         token = token.strip().lower()
         if len(token) < 2 or token in stop or not _WORD.fullmatch(token) or token in seen:
