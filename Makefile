@@ -60,7 +60,7 @@ format: dev
 # Every script in bench/ with its default settings, one after another (an hour or more on 2 cores);
 # each runs its peer in the same run and prints the ratio. `make bench-peers` first for the
 # datasketch and llama.cpp rows. tests/test_bench_list.py keeps this list equal to bench/*.py.
-BENCH_SCRIPTS = generate engine gemma_kv quant gguf_load structured train lora dpo data data_ray mojibake
+BENCH_SCRIPTS = generate engine gemma_kv quant gguf_load structured train lora dpo data data_ray mojibake rag_embedders
 bench: dev
 	@for script in $(BENCH_SCRIPTS); do \
 		echo "== bench/$$script.py"; $(BIN)/python bench/$$script.py || exit 1; \

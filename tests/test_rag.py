@@ -205,6 +205,56 @@ def test_lm_reranker_matches_transformers(tmp_path, one_thread):
     assert len(hits) == len(ours)
 
 
+def test_lm_embedder_takes_the_prompts_last_state_at_its_layer(tmp_path, one_thread):
+    """PromptEOL states equal transformers' hidden state after the same decoder layer, at the
+    last prompt position; padding in a batch changes nothing."""
+    import torch
+    from tiny import save_tiny_llama
+
+    from llmlab.rag.dense import load_embedder
+    from llmlab.rag.lm_embed import LMEmbedder
+
+    # 4 layers: the default depth takes layer 3's output, which transformers returns normed
+    # (its last hidden state), so the test takes an inner layer explicitly as well.
+    reference, _ = save_tiny_llama(tmp_path / "tiny", num_hidden_layers=4)
+    layers = reference.config.num_hidden_layers
+    default = load_embedder(str(tmp_path / "tiny"))
+    assert isinstance(default, LMEmbedder) and default.layer == int(0.85 * layers) == 3
+    embedder = LMEmbedder("tiny", default.model, default.tokenizer, layer=2, batch_size=2)
+    texts = ["Dropout zeroes activations at random.", "Residual connections.", "A"]
+    ours = embedder.encode(texts)
+    for text, row in zip(texts, ours):
+        ids = embedder._ids(text)
+        with torch.no_grad():
+            states = reference(torch.tensor([ids]), output_hidden_states=True).hidden_states
+        # hidden_states[0] is the embedding output, [i + 1] the output of decoder layer i
+        np.testing.assert_allclose(row, states[embedder.layer + 1][0, -1].numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="outside"):
+        LMEmbedder("tiny", embedder.model, embedder.tokenizer, layer=layers)
+
+
+def test_index_centres_lm_vectors_and_keeps_the_centre(tmp_path, one_thread):
+    """An LM embedder's vectors are centred on the passages' mean before normalizing; the centre
+    is saved with the index, so a reloaded index ranks a query the same way."""
+    from tiny import save_tiny_llama
+
+    save_tiny_llama(tmp_path / "tiny")
+    chunks = chunk_markdown(DOC, source="doc.md", max_chars=200)
+    index = Index.build(chunks, embedder=str(tmp_path / "tiny"))
+    raw = index._encoder().encode([c.index_text() for c in chunks])
+    np.testing.assert_allclose(index.center, raw.mean(0), rtol=1e-5)
+    centred = raw - raw.mean(0)
+    np.testing.assert_allclose(
+        index.vectors, centred / np.linalg.norm(centred, axis=1, keepdims=True), atol=1e-5
+    )
+    index.save(tmp_path / "index")
+    loaded = Index.load(tmp_path / "index")
+    np.testing.assert_array_equal(loaded.center, index.center)
+    for mode in ("dense", "hybrid"):
+        a = [h.to_dict() for h in index.search("怎么连接数据库", k=3, mode=mode)]
+        assert a == [h.to_dict() for h in loaded.search("怎么连接数据库", k=3, mode=mode)]
+
+
 def test_cli_search_json_shape_and_errors(toy_index, tmp_path, capsys):
     from llmlab.cli import main
 
@@ -266,7 +316,9 @@ def test_default_index_of_the_notes_is_cached_and_retrieves_dev_questions(tmp_pa
     assert (default_index_dir() / "index.json").is_file()
     again = default_index()  # loaded from the cache, not rebuilt
     np.testing.assert_array_equal(again.vectors, index.vectors)
+    assert index.embedder_name == "gemma3-270m" and index.center is not None
     dev = load_eval_set(split="dev")
-    # Measured 1.000 (hybrid) and 0.978 (BM25) recall@5 on dev (docs/rag.md).
+    # Measured 0.991 (hybrid, Gemma 3 PromptEOL dense side) and 0.982 (BM25) recall@5 on dev
+    # (docs/rag.md).
     assert evaluate(index, dev, "hybrid")["recall@5"] >= 0.95
     assert evaluate(index, dev, "bm25")["recall@5"] >= 0.95

@@ -68,8 +68,9 @@ def register(subparsers):
 def _index_options(p):
     p.add_argument(
         "--embedder",
-        default="notes-biencoder",
-        help="notes-biencoder (trained on the notes, default), a BERT name (minilm-l6-v2) or none",
+        default="gemma3-270m",
+        help="a causal LM (gemma3-270m, default: PromptEOL states), notes-biencoder (trained on "
+        "the notes), a BERT name (minilm-l6-v2) or none",
     )
     p.add_argument(
         "--max-chars", type=positive_int, default=500, help="chunk size limit (default 500)"

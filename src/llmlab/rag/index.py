@@ -6,10 +6,12 @@
     index.save("runs/rag-index"); index = Index.load("runs/rag-index")
 
 Modes: `bm25`, `dense`, `hybrid` (weighted reciprocal rank fusion of the two rankings). The dense
-side is the notes' own bi-encoder by default (`embedder="notes-biencoder"`, trained on the chunks
-at build time) or any BERT-family embedder by name (`"minilm-l6-v2"`). A `reranker`
+side is a causal LM's PromptEOL states by default (`embedder="gemma3-270m"`, rag/lm_embed.py,
+centred on the passages' mean), the notes' own bi-encoder (`"notes-biencoder"`, trained on the
+chunks at build time) or any BERT-family embedder by name (`"minilm-l6-v2"`). A `reranker`
 (rag/rerank.py) reorders the first `candidates` hits of the mode's ranking. Saved as a folder:
-`chunks.jsonl`, `bm25/` (bm25s's own files), `dense.npy` and `index.json` (the embedder's name,
+`chunks.jsonl`, `bm25/` (bm25s's own files), `dense.npy`, `center.npy` (LM embedders) and
+`index.json` (the embedder's name,
 chunking settings and a format version), so a reloaded index embeds queries with the same model.
 """
 
@@ -32,7 +34,9 @@ from llmlab.rag.fusion import rrf
 
 FORMAT_VERSION = 1
 MODES = ("bm25", "dense", "hybrid")
-DEFAULT_EMBEDDER = "notes-biencoder"  # trained on the indexed chunks (rag/biencoder.py)
+# Gemma 3 270M's PromptEOL states (rag/lm_embed.py): chosen on the dev split over the notes'
+# own bi-encoder (`notes-biencoder`, trained at build time) and MiniLM (docs/rag.md).
+DEFAULT_EMBEDDER = "gemma3-270m"
 HYBRID_WEIGHTS = (1.0, 0.25)  # BM25, dense: chosen on the dev split (docs/rag.md)
 
 
@@ -58,13 +62,22 @@ class Index:
     """Searchable chunks: BM25 always, dense vectors when an embedder was given."""
 
     def __init__(
-        self, chunks: list[Chunk], bm25: BM25Index, vectors=None, embedder=None, meta=None
+        self,
+        chunks: list[Chunk],
+        bm25: BM25Index,
+        vectors=None,
+        embedder=None,
+        meta=None,
+        center=None,
     ):
         self.chunks = chunks
         self.bm25 = bm25
         self.vectors = vectors  # float32 [len(chunks), dim], unit rows; None = BM25 only
-        # A name llmlab.load takes (minilm-l6-v2), or a trained BiEncoder object
+        # A name llmlab.load takes (minilm-l6-v2, gemma3-270m), or a trained BiEncoder object
         self.embedder = embedder
+        # Subtracted from every embedding before normalizing (LM states share a large common
+        # direction; rag/lm_embed.py): the mean of the passages' raw vectors, or None.
+        self.center = center
         self.meta = dict(meta or {})
         self.hybrid_weights = HYBRID_WEIGHTS
 
@@ -74,18 +87,21 @@ class Index:
             return self.embedder
         return self.embedder.name
 
+    def _encoder(self):
+        return load_embedder(self.embedder) if isinstance(self.embedder, str) else self.embedder
+
     def embed_queries(self, texts: list[str]) -> np.ndarray:
-        if isinstance(self.embedder, str):
-            return load_embedder(self.embedder).encode(texts)
-        return self.embedder.encode(texts)
+        vectors = self._encoder().encode(texts)
+        return vectors if self.center is None else _unit(vectors - self.center)
 
     # ---- building -------------------------------------------------------------------------
     @classmethod
     def build(
         cls, chunks: list[Chunk], embedder: str | None = DEFAULT_EMBEDDER, meta=None
     ) -> Index:
-        """Index `chunks`; `embedder`: notes-biencoder (trained here), a BERT name, a trained
-        encoder object (with `name` and `encode`), or None for BM25 only."""
+        """Index `chunks`; `embedder`: a causal LM's name (gemma3-270m), notes-biencoder (trained
+        here), a BERT name, a trained encoder object (with `name` and `encode`), or None for BM25
+        only."""
         if not chunks:
             raise LlmlabError("nothing to index: the document has no text")
         texts = [c.index_text() for c in chunks]
@@ -93,7 +109,11 @@ class Index:
             embedder = train_biencoder(chunks)
         index = cls(chunks, BM25Index.build(texts), None, embedder, meta)
         if embedder:
-            index.vectors = index.embed_queries(texts)
+            encoder = index._encoder()
+            vectors = encoder.encode(texts)
+            if getattr(encoder, "centered", False):
+                index.center = vectors.mean(0)
+            index.vectors = vectors if index.center is None else _unit(vectors - index.center)
         return index
 
     @classmethod
@@ -170,6 +190,8 @@ class Index:
         self.bm25.save(tmp / "bm25")
         if self.vectors is not None:
             np.save(tmp / "dense.npy", self.vectors.astype(np.float32))
+        if self.center is not None:
+            np.save(tmp / "center.npy", self.center.astype(np.float32))
         if self.embedder is not None and not isinstance(self.embedder, str):
             self.embedder.save(tmp / "encoder")
         info = {"format": FORMAT_VERSION, "embedder": self.embedder_name, **self.meta}
@@ -194,16 +216,21 @@ class Index:
             chunks = [Chunk.from_dict(json.loads(line)) for line in f if line.strip()]
         dense = folder / "dense.npy"
         vectors = np.load(dense) if dense.is_file() else None
+        center = np.load(folder / "center.npy") if (folder / "center.npy").is_file() else None
         embedder = info.pop("embedder", None)
         info.pop("format")
         if embedder == BIENCODER:
             embedder = BiEncoder.load(folder / "encoder")
-        return cls(chunks, BM25Index.load(folder / "bm25"), vectors, embedder, info)
+        return cls(chunks, BM25Index.load(folder / "bm25"), vectors, embedder, info, center)
 
 
 def _order(scores: np.ndarray) -> list[int]:
     # Stable: equal scores keep document order, so results do not depend on sort internals.
     return [int(i) for i in np.argsort(-scores, kind="stable")]
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return (vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def _remove(path: Path):

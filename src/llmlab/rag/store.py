@@ -18,6 +18,7 @@ from llmlab.bundled import resolve_bundled
 from llmlab.rag.biencoder import NAME as BIENCODER
 from llmlab.rag.biencoder import SETTINGS
 from llmlab.rag.index import DEFAULT_EMBEDDER, FORMAT_VERSION, Index
+from llmlab.rag.lm_embed import SETTINGS as LM_SETTINGS
 
 DEFAULT_NOTES = "bundled:notes-zh.md"
 DEFAULT_MAX_CHARS = 500
@@ -41,7 +42,8 @@ def default_index_dir(
 ) -> Path:
     text, name = read_document(source)
     # The key covers everything the index depends on, so a change never reuses a stale index.
-    training = json.dumps(SETTINGS, sort_keys=True) if embedder == BIENCODER else ""
+    settings = SETTINGS if embedder == BIENCODER else LM_SETTINGS if embedder else {}
+    training = json.dumps(settings, sort_keys=True, ensure_ascii=False)
     key = f"{FORMAT_VERSION}|{embedder}|{training}|{max_chars}|{text}"
     return cache_root() / f"{Path(name).stem}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 

@@ -50,17 +50,19 @@ class Result:
 
 class Coach:
     def __init__(self, notes: str = DEFAULT_NOTES, db=None, embed="default", clock=_now):
-        """`embed`: "default" (the RAG index's sentence embedder), a callable texts → unit rows,
-        or None (key terms only)."""
+        """`embed`: "default" (the notes' own bi-encoder, from their RAG index built with it), a
+        callable texts → unit rows, or None (key terms only)."""
         self.questions = list(load_questions(notes))
         if not self.questions:
             raise LlmlabError(f"no questions with reference answers in {notes}")
         self.by_id = {q.id: q for q in self.questions}
         self.history = History(db)
-        if embed == "default":  # the sentence embedder of the notes' RAG index
+        if embed == "default":
+            # The bi-encoder, not the search index's default LM embedder: the rubric's meaning
+            # thresholds were calibrated on it (docs/coach.md), and it grades in microseconds.
             from llmlab.rag import default_index
 
-            embed = default_index().embed_queries
+            embed = default_index(embedder="notes-biencoder").embed_queries
         self.grader = Grader(embed)
         self.clock = clock
         from fsrs import Scheduler
