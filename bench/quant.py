@@ -1,6 +1,7 @@
-"""Quantization: size, memory, quality and speed of every method on SmolLM2, one run.
+"""Quantization: size, memory, quality and speed of every method on SmolLM2 or Gemma 3, one run.
 
     .venv/bin/python bench/quant.py                          # every row, 2 threads, table + JSON
+    .venv/bin/python bench/quant.py --model gemma3-270m --rows bf16,int8,int4-rtn,int4-gptq
     .venv/bin/python bench/quant.py --rows fp32,w8a8-dynamic --ppl-tokens 512 --tokens 32
     .venv/bin/python bench/quant.py --rows "" --qat runs/pretrain-tiny256/model --qat-bits 2 --qat-group-size 64
     .venv/bin/python bench/quant.py --rows w8a8-dynamic-gptq --json a.json   # rows in parallel processes,
@@ -16,7 +17,8 @@ as a folder (cached under --work); each row then runs in its own process (so pea
 row's): load the folder, perplexity on the held-out English (stories-en.txt lines 5401–5999) and
 Chinese (notes-zh.txt lines 896–994) text, first --ppl-tokens tokens each, disjoint 512-token
 windows; single-stream and --batch-concurrent greedy decode of --tokens new tokens through the
-engine (chat prompts, EOS ignored, prefix cache off, best of --repeats). Tokens/s are given by
+engine (chat prompts, EOS ignored, prefix cache off, best of --repeats). Folders are cached
+under --work/MODEL/ROW. Tokens/s are given by
 wall clock and by the process's CPU time (on a busy shared machine the CPU-time rate is the one
 that depends less on the other jobs). The load average is printed at the start and the end.
 
@@ -44,7 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-MODEL = "smollm2-135m-instruct"
+MODEL = "smollm2-135m-instruct"  # default --model
 EN, ZH = "bundled:stories-en.txt", "bundled:notes-zh.txt"
 # row → how its folder is made: (method, bits[, options for `quantize_model_with`]), or a float
 # dtype. W8A8 rows use SmoothQuant with α searched per layer group on the calibration split;
@@ -95,11 +97,11 @@ def prepare(row: str, work: Path, args) -> Path | None:
     }
     if kind in ("gguf", "llama.cpp"):
         return None
-    folder = work / (f"{row}-{args.keep_float}" if "keep_float" in options else row)
+    folder = work / args.model / (f"{row}-{args.keep_float}" if "keep_float" in options else row)
     if (folder / "config.json").exists():
         return folder
     start = time.perf_counter()
-    model, tokenizer = llmlab.load(MODEL, device="cpu", dtype="float32")
+    model, tokenizer = llmlab.load(args.model, device="cpu", dtype="float32")
     if kind == "float":
         save_hf_folder(model.to(getattr(torch, arg)), folder, tokenizer=tokenizer)
     else:
@@ -125,7 +127,7 @@ def measure_row(args) -> dict:
     torch.set_num_threads(args.threads)
     row, result = args.row, {"row": args.row}
     kind, arg, *_ = ROWS[row]
-    gguf = resolve(MODEL)
+    gguf = resolve(args.model)
     if kind == "llama.cpp":
         return measure_llama_cpp(args, gguf, result)
     source = str(gguf) if kind == "gguf" else args.folder
@@ -162,7 +164,7 @@ def measure_llama_cpp(args, gguf, result) -> dict:
         return result
     import llmlab
 
-    _, tokenizer = llmlab.load(MODEL, device="cpu")
+    _, tokenizer = llmlab.load(args.model, device="cpu")
     prompts = chat_prompts(tokenizer, args.batch)
     per_seq = -(-(max(len(p) for p in prompts) + args.tokens + 8) // 256) * 256
     peer = LlamaCpp(gguf, args.threads, n_seq=args.batch, n_ctx_per_seq=per_seq)
@@ -339,6 +341,9 @@ def main():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument(
+        "--model", default=MODEL, help="a packaged GGUF model: smollm2-135m-instruct, gemma3-270m"
+    )
     p.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows (default: all)")
     p.add_argument("--group-size", type=int, default=128)
     p.add_argument("--samples", type=int, default=16, help="calibration sequences (256 tokens)")
@@ -393,6 +398,7 @@ def main():
     for row in rows:  # each variant made just before its row runs
         folder = prepare(row, work, args)
         command = [sys.executable, __file__, "--row", row, "--threads", str(args.threads)]
+        command += ["--model", args.model]
         command += ["--ppl-tokens", str(args.ppl_tokens), "--tokens", str(args.tokens)]
         command += ["--batch", str(args.batch), "--repeats", str(args.repeats)]
         if folder:
