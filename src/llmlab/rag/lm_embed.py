@@ -2,12 +2,12 @@
 
     from llmlab.rag.dense import load_embedder
     embedder = load_embedder("gemma3-270m")        # any causal LM llmlab.load takes
-    vectors = embedder.encode(["为什么要做归一化"])   # float32 [1, hidden], unit rows
+    vectors = embedder.encode(["为什么要做归一化"])   # float32 [1, hidden], raw states
 
 PromptEOL (Jiang et al., 2023): the text goes into a prompt that asks for its meaning in one
-word, `这段话："…"的意思用一个词概括是："`, so the model's state at the last position has to hold
-what the text is about — a summary the model was never trained to give by mean pooling. The
-state is taken after decoder layer `layer` (0-based), not after the last layer: the last layers
+word, `这段话："…"的意思用一个词概括是："`, so the model's state at the last position, about to
+write that word, has to hold what the text is about (a mean over a plain text's positions holds
+mostly what each token looks like: docs/rag.md measures both). The state is taken after decoder layer `layer` (0-based), not after the last layer: the last layers
 turn the state towards predicting the next token's surface form. The default depth, 85 % of the
 layers (layer 15 of Gemma 3 270M's 18), was chosen on the RAG eval's dev split (docs/rag.md).
 
