@@ -59,7 +59,7 @@ class Coach:
         self.history = History(db)
         if embed == "default":
             # The bi-encoder, not the search index's default LM embedder: the rubric's meaning
-            # thresholds were calibrated on it (docs/coach.md), and it grades in microseconds.
+            # thresholds were calibrated on it (docs/ui.md), and it grades in microseconds.
             from llmlab.rag import default_index
 
             embed = default_index(embedder="notes-biencoder").embed_queries
