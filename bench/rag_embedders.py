@@ -23,9 +23,8 @@ import torch
 import llmlab
 from llmlab.rag.bm25 import tokenize
 from llmlab.rag.evaluate import gold_rank, load_eval_set
-from llmlab.rag.fusion import rrf
-from llmlab.rag.index import HYBRID_WEIGHTS, Index
-from llmlab.rag.lm_embed import MAX_TEXT_TOKENS, PROMPT
+from llmlab.rag.index import Index, fuse, unit_rows
+from llmlab.rag.lm_embed import PROMPT, LMEmbedder
 from llmlab.rag.store import read_document
 
 PROMPTS = {"plain": "{text}", "eol": PROMPT}
@@ -33,6 +32,7 @@ PROMPTS = {"plain": "{text}", "eol": PROMPT}
 
 def states(model, tokenizer, texts, prompt):
     """{depth: {"mean": [n, d], "last": [n, d]}}: every layer's output and the final norm's."""
+    embedder = LMEmbedder("sweep", model, tokenizer, prompt=prompt)  # the index's prompt ids
     layers = model.model.layers
     captured = {}
     hooks = [
@@ -42,9 +42,7 @@ def states(model, tokenizer, texts, prompt):
     out = {d: {"mean": [], "last": []} for d in range(len(layers) + 1)}
     with torch.inference_mode():
         for text in texts:
-            tokens = tokenizer.encode(text, add_special_tokens=False)[:MAX_TEXT_TOKENS]
-            body = prompt.format(text=tokenizer.decode(tokens))
-            ids = [tokenizer.bos_token_id, *tokenizer.encode(body, add_special_tokens=False)]
+            ids = embedder.prompt_ids(text)
             captured[len(layers)] = model.model(torch.tensor([ids]))
             for d, h in captured.items():
                 h = (h[0] if isinstance(h, tuple) else h)[0, 1:].float()  # without BOS
@@ -56,19 +54,14 @@ def states(model, tokenizer, texts, prompt):
 
 
 def scores(index, items, passages, questions):
-    center = passages.mean(0)
-
-    def unit(x):
-        x = x - center
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-    p, q = unit(passages), unit(questions)
+    center = passages.mean(0)  # centred and normalized as the index does
+    p, q = unit_rows(passages - center), unit_rows(questions - center)
     dense, hybrid = [], []
     for item, row in zip(items, q):
-        order = [int(i) for i in np.argsort(-(p @ row), kind="stable")]
+        semantic = p @ row
+        order = [int(i) for i in np.argsort(-semantic, kind="stable")]
         lexical = index.bm25.scores(tokenize(item["question"]))
-        lexical_order = [int(i) for i in np.argsort(-lexical, kind="stable") if lexical[i] > 0]
-        fused = [d for d, _ in rrf([lexical_order, order], weights=list(HYBRID_WEIGHTS))]
+        fused = [d for d, _ in fuse(lexical, semantic)]
         dense.append(gold_rank(index, order, item["lines"]))
         hybrid.append(gold_rank(index, fused, item["lines"]))
 

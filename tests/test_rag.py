@@ -224,7 +224,7 @@ def test_lm_embedder_takes_the_prompts_last_state_at_its_layer(tmp_path, one_thr
     texts = ["Dropout zeroes activations at random.", "Residual connections.", "A"]
     ours = embedder.encode(texts)
     for text, row in zip(texts, ours):
-        ids = embedder._ids(text)
+        ids = embedder.prompt_ids(text)
         with torch.no_grad():
             states = reference(torch.tensor([ids]), output_hidden_states=True).hidden_states
         # hidden_states[0] is the embedding output, [i + 1] the output of decoder layer i

@@ -92,7 +92,7 @@ class Index:
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         vectors = self._encoder().encode(texts)
-        return vectors if self.center is None else _unit(vectors - self.center)
+        return vectors if self.center is None else unit_rows(vectors - self.center)
 
     # ---- building -------------------------------------------------------------------------
     @classmethod
@@ -113,7 +113,7 @@ class Index:
             vectors = encoder.encode(texts)
             if getattr(encoder, "centered", False):
                 index.center = vectors.mean(0)
-            index.vectors = vectors if index.center is None else _unit(vectors - index.center)
+            index.vectors = vectors if index.center is None else unit_rows(vectors - index.center)
         return index
 
     @classmethod
@@ -143,9 +143,7 @@ class Index:
             return _order(lexical), lexical
         if mode == "dense":
             return _order(semantic), semantic
-        # Documents with no query word get no BM25 rank, so they do not gain from the lexical list.
-        lexical_rank = [i for i in _order(lexical) if lexical[i] > 0]
-        fused = rrf([lexical_rank, _order(semantic)], weights=list(self.hybrid_weights))
+        fused = fuse(lexical, semantic, self.hybrid_weights)
         scores = np.zeros(n, dtype=np.float32)
         for doc, score in fused:
             scores[doc] = score
@@ -229,7 +227,15 @@ def _order(scores: np.ndarray) -> list[int]:
     return [int(i) for i in np.argsort(-scores, kind="stable")]
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
+def fuse(lexical: np.ndarray, semantic: np.ndarray, weights=HYBRID_WEIGHTS):
+    """The hybrid ranking: weighted RRF of every chunk's BM25 and dense scores, as (chunk, score)
+    pairs best first. Chunks with no query word get no BM25 rank, so they do not gain from the
+    lexical list."""
+    lexical_rank = [i for i in _order(lexical) if lexical[i] > 0]
+    return rrf([lexical_rank, _order(semantic)], weights=list(weights))
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)).astype(np.float32)
 
 

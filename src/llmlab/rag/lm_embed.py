@@ -33,8 +33,17 @@ class LMEmbedder:
 
     centered = True  # the index centres these vectors on its passages' mean (module docstring)
 
-    def __init__(self, name: str, model, tokenizer, layer: int | None = None, batch_size: int = 8):
+    def __init__(
+        self,
+        name: str,
+        model,
+        tokenizer,
+        layer: int | None = None,
+        batch_size: int = 8,
+        prompt: str = PROMPT,
+    ):
         self.name, self.model, self.tokenizer = name, model.eval(), tokenizer
+        self.prompt = prompt  # "{text}" marks where the text goes
         layers = model.model.layers
         self.layer = int(DEPTH * len(layers)) if layer is None else layer
         if not 0 <= self.layer < len(layers):
@@ -42,10 +51,11 @@ class LMEmbedder:
         self.batch_size = batch_size
         self._block = layers[self.layer]
 
-    def _ids(self, text: str) -> list[int]:
+    def prompt_ids(self, text: str) -> list[int]:
+        """BOS (when the tokenizer has one) + the prompt around `text`, cut to MAX_TEXT_TOKENS."""
         tokens = self.tokenizer.encode(text, add_special_tokens=False)[:MAX_TEXT_TOKENS]
         ids = self.tokenizer.encode(
-            PROMPT.format(text=self.tokenizer.decode(tokens)), add_special_tokens=False
+            self.prompt.format(text=self.tokenizer.decode(tokens)), add_special_tokens=False
         )
         bos = getattr(self.tokenizer, "bos_token_id", None)
         return ids if bos is None else [bos, *ids]  # Gemma's states are garbage without BOS
@@ -53,7 +63,7 @@ class LMEmbedder:
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> np.ndarray:
         """Raw float32 states, one row per text: the index centres and normalizes them."""
-        rows = [self._ids(t) for t in texts]
+        rows = [self.prompt_ids(t) for t in texts]
         device = next(self.model.parameters()).device
         out = np.zeros((len(rows), self.model.config.hidden_size), dtype=np.float32)
         captured = {}
