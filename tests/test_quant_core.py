@@ -198,6 +198,56 @@ def _toy_layer_and_inputs(seed=0):
     return weight, x
 
 
+def _tiny_decoder(kind: str):
+    """A tiny Llama (with a sliding window) or Gemma 3 (one sliding, one global layer, window
+    shorter than the calibration sequences, norms randomized so that they matter)."""
+    torch.manual_seed(0)
+    if kind == "llama":
+        from llmlab.models.llama import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(
+            vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, sliding_window=8,
+        )  # fmt: skip
+        return LlamaForCausalLM(config).eval()
+    from llmlab.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
+
+    config = Gemma3Config(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
+        sliding_window=8, layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=64,
+    )  # fmt: skip
+    model = Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "norm" in name:
+                parameter.normal_(0, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_gptq_calibrates_each_layer_on_the_inputs_the_model_gives_it(kind):
+    """Layer-by-layer calibration must feed each layer what the model's own forward does (Gemma 3:
+    the √d-scaled embedding, local vs global rotary, windowed masks): with every layer kept float,
+    the LM head's Hessian equals the one of the model's final hidden states."""
+    from llmlab.quant.gptq import quantize_gptq
+
+    model = _tiny_decoder(kind)
+    calibration = torch.randint(0, 64, (5, 20))
+    seen = {}
+
+    def keep_float(name, linear, hessian):
+        seen[name] = hessian.clone()
+
+    with torch.no_grad():
+        want = HessianAccumulator(32)
+        want.add(model.model(calibration))
+        quantize_gptq(model, calibration, batch_size=2, make=keep_float)
+    assert len(seen) == 2 * 7 + 1
+    assert torch.allclose(seen["lm_head"], want.h, rtol=1e-4, atol=1e-6)
+
+
 def test_gptq_output_error_is_lower_than_rtn_at_the_same_group_size():
     weight, x = _toy_layer_and_inputs()
     h = HessianAccumulator(128)

@@ -300,10 +300,11 @@ class Gemma3Model(nn.Module):
         weight = self.embed_tokens.weight
         return self.embed_tokens(input_ids) * torch.tensor(self.embed_scale, dtype=weight.dtype)
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        c, length = self.config, input_ids.shape[1]
-        start = cache.length if cache is not None else 0
-        device = input_ids.device
+    def layer_inputs(self, start: int, length: int, device=None) -> list[tuple]:
+        """Per decoder layer, the (cos, sin, mask) for `length` tokens after `start` cached ones:
+        local or global rotary and windowed or causal mask by the layer's type (layer-by-layer
+        calibration calls this too)."""
+        c = self.config
         positions = torch.arange(start, start + length, device=device)
         key_positions = torch.arange(start + length, device=device)
         tables = {FULL: self.rotary(positions), SLIDING: self.rotary_local(positions)}
@@ -318,10 +319,16 @@ class Gemma3Model(nn.Module):
                 if start + length > c.sliding_window
                 else full_mask
             )
+        return [(*tables[kind], masks[kind]) for kind in c.layer_types]
+
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        start = cache.length if cache is not None else 0
+        length = input_ids.shape[1]
         x = self.embed(input_ids)
-        for layer, kind in zip(self.layers, c.layer_types):
-            cos, sin = tables[kind]
-            x = layer(x, cos, sin, masks[kind], cache)
+        for layer, (cos, sin, mask) in zip(
+            self.layers, self.layer_inputs(start, length, input_ids.device)
+        ):
+            x = layer(x, cos, sin, mask, cache)
         if cache is not None:
             cache.length += length
         return self.norm(x)

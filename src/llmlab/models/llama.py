@@ -289,20 +289,30 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling)
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        length = input_ids.shape[1]
-        start = cache.length if cache is not None else 0
-        positions = torch.arange(start, start + length, device=input_ids.device)
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(input_ids)
+
+    def layer_inputs(self, start: int, length: int, device=None) -> list[tuple]:
+        """Per decoder layer, the (cos, sin, mask) for `length` tokens after `start` cached ones
+        (the same for every layer here; layer-by-layer calibration calls this too)."""
+        positions = torch.arange(start, start + length, device=device)
         cos, sin = self.rotary(positions)
         mask = None  # plain causal attention from position 0 is SDPA's is_causal fast path
         if (start > 0 and length > 1) or self.config.sliding_window is not None:
             mask = attention_mask(
                 positions,
-                torch.arange(start + length, device=input_ids.device),
+                torch.arange(start + length, device=device),
                 self.config.sliding_window,
             )
-        x = self.embed_tokens(input_ids)
-        for layer in self.layers:
+        return [(cos, sin, mask)] * len(self.layers)
+
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        start = cache.length if cache is not None else 0
+        length = input_ids.shape[1]
+        x = self.embed(input_ids)
+        for layer, (cos, sin, mask) in zip(
+            self.layers, self.layer_inputs(start, length, input_ids.device)
+        ):
             x = layer(x, cos, sin, mask, cache)
         if cache is not None:
             cache.length += length

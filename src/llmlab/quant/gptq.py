@@ -125,10 +125,10 @@ def gptq_quantize_int8(
     return codes.to(torch.int8), scale
 
 
-def _llama_parts(model):
+def _decoder(model):
     inner = getattr(model, "model", None)
-    if inner is None or not hasattr(inner, "layers") or not hasattr(inner, "rotary"):
-        raise LlmlabError("GPTQ needs a decoder model (llmlab Llama family)")
+    if inner is None or not hasattr(inner, "layers") or not hasattr(inner, "layer_inputs"):
+        raise LlmlabError("GPTQ needs a decoder model (llmlab Llama family or Gemma 3)")
     return inner
 
 
@@ -166,18 +166,13 @@ def quantize_gptq(
     one that builds W8A8 layers)."""
     make = make or int4_maker(group_size)
     full = {id(m): n for n, m in model.named_modules()}
-    inner = _llama_parts(model)
-    seq = calibration.shape[1]
-    positions = torch.arange(seq)
-    cos, sin = inner.rotary(positions)
+    inner = _decoder(model)
+    # Each layer gets what the model's own forward gives it (Gemma 3: scaled embedding, local or
+    # global rotary and mask per layer), so the Hessians are of the inputs the model really sees.
+    per_layer = inner.layer_inputs(0, calibration.shape[1])
     batches = [calibration[i : i + batch_size] for i in range(0, len(calibration), batch_size)]
-    hidden = [inner.embed_tokens(b) for b in batches]
-    mask = None
-    if inner.config.sliding_window is not None:
-        from llmlab.models.llama import attention_mask
-
-        mask = attention_mask(positions, positions, inner.config.sliding_window)
-    for index, layer in enumerate(inner.layers):
+    hidden = [inner.embed(b) for b in batches]
+    for index, (layer, (cos, sin, mask)) in enumerate(zip(inner.layers, per_layer)):
         names = [n for n, m in layer.named_modules() if isinstance(m, nn.Linear)]
         hessians = {n: HessianAccumulator(layer.get_submodule(n).in_features) for n in names}
         handles = [
