@@ -2,6 +2,7 @@
 int8/int4 round trips, each quantized linear against its dequantized float reference, GPTQ
 against round-to-nearest on a toy layer, sliding-window perplexity, the folder format."""
 
+import copy
 import math
 
 import pytest
@@ -188,6 +189,29 @@ def test_w8a8_kernel_and_float_fallback_agree():
     q = torch.randint(-127, 128, (3, 48), dtype=torch.int8)
     exact = q.long() @ layer.qweight.long().t()
     assert torch.equal(layer.int_matmul(q).long(), exact)
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_w8a8_onednn_path_equals_the_int_mm_path(static, monkeypatch):
+    """The prepacked oneDNN u8 × s8 GEMM (uint8 codes shifted by 128, the shift removed through
+    the zero point) gives what `_int_mm` plus the scales give, for per-token and static grids."""
+    from llmlab.nn import quantized_linear
+
+    if not quantized_linear._HAS_ONEDNN_QLINEAR:
+        pytest.fail("this torch has no onednn::qlinear_pointwise (the engine's W8A8 CPU kernel)")
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(80, 48)
+    x = torch.randn(3, 7, 80) * torch.linspace(0.1, 10, 7)[None, :, None]
+    scale, zero = (torch.tensor([0.05]), torch.tensor([-9.0])) if static else (None, None)
+    layer = W8A8Linear.from_linear(linear, scale, zero)
+    fast = layer(x)
+    assert layer._onednn is not None  # the oneDNN path ran
+    monkeypatch.setattr(quantized_linear, "_HAS_ONEDNN_QLINEAR", False)
+    assert torch.allclose(fast, layer(x), rtol=1e-6, atol=1e-5)
+    # copies pack their own weight (the packed tensor is opaque to copy and pickle)
+    monkeypatch.setattr(quantized_linear, "_HAS_ONEDNN_QLINEAR", True)
+    assert copy.deepcopy(layer)._onednn is None
+    assert torch.equal(copy.deepcopy(layer)(x), fast)
 
 
 def _toy_layer_and_inputs(seed=0):

@@ -17,9 +17,11 @@ Reading quantized checkpoints (a Q4_1 GGUF's own blocks) is `llmlab.load(..., qu
 
 W8A8 (`W8A8Linear`): int8 weights per output channel (symmetric) times int8 activations, either
 quantized per token at run time (dynamic: scale = max|x_token| / 127) or with one calibrated
-(scale, zero point) for the whole input (static, from `llmlab.quant`'s observers). The product
-runs in `torch._int_mm` (int8 × int8 → int32 through oneDNN: VNNI / AMX on CPUs that have them),
-then one float multiply by the activation and weight scales. The flows that produce these layers
+(scale, zero point) for the whole input (static, from `llmlab.quant`'s observers). On the CPU the
+product runs in oneDNN's u8 × s8 GEMM on a weight prepacked once for it (`onednn::qlinear_pointwise`,
+VNNI / AMX where the CPU has them; the activation codes are shifted by 128 into uint8, and the shift
+comes out through the zero point), which also applies the weight scales; without that op,
+`torch._int_mm` (int8 × int8 → int32), then the scales. bench/quant.py's kernel table compares them. The flows that produce these layers
 (calibration, GPTQ, QAT) live in `llmlab.quant`; the layers live here because `llmlab.load` (below
 quant/) builds them when it reads a quantized folder.
 """
@@ -34,6 +36,11 @@ from llmlab.errors import LlmlabError
 
 _HAS_INT8_KERNEL = hasattr(torch.ops.aten, "_weight_int8pack_mm")
 _HAS_INT_MM = hasattr(torch, "_int_mm")
+_HAS_ONEDNN_QLINEAR = (
+    torch.backends.mkldnn.is_available()
+    and hasattr(torch.ops.onednn, "qlinear_prepack")
+    and hasattr(torch.ops.onednn, "qlinear_pointwise")
+)
 _HAS_INT4_KERNEL = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and hasattr(
     torch.ops.aten, "_convert_weight_to_int4pack_for_cpu"
 )
@@ -257,6 +264,9 @@ class W8A8Linear(_FixedDtypeBuffers):
             self.has_zero_point = bool(
                 self.input_zero_point.item() != 0
             )  # a Python flag: no sync per call
+        self._onednn = (
+            None  # (qweight it was packed from, packed weight, zero points), on first use
+        )
 
     @classmethod
     def from_weight(
@@ -282,16 +292,23 @@ class W8A8Linear(_FixedDtypeBuffers):
         w = self.qweight.float() * self.weight_scale[:, None]
         return w / self.input_divisor[None, :] if self.smoothed else w
 
-    def quantize_input(self, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [M, in] float → (codes [M, in] int8, scale [M, 1] or [1]) so that x ≈ scale · (codes − z)."""
+    def quantize_input(
+        self, x2: torch.Tensor, offset: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [M, in] float → (codes [M, in], scale [M, 1] or [1]) so that
+        x ≈ scale · (codes − z − offset): int8 codes, or uint8 with offset=128 (oneDNN's u8 × s8)."""
         x2 = x2.float()
         if self.smoothed:
             x2 = x2 / self.input_divisor
         if self.static:
             q = (x2 / self.input_scale + self.input_zero_point).round_().clamp_(-128, 127)
-            return q.to(torch.int8), self.input_scale
-        scale = x2.abs().amax(-1, keepdim=True).clamp_(min=1e-12) / 127
-        return (x2 / scale).round_().to(torch.int8), scale
+            scale = self.input_scale
+        else:
+            scale = x2.abs().amax(-1, keepdim=True).clamp_(min=1e-12) / 127
+            q = (x2 / scale).round_()
+        if offset:
+            return q.add_(offset).to(torch.uint8), scale
+        return q.to(torch.int8), scale
 
     def int_matmul(self, q: torch.Tensor) -> torch.Tensor:
         """int8 [M, in] × qweightᵀ → int32 [M, out] (exact)."""
@@ -300,17 +317,47 @@ class W8A8Linear(_FixedDtypeBuffers):
         # Elsewhere: float32 matmul of the integer values (exact up to 2^24 per sum).
         return (q.float() @ self.qweight.float().t()).round_().to(torch.int32)
 
+    def _onednn_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weight prepacked for oneDNN (a copy, made on first use and never saved) and its
+        zero points; packed again if `qweight` was replaced."""
+        if self._onednn is None or self._onednn[0] is not self.qweight:
+            packed = torch.ops.onednn.qlinear_prepack(self.qweight, None)
+            zeros = torch.zeros(self.out_features, dtype=torch.long)
+            self._onednn = (self.qweight, packed, zeros)
+        return self._onednn[1], self._onednn[2]
+
+    def _onednn_matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        """x [M, in] float → float32 [M, out] through the prepacked u8 × s8 GEMM."""
+        q, scale = self.quantize_input(x2, offset=128)
+        packed, zeros = self._onednn_weight()
+        if self.static:  # the static grid goes to oneDNN as it is
+            x_scale, zero = self.input_scale.item(), int(self.input_zero_point.item()) + 128
+        else:  # per-token scales are applied after: oneDNN takes one scale per input
+            x_scale, zero = 1.0, 128
+        out = torch.ops.onednn.qlinear_pointwise(
+            q, x_scale, zero, packed, self.weight_scale, zeros, None, 1.0, 0,
+            torch.float32, "none", [], "",
+        )  # fmt: skip
+        return out if self.static else out.mul_(scale)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
-        q, scale = self.quantize_input(x2)
-        acc = self.int_matmul(q)
-        if self.static and self.has_zero_point:
-            acc = acc - self.input_zero_point.to(torch.int32) * self.weight_row_sums
-        out = acc.float().mul_(scale).mul_(self.weight_scale)
+        if _HAS_ONEDNN_QLINEAR and x2.device.type == "cpu" and x2.shape[0] > 0:
+            out = self._onednn_matmul(x2)
+        else:
+            q, scale = self.quantize_input(x2)
+            acc = self.int_matmul(q)
+            if self.static and self.has_zero_point:
+                acc = acc - self.input_zero_point.to(torch.int32) * self.weight_row_sums
+            out = acc.float().mul_(scale).mul_(self.weight_scale)
         if self.bias is not None:
             out = out + self.bias.float()
         return out.to(x.dtype).view(*shape[:-1], self.out_features)
+
+    def __getstate__(self):
+        # The packed weight is an opaque oneDNN tensor: copies and pickles pack their own.
+        return {**self.__dict__, "_onednn": None}
 
 
 def check_quant(quant: str | None, group_size: int = 32) -> None:
