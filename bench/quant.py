@@ -6,10 +6,12 @@
     .venv/bin/python bench/quant.py --rows "" --qat runs/pretrain-tiny256/model --qat-bits 2 --qat-group-size 64
     .venv/bin/python bench/quant.py --rows w8a8-dynamic-gptq --json a.json   # rows in parallel processes,
     .venv/bin/python bench/quant.py --merge a.json b.json                    # then one table
+    .venv/bin/python bench/quant.py --kernels --model gemma3-270m            # the kernel table only
 
 Rows: fp32, bf16, int8 weight-only, W8A8 static, W8A8 dynamic (RTN int8 weights; -gptq: GPTQ
 int8 weights; -mixed: that plus --keep-float groups in float; -head: GPTQ weights with the LM head
-float), all W8A8 rows with SmoothQuant α searched per layer group, int4 RTN and int4 GPTQ (both at
+float; -asym: GPTQ weights, activations per token over their own [min, max]), all W8A8 rows with
+SmoothQuant α searched per layer group, int4 RTN and int4 GPTQ (both at
 --group-size, falling back to 64 on SmolLM2's 576-wide inputs), int4 from the GGUF's own Q4_1
 blocks (the engine's existing int4 path, for reference), and llama.cpp on the same GGUF when
 `llama_cpp` imports. Each quantized variant is made once with `llmlab quantize`'s code and written
@@ -61,6 +63,7 @@ ROWS = {
     "w8a8-dynamic-gptq": ("dynamic", 8, {"weights": "gptq"}),
     "w8a8-dynamic-mixed": ("dynamic", 8, {"weights": "gptq", "keep_float": "KEEP_FLOAT"}),
     "w8a8-dynamic-head": ("dynamic", 8, {"weights": "gptq", "float_layers": ["lm_head"]}),
+    "w8a8-dynamic-asym": ("dynamic", 8, {"weights": "gptq", "activations": "asymmetric"}),
     "int4-rtn": ("rtn", 4),
     "int4-gptq": ("gptq", 4),
     "int4-q4_1": ("gguf", 4),
@@ -228,15 +231,20 @@ def qat_section(args) -> dict:
     return out
 
 
-KERNEL_SHAPES = ((960, 576), (3072, 576), (576, 1536), (49152, 576))  # qkv, gate/up, down, head
+# (out, in) of the fused q/k/v, fused gate/up, down and LM head, per model
+KERNEL_SHAPES = {
+    "smollm2-135m-instruct": ((960, 576), (3072, 576), (576, 1536), (49152, 576)),
+    "gemma3-270m": ((1536, 640), (4096, 640), (640, 2048), (262144, 640)),
+}
 
 
-def kernels(threads: int, rows_list=(1, 16), repeats: int = 30) -> list[dict]:
-    """µs per call (best of `repeats`) of each int8/int4 kernel torch has here, at SmolLM2's
+def kernels(model: str, threads: int, rows_list=(1, 16), repeats: int = 30) -> list[dict]:
+    """µs per call (best of `repeats`) of each int8/int4 kernel torch has here, at the model's
     shapes, for one token and for 16: the packed int4 and int8 weight-only kernels (bf16
-    activations), torch._int_mm (oneDNN, int8 × int8 → int32: VNNI/AMX), the whole W8A8Linear
-    (per-token quantization + _int_mm + rescale), torch.ao's fbgemm dynamic quantized linear
-    (per-tensor activations), and float32 / bfloat16 dense matmuls."""
+    activations), torch._int_mm (int8 × int8 → int32), oneDNN's prepacked u8 × s8 GEMM with the
+    weight scales applied (what W8A8Linear calls), the whole W8A8Linear (per-token quantization,
+    GEMM, rescale), torch.ao's fbgemm dynamic quantized linear (per-tensor activations), and
+    float32 / bfloat16 dense matmuls."""
     import warnings
 
     from llmlab.nn.quantized_linear import Int4Linear, Int8Linear, W8A8Linear
@@ -244,7 +252,7 @@ def kernels(threads: int, rows_list=(1, 16), repeats: int = 30) -> list[dict]:
     torch.set_num_threads(threads)
     warnings.filterwarnings("ignore")
     out = []
-    for n, k in KERNEL_SHAPES:
+    for n, k in KERNEL_SHAPES[model]:
         w = torch.randn(n, k) * 0.02
         linear = torch.nn.Linear(k, n, bias=False)
         linear.weight.data = w
@@ -272,15 +280,35 @@ def kernels(threads: int, rows_list=(1, 16), repeats: int = 30) -> list[dict]:
 def _kernel_calls(int4, int8, w8a8, fbgemm, x, w_t, w_bf16) -> dict:
     xb = x.bfloat16()
     xq = torch.randint(-127, 128, x.shape, dtype=torch.int8)
+    xq_padded = torch.cat([xq, xq.new_zeros(max(0, 17 - len(xq)), xq.shape[1])])  # _int_mm: M > 16
+    xu = (xq.to(torch.int16) + 128).to(torch.uint8)
+    packed, zeros = w8a8._onednn_weight()
+
+    def onednn():
+        return torch.ops.onednn.qlinear_pointwise(
+            xu, 1.0, 128, packed, w8a8.weight_scale, zeros, None, 1.0, 0,
+            torch.float32, "none", [], "",
+        )  # fmt: skip
+
     return {
         "int4 g64 (bf16 act)": lambda: int4._kernel_matmul(xb),
         "int8 weight-only (bf16 act)": lambda: int8._kernel_matmul(xb),
-        "_int_mm int8×int8": lambda: torch._int_mm(xq, w8a8.qweight.t()),
+        "_int_mm int8×int8": lambda: torch._int_mm(xq_padded, w8a8.qweight.t()),
+        "oneDNN u8×s8 prepacked": onednn,
         "W8A8Linear (dynamic, whole)": lambda: w8a8(x),
         "fbgemm dynamic linear": lambda: fbgemm(x),
         "fp32 dense": lambda: x @ w_t,
         "bf16 dense": lambda: xb @ w_bf16.t(),
     }
+
+
+def print_kernels(rows: list[dict]):
+    names = [k for k in rows[0] if k not in ("shape", "tokens")]
+    print("| out × in | tokens | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    for r in rows:
+        cells = " | ".join(f"{r[k]:.0f}" for k in names)
+        print(f"| {r['shape']} | {r['tokens']} | {cells} |")
 
 
 def _seconds(fn) -> float:
@@ -289,7 +317,7 @@ def _seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-def report(rows: list[dict], qat: dict | None, header: str, kernel_rows=None):
+def report(rows: list[dict], qat: dict | None, header: str):
     print(header)
     bf16 = next((r for r in rows if r["row"] == "bf16"), None)
     print(
@@ -371,9 +399,16 @@ def main():
         default=None,
         help="print one table from the --json files of runs made in parallel (rows in order)",
     )
+    p.add_argument(
+        "--kernels", action="store_true", help="only the kernel table at --model's shapes"
+    )
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: measure one row
     p.add_argument("--folder", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.kernels:
+        print(f"µs per call, best of 30, {args.threads} threads, load average {load_average()}")
+        print_kernels(kernels(args.model, args.threads))
+        return
     if args.row:
         print(json.dumps(measure_row(args)))
         return

@@ -40,6 +40,7 @@ def _quantize(tiny_folder, out, *args):
         ("gptq", "4", "int4", 0.5),
         ("static", "8", "w8a8", 0.1),
         ("dynamic", "8", "w8a8", 0.05),
+        ("dynamic", "8", "w8a8-asym", 0.05),
         ("qat", "4", "int4", 0.5),
     ],
 )
@@ -48,6 +49,8 @@ def test_quantize_flow_writes_a_loadable_folder(
 ):
     out = tmp_path / f"{method}{bits}"
     extra = ["--group-size", "32"] + (["--qat-steps", "3"] if method == "qat" else [])
+    if kind == "w8a8-asym":
+        extra += ["--activations", "asymmetric", "--weights", "gptq"]
     assert _quantize(tiny_folder, out, "--method", method, "--bits", bits, *extra) == 0
     config = read_config(out)
     q = config["quantization_config"]
@@ -132,6 +135,7 @@ def test_eval_perplexity_cli(tiny_folder, capsys, one_thread):
         (["--method", "static", "--bits", "8", "--calib", "no-such.txt"], "not found"),
         (["--method", "rtn", "--bits", "8", "--keep-float", "1"], "static and dynamic only"),
         (["--method", "static", "--bits", "8", "--weights", "gptq"], "dynamic only"),
+        (["--method", "static", "--bits", "8", "--activations", "asymmetric"], "dynamic only"),
     ],
 )
 def test_quantize_bad_input_is_one_line_error(tiny_folder, tmp_path, capsys, args, message):

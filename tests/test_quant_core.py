@@ -161,6 +161,24 @@ def test_w8a8_dynamic_matches_its_dequantized_float_reference(bias):
     assert torch.allclose(out.double(), ref, rtol=1e-5, atol=1e-4)
 
 
+def test_w8a8_asymmetric_tokens_match_their_dequantized_float_reference():
+    """Each token on its own [min, max] grid of 256 steps: one-sided rows (post-GELU-like) keep
+    twice the resolution of the symmetric grid, and the result is the float matmul of exactly
+    those rounded values."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 40)
+    layer = W8A8Linear.from_linear(linear)
+    asym = W8A8Linear.from_weight(linear.weight, linear.bias, asymmetric=True)
+    x = torch.rand(2, 5, 96) * torch.linspace(0.1, 10, 5)[None, :, None] - 0.05  # one-sided rows
+    low, high = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
+    step = (high - low) / 255
+    x_q = ((x - low) / step).round() * step + low
+    ref = F.linear(x_q.double(), asym.dequantized_weight().double(), linear.bias.double())
+    assert torch.allclose(asym(x).double(), ref, rtol=1e-5, atol=1e-4)
+    exact = F.linear(x.double(), layer.dequantized_weight().double(), linear.bias.double())
+    assert (asym(x).double() - exact).abs().mean() < 0.6 * (layer(x).double() - exact).abs().mean()
+
+
 def test_w8a8_static_with_zero_point_matches_its_dequantized_float_reference():
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 32)
@@ -191,8 +209,8 @@ def test_w8a8_kernel_and_float_fallback_agree():
     assert torch.equal(layer.int_matmul(q).long(), exact)
 
 
-@pytest.mark.parametrize("static", [False, True])
-def test_w8a8_onednn_path_equals_the_int_mm_path(static, monkeypatch):
+@pytest.mark.parametrize("grid", ["per-token", "per-token-asymmetric", "static"])
+def test_w8a8_onednn_path_equals_the_int_mm_path(grid, monkeypatch):
     """The prepacked oneDNN u8 × s8 GEMM (uint8 codes shifted by 128, the shift removed through
     the zero point) gives what `_int_mm` plus the scales give, for per-token and static grids."""
     from llmlab.nn import quantized_linear
@@ -202,8 +220,10 @@ def test_w8a8_onednn_path_equals_the_int_mm_path(static, monkeypatch):
     torch.manual_seed(0)
     linear = torch.nn.Linear(80, 48)
     x = torch.randn(3, 7, 80) * torch.linspace(0.1, 10, 7)[None, :, None]
+    static = grid == "static"
     scale, zero = (torch.tensor([0.05]), torch.tensor([-9.0])) if static else (None, None)
-    layer = W8A8Linear.from_linear(linear, scale, zero)
+    asymmetric = grid == "per-token-asymmetric"
+    layer = W8A8Linear.from_weight(linear.weight, linear.bias, scale, zero, asymmetric=asymmetric)
     fast = layer(x)
     assert layer._onednn is not None  # the oneDNN path ran
     monkeypatch.setattr(quantized_linear, "_HAS_ONEDNN_QLINEAR", False)

@@ -6,6 +6,7 @@ and `llmlab serve --model DIR` load.
     llmlab quantize --model runs/pretrain-tiny/final --method static --bits 8 --observer percentile --out runs/tiny-w8a8
     llmlab quantize --model M --method dynamic --bits 8 --out DIR     # W8A8, per-token activations
     llmlab quantize --model M --method dynamic --bits 8 --keep-float 2 --out DIR   # mixed: 2 groups float
+    llmlab quantize --model M --method dynamic --bits 8 --weights gptq --activations asymmetric --out DIR
     llmlab quantize --model M --method rtn --bits 4 --out DIR         # int4 round-to-nearest (or --bits 8)
     llmlab quantize --model M --method qat --bits 4 --qat-steps 100 --out DIR
 
@@ -96,6 +97,13 @@ def register(subparsers):
         "(error feedback through the calibration Hessian, layer by layer)",
     )
     p.add_argument(
+        "--activations",
+        choices=["symmetric", "asymmetric"],
+        default="symmetric",
+        help="--method dynamic: each token's int8 grid over ±max |x| (default) or over its own "
+        "[min, max] (asymmetric: one more bit for one-sided activations)",
+    )
+    p.add_argument(
         "--qat-steps", type=positive_int, default=100, help="fine-tuning steps for --method qat"
     )
     p.add_argument(
@@ -156,6 +164,7 @@ def run(args) -> int:
         smooth=args.smooth or None,
         keep_float=args.keep_float,
         weights=args.weights,
+        activations=args.activations,
         float_layers=[n for n in args.float_layers.split(",") if n],
         qat_steps=args.qat_steps,
         qat_lr=args.qat_lr,

@@ -71,10 +71,10 @@ def _int4_parts(layer: Int4Linear) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 
 def _same_activation_grid(modules: list[W8A8Linear]) -> bool:
-    """W8A8 layers can share one activation quantization: all dynamic, or one static grid, and
-    one smoothing divisor (or none)."""
+    """W8A8 layers can share one activation quantization: all dynamic (with the same symmetry),
+    or one static grid, and one smoothing divisor (or none)."""
     first = modules[0]
-    if any(m.smoothed != first.smoothed for m in modules) or (
+    if any(m.smoothed != first.smoothed or m.asymmetric != first.asymmetric for m in modules) or (
         first.smoothed
         and not all(torch.equal(m.input_divisor, first.input_divisor) for m in modules)
     ):
@@ -127,6 +127,7 @@ class FusedProjection:
                     input_scale=first.input_scale if first.static else None,
                     input_zero_point=first.input_zero_point if first.static else None,
                     smooth=first.input_divisor if first.smoothed else None,
+                    asymmetric=first.asymmetric,
                 )
             if (self.weight_t is not None or self.quantized is not None) and has_bias:
                 parts = [

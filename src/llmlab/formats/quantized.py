@@ -16,6 +16,7 @@ and whose safetensors file holds, for each quantized layer NAME (kind from `laye
 | int8 (weight-only) | NAME.qweight int8 [out, in], NAME.weight_scale float32 [out] |
 | int4 (weight-only, groups) | NAME.qweight_int4 uint8 [out, in/2] (two codes a byte, low nibble first), NAME.scales and NAME.minimums float16 [out, in/group] |
 | w8a8 | NAME.qweight int8 [out, in], NAME.weight_scale float32 [out]; static also NAME.input_scale, NAME.input_zero_point float32 [1]; smoothed (SmoothQuant) also NAME.input_divisor float32 [in] |
+| w8a8-asym | as w8a8 (dynamic): activations per token over their own [min, max] (asymmetric) |
 
 plus NAME.bias when the layer has one. A tied LM head is stored as its own quantized layer, and
 the config says `tie_word_embeddings: false`. Transformers cannot load these folders (the format
@@ -32,7 +33,7 @@ from llmlab.errors import CorruptFileError
 from llmlab.nn.quantized_linear import Int4Linear, Int8Linear, W8A8Linear
 
 QUANT_METHOD = "llmlab"
-KINDS = ("int8", "int4", "w8a8")
+KINDS = ("int8", "int4", "w8a8", "w8a8-asym")
 
 
 def is_quantized_config(config: dict) -> bool:
@@ -59,7 +60,7 @@ def layer_tensors(name: str, layer) -> tuple[str, dict[str, torch.Tensor]]:
         out["scales"] = layer.scales.half()
         out["minimums"] = layer.minimums.half()
     elif isinstance(layer, W8A8Linear):
-        kind = "w8a8"
+        kind = "w8a8-asym" if layer.asymmetric else "w8a8"
         out["qweight"], out["weight_scale"] = layer.qweight, layer.weight_scale
         if layer.static:
             out["input_scale"] = layer.input_scale
@@ -94,7 +95,7 @@ def build_layer(name: str, kind: str, tensors: dict[str, torch.Tensor]):
         return Int4Linear(codes, scales, get("minimums").float(), group_size, bias)
     if kind == "int8":
         return Int8Linear(get("qweight"), get("weight_scale"), bias)
-    if kind == "w8a8":
+    if kind in ("w8a8", "w8a8-asym"):
         scale = get("input_scale", required=False)
         return W8A8Linear(
             get("qweight"),
@@ -103,6 +104,7 @@ def build_layer(name: str, kind: str, tensors: dict[str, torch.Tensor]):
             scale,
             get("input_zero_point", scale is not None),
             get("input_divisor", required=False),
+            asymmetric=kind == "w8a8-asym",
         )
     raise CorruptFileError(f"quantized folder: layer '{name}' has unknown kind '{kind}'")
 

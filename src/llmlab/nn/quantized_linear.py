@@ -226,7 +226,9 @@ class W8A8Linear(_FixedDtypeBuffers):
     """qweight [out, in] int8 and weight_scale [out]: w ≈ qweight · weight_scale (per output row).
 
     Activations: `input_scale=None` quantizes each token (row of x) at run time, symmetric to
-    [-127, 127]; a calibrated `input_scale` (and `input_zero_point`, 0 when symmetric) quantizes
+    [-127, 127] — or, `asymmetric=True`, over the token's own [min, max] in 256 steps (a token's
+    low end, e.g. GELU's small negatives, does not waste half the codes), the offset coming back as
+    low_token · Σ_k w[n, k] per output; a calibrated `input_scale` (and `input_zero_point`, 0 when symmetric) quantizes
     every row with the same affine map to [-128, 127]. The zero point comes out of the int32
     product exactly: Σ (q − z) · w = Σ q · w − z · Σ w (Σ w per row precomputed).
 
@@ -242,16 +244,23 @@ class W8A8Linear(_FixedDtypeBuffers):
         input_scale: torch.Tensor | float | None = None,
         input_zero_point: torch.Tensor | int | None = None,
         smooth: torch.Tensor | None = None,
+        asymmetric: bool = False,
     ):
         super().__init__()
         self.out_features, self.in_features = qweight.shape
+        self.static = input_scale is not None
+        if asymmetric and self.static:
+            raise ValueError("asymmetric applies to per-token (dynamic) activations only")
+        self.asymmetric = asymmetric
         self.smoothed = smooth is not None
         if self.smoothed:
             self.register_buffer("input_divisor", smooth.detach().float().reshape(-1))
         self.register_buffer("qweight", qweight.to(torch.int8).contiguous())
         self.register_buffer("weight_scale", weight_scale.detach().float().reshape(-1))
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
-        self.static = input_scale is not None
+        if asymmetric:  # Σ_k w[n, k] (dequantized), for the per-token offset
+            sums = self.qweight.sum(1, dtype=torch.int32).float() * self.weight_scale
+            self.register_buffer("weight_sums", sums)
         if self.static:
             scale = torch.as_tensor(input_scale, dtype=torch.float32).reshape(1)
             zero = torch.as_tensor(
@@ -270,14 +279,20 @@ class W8A8Linear(_FixedDtypeBuffers):
 
     @classmethod
     def from_weight(
-        cls, weight: torch.Tensor, bias=None, input_scale=None, input_zero_point=None, smooth=None
+        cls,
+        weight: torch.Tensor,
+        bias=None,
+        input_scale=None,
+        input_zero_point=None,
+        smooth=None,
+        asymmetric: bool = False,
     ) -> W8A8Linear:
         w = weight.detach().float()
         if smooth is not None:
             w = w * smooth.float()[None, :]
         scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
         q = (w / scale[:, None]).round().clamp(-127, 127)
-        return cls(q, scale, bias, input_scale, input_zero_point, smooth)
+        return cls(q, scale, bias, input_scale, input_zero_point, smooth, asymmetric)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, input_scale=None, input_zero_point=None) -> W8A8Linear:
@@ -292,23 +307,28 @@ class W8A8Linear(_FixedDtypeBuffers):
         w = self.qweight.float() * self.weight_scale[:, None]
         return w / self.input_divisor[None, :] if self.smoothed else w
 
-    def quantize_input(
-        self, x2: torch.Tensor, offset: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [M, in] float → (codes [M, in], scale [M, 1] or [1]) so that
-        x ≈ scale · (codes − z − offset): int8 codes, or uint8 with offset=128 (oneDNN's u8 × s8)."""
+    def quantize_input(self, x2: torch.Tensor, offset: int = 0):
+        """x [M, in] float → (codes [M, in], scale [M, 1] or [1], low [M, 1] or None) so that
+        x ≈ scale · (codes − z − offset) + low: int8 codes, or uint8 with offset=128 (oneDNN's
+        u8 × s8). `low` is the asymmetric per-token offset (None otherwise)."""
         x2 = x2.float()
         if self.smoothed:
             x2 = x2 / self.input_divisor
+        low = None
         if self.static:
             q = (x2 / self.input_scale + self.input_zero_point).round_().clamp_(-128, 127)
             scale = self.input_scale
+        elif self.asymmetric:  # codes −128…127 over [min, max]: x ≈ scale · (q + 128) + min
+            minimum = x2.amin(-1, keepdim=True)
+            scale = (x2.amax(-1, keepdim=True) - minimum).clamp_(min=1e-12) / 255
+            q = ((x2 - minimum) / scale).round_().sub_(128)
+            low = minimum.add_(scale, alpha=128)
         else:
             scale = x2.abs().amax(-1, keepdim=True).clamp_(min=1e-12) / 127
             q = (x2 / scale).round_()
         if offset:
-            return q.add_(offset).to(torch.uint8), scale
-        return q.to(torch.int8), scale
+            return q.add_(offset).to(torch.uint8), scale, low
+        return q.to(torch.int8), scale, low
 
     def int_matmul(self, q: torch.Tensor) -> torch.Tensor:
         """int8 [M, in] × qweightᵀ → int32 [M, out] (exact)."""
@@ -326,31 +346,35 @@ class W8A8Linear(_FixedDtypeBuffers):
             self._onednn = (self.qweight, packed, zeros)
         return self._onednn[1], self._onednn[2]
 
-    def _onednn_matmul(self, x2: torch.Tensor) -> torch.Tensor:
-        """x [M, in] float → float32 [M, out] through the prepacked u8 × s8 GEMM."""
-        q, scale = self.quantize_input(x2, offset=128)
+    def _onednn_matmul(self, q: torch.Tensor) -> torch.Tensor:
+        """uint8 codes (offset 128) [M, in] → float32 [M, out] = Σ (q − z − 128) · w · weight_scale
+        (· the static input scale) through the prepacked u8 × s8 GEMM."""
         packed, zeros = self._onednn_weight()
         if self.static:  # the static grid goes to oneDNN as it is
             x_scale, zero = self.input_scale.item(), int(self.input_zero_point.item()) + 128
         else:  # per-token scales are applied after: oneDNN takes one scale per input
             x_scale, zero = 1.0, 128
-        out = torch.ops.onednn.qlinear_pointwise(
+        return torch.ops.onednn.qlinear_pointwise(
             q, x_scale, zero, packed, self.weight_scale, zeros, None, 1.0, 0,
             torch.float32, "none", [], "",
         )  # fmt: skip
-        return out if self.static else out.mul_(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
         if _HAS_ONEDNN_QLINEAR and x2.device.type == "cpu" and x2.shape[0] > 0:
-            out = self._onednn_matmul(x2)
+            q, scale, low = self.quantize_input(x2, offset=128)
+            out = self._onednn_matmul(q)
+            if not self.static:
+                out.mul_(scale)
         else:
-            q, scale = self.quantize_input(x2)
+            q, scale, low = self.quantize_input(x2)
             acc = self.int_matmul(q)
             if self.static and self.has_zero_point:
                 acc = acc - self.input_zero_point.to(torch.int32) * self.weight_row_sums
             out = acc.float().mul_(scale).mul_(self.weight_scale)
+        if low is not None:
+            out.addr_(low.view(-1), self.weight_sums)
         if self.bias is not None:
             out = out + self.bias.float()
         return out.to(x.dtype).view(*shape[:-1], self.out_features)

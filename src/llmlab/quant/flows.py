@@ -38,6 +38,7 @@ def quantize_model_with(
     smooth: float | str | None = "search",
     keep_float: int = 0,
     weights: str = "rtn",
+    activations: str = "symmetric",
     float_layers=(),
     qat_steps: int = 100,
     qat_lr: float = 1e-4,
@@ -50,6 +51,10 @@ def quantize_model_with(
         raise LlmlabError("--keep-float applies to --method static and dynamic only")
     if weights != "rtn" and method != "dynamic":
         raise LlmlabError("--weights gptq applies to --method dynamic only")
+    if activations not in ("symmetric", "asymmetric"):
+        raise LlmlabError(f"--activations must be symmetric or asymmetric, got '{activations}'")
+    if activations != "symmetric" and method != "dynamic":
+        raise LlmlabError("--activations asymmetric applies to --method dynamic only")
     calib = calib or DEFAULT_CALIB
     info = {"method": method, "bits": bits}
     if bits <= 4:
@@ -83,14 +88,17 @@ def quantize_model_with(
         static = method == "static"
         needs_text = static or smooth or keep_float or weights == "gptq"
         ids = calibration() if needs_text else None
-        observer_for = observer if static else None
+        from llmlab.quant.smooth import PER_TOKEN_ASYMMETRIC
+
+        asymmetric = activations == "asymmetric"
+        observer_for = observer if static else PER_TOKEN_ASYMMETRIC if asymmetric else None
         plan = plan_w8a8(model, ids, smooth, observer_for, keep_float, float_layers)
         if static:
             quantize_static(model, ids, observer, plan=plan)
             info.update(activations="static", observer=observer)
         else:
-            quantize_dynamic(model, ids, plan=plan, weights=weights)
-            info.update(activations="dynamic", weights=weights)
+            quantize_dynamic(model, ids, plan=plan, weights=weights, asymmetric=asymmetric)
+            info.update(activations="dynamic", activation_grid=activations, weights=weights)
         info.update(plan.describe())
     else:  # qat
         from llmlab.quant.qat import convert_qat, prepare_qat, train_qat

@@ -35,6 +35,7 @@ from llmlab.quant.mixed import most_sensitive
 from llmlab.quant.observers import MinMaxObserver, Observer, make_observer
 from llmlab.quant.rtn import linear_targets, replace_module, untie_head
 from llmlab.quant.smooth import (
+    PER_TOKEN_ASYMMETRIC,
     GroupChoice,
     collect_inputs,
     fixed_factors,
@@ -56,12 +57,14 @@ def weight_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return codes.to(torch.int8), scale
 
 
-def _w8a8(linear: nn.Linear, input_scale=None, input_zero_point=None, smooth=None) -> W8A8Linear:
+def _w8a8(
+    linear: nn.Linear, input_scale=None, input_zero_point=None, smooth=None, asymmetric=False
+) -> W8A8Linear:
     weight = linear.weight.detach().float()
     if smooth is not None:
         weight = weight * smooth[None, :]
     codes, scale = weight_int8(weight)
-    return W8A8Linear(codes, scale, linear.bias, input_scale, input_zero_point, smooth)
+    return W8A8Linear(codes, scale, linear.bias, input_scale, input_zero_point, smooth, asymmetric)
 
 
 def prepare_static(
@@ -140,7 +143,8 @@ def plan_w8a8(
     error, smooth.py); keep_float: how many groups of linears — those with the largest
     calibration output error after smoothing — stay in float (mixed precision; mixed.py).
     `float_layers`: linears named explicitly to stay float (e.g. "lm_head"), on top of those.
-    `observer` None plans for dynamic activations, else for static ones from that observer."""
+    `observer` None plans for dynamic activations (PER_TOKEN_ASYMMETRIC: dynamic over each
+    token's [min, max]), else for static ones from that observer."""
     targets = {name for name, _ in linear_targets(model)}
     unknown = [name for name in float_layers if name not in targets]
     if unknown:
@@ -184,7 +188,7 @@ def quantize_static(
     return convert_static(model, observers, plan.factors)
 
 
-def gptq_w8a8_maker(plan: W8A8Plan):
+def gptq_w8a8_maker(plan: W8A8Plan, asymmetric: bool = False):
     """make(name, linear, H) for quantize_gptq: the W8A8 layer with GPTQ-chosen int8 codes on
     the smoothed weight (w · s) against the Hessian of the smoothed inputs (x / s):
     H' = diag(1/s) H diag(1/s). None for a linear the plan keeps float."""
@@ -200,7 +204,7 @@ def gptq_w8a8_maker(plan: W8A8Plan):
             inverse = 1 / s.double()
             hessian = hessian * inverse[:, None] * inverse[None, :]
         codes, scale = gptq_quantize_int8(weight, hessian)
-        return W8A8Linear(codes, scale, linear.bias, smooth=s)
+        return W8A8Linear(codes, scale, linear.bias, smooth=s, asymmetric=asymmetric)
 
     return make
 
@@ -213,21 +217,25 @@ def quantize_dynamic(
     keep_float: int = 0,
     plan: W8A8Plan | None = None,
     weights: str = "rtn",
+    asymmetric: bool = False,
 ) -> nn.Module:
     """Dynamic W8A8. weights: "rtn" (int8 codes rounded to nearest) or "gptq" (chosen with
-    GPTQ's error feedback, layer by layer on the calibration ids: needs them)."""
-    plan = plan or plan_w8a8(model, calibration, smooth, None, keep_float)
+    GPTQ's error feedback, layer by layer on the calibration ids: needs them). asymmetric:
+    activations over each token's [min, max] instead of ±max |x|."""
+    grid = PER_TOKEN_ASYMMETRIC if asymmetric else None
+    plan = plan or plan_w8a8(model, calibration, smooth, grid, keep_float)
     if weights == "gptq":
         from llmlab.quant.gptq import quantize_gptq
 
         if calibration is None:
             raise LlmlabError("GPTQ weights need calibration text")
-        quantize_gptq(model, calibration, make=gptq_w8a8_maker(plan))
+        quantize_gptq(model, calibration, make=gptq_w8a8_maker(plan, asymmetric))
         return model
     if weights != "rtn":
         raise LlmlabError(f"W8A8 weights must be rtn or gptq, got '{weights}'")
     for name, linear in linear_targets(model):
         if name not in plan.keep_float:
-            replace_module(model, name, _w8a8(linear, smooth=plan.factors.get(name)))
+            layer = _w8a8(linear, smooth=plan.factors.get(name), asymmetric=asymmetric)
+            replace_module(model, name, layer)
     untie_head(model)
     return model

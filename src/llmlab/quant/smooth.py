@@ -30,6 +30,8 @@ from llmlab.quant.observers import make_observer
 from llmlab.quant.rtn import linear_targets
 
 ALPHAS = tuple(i / 10 for i in range(11))
+# In place of an observer name: dynamic activations over each token's own [min, max].
+PER_TOKEN_ASYMMETRIC = "per-token-asymmetric"
 
 
 @dataclass
@@ -124,8 +126,11 @@ def _group_maxima(stats: InputStats, targets: dict[str, nn.Linear], group: list[
 
 
 def w8a8_from(linear: nn.Linear, smooth=None, observer: str | None = None, x=None) -> W8A8Linear:
-    """The W8A8 layer for a float linear: dynamic, or static with an activation grid chosen by
-    `observer` from the (smoothed) input rows x."""
+    """The W8A8 layer for a float linear: dynamic (observer None: symmetric per token;
+    PER_TOKEN_ASYMMETRIC), or static with an activation grid chosen by `observer` from the
+    (smoothed) input rows x."""
+    if observer == PER_TOKEN_ASYMMETRIC:
+        return W8A8Linear.from_weight(linear.weight, linear.bias, smooth=smooth, asymmetric=True)
     scale = zero = None
     if observer is not None:
         obs = make_observer(observer, bits=8, symmetric=False)
