@@ -7,6 +7,7 @@
     .venv/bin/python bench/quant.py --rows w8a8-dynamic-gptq --json a.json   # rows in parallel processes,
     .venv/bin/python bench/quant.py --merge a.json b.json                    # then one table
     .venv/bin/python bench/quant.py --kernels --model gemma3-270m            # the kernel table only
+    .venv/bin/python bench/quant.py --activation-grids --model gemma3-270m   # symmetric vs asymmetric
 
 Rows: fp32, bf16, int8 weight-only, W8A8 static, W8A8 dynamic (RTN int8 weights; -gptq: GPTQ
 int8 weights; -mixed: that plus --keep-float groups in float; -head: GPTQ weights with the LM head
@@ -302,6 +303,33 @@ def _kernel_calls(int4, int8, w8a8, fbgemm, x, w_t, w_bf16) -> dict:
     }
 
 
+@torch.no_grad()
+def activation_grids(model_name: str, samples: int) -> dict:
+    """Calibration split only: per kind of layer group, the mean relative output error
+    Σ‖Y_q − Y‖² / Σ‖Y‖² of dynamic W8A8 (RTN int8 weights) on collect_inputs' 256 rows per group,
+    with symmetric and asymmetric per-token activations, without smoothing and with α = 0.5."""
+    import llmlab
+    from llmlab.quant.flows import DEFAULT_CALIB
+    from llmlab.quant.rtn import linear_targets
+    from llmlab.quant.smooth import PER_TOKEN_ASYMMETRIC, collect_inputs, fixed_factors, group_error
+    from llmlab.quant.text_data import calibration_batch
+
+    model, tokenizer = llmlab.load(model_name, device="cpu", dtype="float32")
+    stats = collect_inputs(model, calibration_batch(tokenizer, DEFAULT_CALIB, samples, 256))
+    targets = dict(linear_targets(model))
+    errors: dict[str, list[float]] = {}
+    for alpha in (None, 0.5):
+        factors = fixed_factors(model, stats, alpha) if alpha else {}
+        for group in stats.groups:
+            linears, smooth = [targets[n] for n in group], factors.get(group[0])
+            for grid in (None, PER_TOKEN_ASYMMETRIC):
+                key = f"{group[0].split('.')[-1]} | {alpha or 'off'} | {grid or 'symmetric'}"
+                errors.setdefault(key, []).append(
+                    group_error(linears, stats.samples[group[0]], smooth, grid)
+                )
+    return {k: sum(v) / len(v) for k, v in sorted(errors.items())}
+
+
 def print_kernels(rows: list[dict]):
     names = [k for k in rows[0] if k not in ("shape", "tokens")]
     print("| out × in | tokens | " + " | ".join(names) + " |")
@@ -402,9 +430,20 @@ def main():
     p.add_argument(
         "--kernels", action="store_true", help="only the kernel table at --model's shapes"
     )
+    p.add_argument(
+        "--activation-grids",
+        action="store_true",
+        help="only the calibration-split error of symmetric vs asymmetric per-token activations",
+    )
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: measure one row
     p.add_argument("--folder", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.activation_grids:
+        print("| first linear of the group | smoothing α | activation grid | mean relative error |")
+        print("|---|---|---|---|")
+        for key, value in activation_grids(args.model, args.samples).items():
+            print(f"| {key} | {value:.2e} |")
+        return
     if args.kernels:
         print(f"µs per call, best of 30, {args.threads} threads, load average {load_average()}")
         print_kernels(kernels(args.model, args.threads))
