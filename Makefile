@@ -70,14 +70,21 @@ bench: dev
 # through llama-cpp-python (built from source for this CPU; 10-30 minutes on 2 shared cores).
 # Every x86 feature of this CPU except AMX: ggml's AMX matmul segfaults here (llama.cpp #20824);
 # bench/_llamacpp.py runs an AMX build without its extra buffer types, i.e. also without repacking.
-# Rebuilt (no wheel cache: pip would reuse the AMX wheel) only when missing or built with AMX.
+# The AVX-512 and AVX-VNNI parts are ON only where /proc/cpuinfo lists them: a build with an
+# instruction the CPU lacks dies with "invalid opcode" (AVX-VNNI is on recent Intel CPUs, not on
+# AMD Zen 4). Rebuilt (no wheel cache: pip would reuse the old wheel) only when missing, built with
+# AMX, or built with AVX-VNNI on a CPU without it.
+cpu_has = $(if $(shell grep -qw $(1) /proc/cpuinfo 2>/dev/null && echo y),ON,OFF)
 LLAMA_CPP_CMAKE_ARGS = -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-	-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
-	-DGGML_AVX_VNNI=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+	-DGGML_AVX512=$(call cpu_has,avx512f) -DGGML_AVX512_VBMI=$(call cpu_has,avx512vbmi) \
+	-DGGML_AVX512_VNNI=$(call cpu_has,avx512_vnni) -DGGML_AVX512_BF16=$(call cpu_has,avx512_bf16) \
+	-DGGML_AVX_VNNI=$(call cpu_has,avx_vnni) -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMA_CPP_USABLE = import llama_cpp, sys; info = llama_cpp.llama_print_system_info(); \
+	cpu = open("/proc/cpuinfo").read().split(); \
+	sys.exit(b"AMX_INT8 = 1" in info or (b"AVX_VNNI = 1" in info and "avx_vnni" not in cpu))
 bench-peers: dev
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python -c "import llama_cpp, sys; sys.exit(b'AMX_INT8 = 1' in llama_cpp.llama_print_system_info())" \
-		2>/dev/null || CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir \
+	$(BIN)/python -c '$(LLAMA_CPP_USABLE)' 2>/dev/null || CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir \
 		--force-reinstall --no-deps llama-cpp-python
 	$(BIN)/pip install -q llama-cpp-python
 
