@@ -17,12 +17,13 @@ Reading quantized checkpoints (a Q4_1 GGUF's own blocks) is `llmlab.load(..., qu
 
 W8A8 (`W8A8Linear`): int8 weights per output channel (symmetric) times int8 activations, either
 quantized per token at run time (dynamic: scale = max|x_token| / 127) or with one calibrated
-(scale, zero point) for the whole input (static, from `llmlab.quant`'s observers). On the CPU the
-product runs in oneDNN's u8 × s8 GEMM on a weight prepacked once for it (`onednn::qlinear_pointwise`,
-VNNI / AMX where the CPU has them; the activation codes are shifted by 128 into uint8, and the shift
-comes out through the zero point), which also applies the weight scales; without that op,
-`torch._int_mm` (int8 × int8 → int32), then the scales. bench/quant.py's kernel table compares them. The flows that produce these layers
-(calibration, GPTQ, QAT) live in `llmlab.quant`; the layers live here because `llmlab.load` (below
+(scale, zero point) for the whole input (static, from `llmlab.quant`'s observers); per token also
+asymmetric, over each token's [min, max]. On the CPU the product runs in oneDNN's u8 × s8 GEMM on a
+weight prepacked once for it (`onednn::qlinear_pointwise`, VNNI / AMX where the CPU has them; the
+activation codes are shifted by 128 into uint8 and the shift comes out through the zero point),
+which also applies the weight scales; without that op, `torch._int_mm` (int8 × int8 → int32), then
+the scales in the same order (bench/quant.py --kernels compares the kernels). The flows that
+produce these layers (calibration, GPTQ, QAT) live in `llmlab.quant`; the layers live here because `llmlab.load` (below
 quant/) builds them when it reads a quantized folder.
 """
 
@@ -226,9 +227,9 @@ class W8A8Linear(_FixedDtypeBuffers):
     """qweight [out, in] int8 and weight_scale [out]: w ≈ qweight · weight_scale (per output row).
 
     Activations: `input_scale=None` quantizes each token (row of x) at run time, symmetric to
-    [-127, 127] — or, `asymmetric=True`, over the token's own [min, max] in 256 steps (a token's
-    low end, e.g. GELU's small negatives, does not waste half the codes), the offset coming back as
-    low_token · Σ_k w[n, k] per output; a calibrated `input_scale` (and `input_zero_point`, 0 when symmetric) quantizes
+    [-127, 127] — or, `asymmetric=True`, over the token's own [min, max] in 256 steps (a lopsided
+    token does not waste half the codes on a sign), the offset coming back as low_token · Σ_k w[n, k]
+    per output; a calibrated `input_scale` (and `input_zero_point`, 0 when symmetric) quantizes
     every row with the same affine map to [-128, 127]. The zero point comes out of the int32
     product exactly: Σ (q − z) · w = Σ q · w − z · Σ w (Σ w per row precomputed).
 
@@ -273,9 +274,8 @@ class W8A8Linear(_FixedDtypeBuffers):
             self.has_zero_point = bool(
                 self.input_zero_point.item() != 0
             )  # a Python flag: no sync per call
-        self._onednn = (
-            None  # (qweight it was packed from, packed weight, zero points), on first use
-        )
+        # (the qweight it was packed from, packed weight, zero points), made on first use
+        self._onednn = None
 
     @classmethod
     def from_weight(
@@ -365,14 +365,18 @@ class W8A8Linear(_FixedDtypeBuffers):
         if _HAS_ONEDNN_QLINEAR and x2.device.type == "cpu" and x2.shape[0] > 0:
             q, scale, low = self.quantize_input(x2, offset=128)
             out = self._onednn_matmul(q)
-            if not self.static:
-                out.mul_(scale)
         else:
             q, scale, low = self.quantize_input(x2)
             acc = self.int_matmul(q)
             if self.static and self.has_zero_point:
                 acc = acc - self.input_zero_point.to(torch.int32) * self.weight_row_sums
-            out = acc.float().mul_(scale).mul_(self.weight_scale)
+            out = acc.float().mul_(self.weight_scale)
+            if self.static:
+                out.mul_(scale)
+        if not self.static:
+            # per token, after the weight scale on both paths: one float rounding order, because
+            # a W8A8 model's perplexity moves with it (docs/quantization.md)
+            out.mul_(scale)
         if low is not None:
             out.addr_(low.view(-1), self.weight_sums)
         if self.bias is not None:
