@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmlab.errors import CorruptFileError, UnsupportedArchitectureError
-from llmlab.models.llama import KVCache, attention_mask
+from llmlab.models.llama import KVCache, attention_mask, decoder_forward
 from llmlab.nn.rotary import RotaryEmbedding, apply_rotary
 
 MODEL_TYPES = ("gemma3_text", "gemma3")
@@ -322,16 +322,7 @@ class Gemma3Model(nn.Module):
         return [(*tables[kind], masks[kind]) for kind in c.layer_types]
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        start = cache.length if cache is not None else 0
-        length = input_ids.shape[1]
-        x = self.embed(input_ids)
-        for layer, (cos, sin, mask) in zip(
-            self.layers, self.layer_inputs(start, length, input_ids.device)
-        ):
-            x = layer(x, cos, sin, mask, cache)
-        if cache is not None:
-            cache.length += length
-        return self.norm(x)
+        return decoder_forward(self, input_ids, cache)
 
 
 class Gemma3ForCausalLM(nn.Module):

@@ -276,6 +276,21 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+def decoder_forward(decoder: nn.Module, input_ids: torch.Tensor, cache: KVCache | None):
+    """embed → each layer with its own (cos, sin, mask) from `decoder.layer_inputs` → final norm:
+    the forward of the Llama-family and the Gemma 3 decoders."""
+    start = cache.length if cache is not None else 0
+    length = input_ids.shape[1]
+    x = decoder.embed(input_ids)
+    for layer, (cos, sin, mask) in zip(
+        decoder.layers, decoder.layer_inputs(start, length, input_ids.device)
+    ):
+        x = layer(x, cos, sin, mask, cache)
+    if cache is not None:
+        cache.length += length
+    return decoder.norm(x)
+
+
 class LlamaModel(nn.Module):
     """Embedding → decoder layers → final norm. Returns hidden states."""
 
@@ -307,16 +322,7 @@ class LlamaModel(nn.Module):
         return [(cos, sin, mask)] * len(self.layers)
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        start = cache.length if cache is not None else 0
-        length = input_ids.shape[1]
-        x = self.embed(input_ids)
-        for layer, (cos, sin, mask) in zip(
-            self.layers, self.layer_inputs(start, length, input_ids.device)
-        ):
-            x = layer(x, cos, sin, mask, cache)
-        if cache is not None:
-            cache.length += length
-        return self.norm(x)
+        return decoder_forward(self, input_ids, cache)
 
 
 class LlamaForCausalLM(nn.Module):
