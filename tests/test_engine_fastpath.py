@@ -144,3 +144,17 @@ def test_compiled_decode_equals_eager_without_graph_breaks():
         o.token_ids for o in eager.generate(prompts, params)
     ]
     assert counters["stats"]["unique_graphs"] == graphs  # the growing context did not recompile
+
+
+def test_compiled_w8a8_decode_equals_eager():
+    """Under torch.compile W8A8 layers take the _int_mm path (Inductor cannot lower the prepacked
+    oneDNN op; it failed to compile before), with the same scale order as eager."""
+    prompt = random_prompts((9,))[0]
+    params = SamplingParams(max_tokens=8)
+    eager = LLM(tiny_model(), tiny_tokenizer(), num_kv_blocks=64, quant="w8a8")
+    torch._dynamo.reset()
+    compiled = LLM(tiny_model(), tiny_tokenizer(), num_kv_blocks=64, quant="w8a8", compile=True)
+    assert (
+        compiled.generate([prompt], params)[0].token_ids
+        == eager.generate([prompt], params)[0].token_ids
+    )

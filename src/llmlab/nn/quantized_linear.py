@@ -362,7 +362,13 @@ class W8A8Linear(_FixedDtypeBuffers):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
-        if _HAS_ONEDNN_QLINEAR and x2.device.type == "cpu" and x2.shape[0] > 0:
+        # torch.compile (the engine's --compile) cannot lower the prepacked op: _int_mm there
+        if (
+            _HAS_ONEDNN_QLINEAR
+            and x2.device.type == "cpu"
+            and x2.shape[0] > 0
+            and not torch.compiler.is_compiling()
+        ):
             q, scale, low = self.quantize_input(x2, offset=128)
             out = self._onednn_matmul(q)
         else:
