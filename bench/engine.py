@@ -17,7 +17,8 @@ of each. Rows, each single stream (one request) and --batch concurrent requests:
          as a lever ratio
   int4   ours (GGUF Q4_1 codes for SmolLM2; requantized to group-32 int4 for Gemma, whose file is
          Q4_K_M) vs llama.cpp on the packaged GGUF itself; single stream also with --compile
-  int8, w8a8   ours vs llama.cpp on a Q8_0 GGUF (llama.cpp quantizes activations to 8 bits too)
+  int8, w8a8   ours vs llama.cpp on a Q8_0 GGUF (llama.cpp quantizes activations to 8 bits too);
+         w8a8 single stream also with --compile
 
 llama.cpp runs through its C API (bench/_llamacpp.py: one llama_batch per step with a token of every
 sequence, llama_decode, argmax) with the same thread count for n_threads and n_threads_batch; its
@@ -67,6 +68,7 @@ QUANT_ROWS = (
     ("int4+compile", "int4", True, "native", ("single",)),
     ("int8", "int8", False, "q8_0", ("single", "batch")),
     ("w8a8", "w8a8", False, "q8_0", ("single", "batch")),
+    ("w8a8+compile", "w8a8", True, "q8_0", ("single",)),
 )
 
 

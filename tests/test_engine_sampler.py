@@ -83,3 +83,18 @@ def test_batched_sampler_equals_row_by_row():
     assert abs(entry["logprob"] - float(expected[entry["token_id"]])) < 1e-6
     assert [t for t, _ in entry["top"]] == torch.topk(expected, 2).indices.tolist()
     assert all(r[1] is None for r in results[:5])
+
+
+def test_greedy_tokens_equal_argmax_with_ties_nan_and_odd_widths():
+    from llmlab.sampling import greedy_tokens
+
+    torch.manual_seed(0)
+    for vocab in (49152, 262144, 20000):  # blocked, blocked, plain argmax (1024 does not divide)
+        logits = torch.randn(6, vocab)
+        logits[1, 7] = logits[1, vocab - 3] = logits[1].max() + 1  # a tie: the first one wins
+        logits[2, 5000] = logits[2, 4999] = float("nan")  # NaN counts as the maximum
+        logits[3] = float("-inf")
+        logits[3, vocab - 1] = 0.0
+        logits[4] = 1.0  # all equal: index 0
+        assert torch.equal(greedy_tokens(logits), logits.argmax(-1)), vocab
+        assert torch.equal(greedy_tokens(logits[[5, 1]]), logits[[5, 1]].argmax(-1))

@@ -42,6 +42,19 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def greedy_tokens(logits: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """logits [rows, vocab] → the argmax of each row, exactly as `argmax(-1)` (first maximum wins,
+    NaN counts as the maximum). PyTorch's CPU argmax over a wide vocabulary is ~10× slower than
+    a max reduction, and ~7 % of a 16-sequence Gemma 3 decode step: so, when the vocabulary splits
+    into blocks, the block maxima pick each row's first winning block, and argmax runs inside it."""
+    rows, vocab = logits.shape
+    if vocab % block or vocab < 16 * block:
+        return logits.argmax(-1)
+    blocks = logits.reshape(rows, vocab // block, block)
+    best = blocks.amax(-1).argmax(-1)
+    return best * block + blocks[torch.arange(rows, device=logits.device), best].argmax(-1)
+
+
 def sample_next_token(
     logits: torch.Tensor,
     previous_ids: torch.Tensor,

@@ -16,7 +16,12 @@ from __future__ import annotations
 import torch
 
 from llmlab.engine.sequence import Sequence
-from llmlab.sampling import apply_repetition_penalty, top_k_filter, top_p_filter
+from llmlab.sampling import (
+    apply_repetition_penalty,
+    greedy_tokens,
+    top_k_filter,
+    top_p_filter,
+)
 
 
 def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
@@ -91,7 +96,7 @@ def sample(
     if all(
         s.params.greedy and not s.params.needs_history and s.params.logprobs is None for s in seqs
     ):
-        return [(t, None) for t in logits.argmax(-1).tolist()]
+        return [(t, None) for t in greedy_tokens(logits).tolist()]
     history = [i for i, s in enumerate(seqs) if s.params.needs_history]
     if history:
         logits = logits.clone()
@@ -100,7 +105,7 @@ def sample(
     tokens = [0] * len(seqs)
     greedy = [i for i, s in enumerate(seqs) if s.params.greedy]
     if greedy:
-        for i, t in zip(greedy, logits[greedy].argmax(-1).tolist()):
+        for i, t in zip(greedy, greedy_tokens(logits[greedy]).tolist()):
             tokens[i] = t
     groups: dict[tuple, list[int]] = {}
     for i, s in enumerate(seqs):
