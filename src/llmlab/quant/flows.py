@@ -83,13 +83,16 @@ def quantize_model_with(
         quantize_gptq(model, calibration(), group_size)
         info["activations"] = None
     elif method in ("static", "dynamic"):
-        from llmlab.quant.ptq import plan_w8a8, quantize_dynamic, quantize_static
+        from llmlab.quant.ptq import (
+            PER_TOKEN_ASYMMETRIC,
+            plan_w8a8,
+            quantize_dynamic,
+            quantize_static,
+        )
 
         static = method == "static"
         needs_text = static or smooth or keep_float or weights == "gptq"
         ids = calibration() if needs_text else None
-        from llmlab.quant.smooth import PER_TOKEN_ASYMMETRIC
-
         asymmetric = activations == "asymmetric"
         observer_for = observer if static else PER_TOKEN_ASYMMETRIC if asymmetric else None
         plan = plan_w8a8(model, ids, smooth, observer_for, keep_float, float_layers)
