@@ -30,6 +30,12 @@ def tiny_without_eos(folder: Path, context: int) -> Path:
     return folder
 
 
+def _sigint_as_in_a_terminal():
+    # A process started in the background (e.g. `nohup make test &`) inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: the chat in a user's terminal has the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Terminal:
     """`llmlab chat ...` on a pty: type lines, send signals, wait for text."""
 
@@ -43,6 +49,7 @@ class Terminal:
             stderr=slave,
             env=env,
             close_fds=True,
+            preexec_fn=_sigint_as_in_a_terminal,
         )
         os.close(slave)
         self.output, self.cursor = "", 0
