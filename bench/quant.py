@@ -282,20 +282,12 @@ def _kernel_calls(int4, int8, w8a8, fbgemm, x, w_t, w_bf16) -> dict:
     xb = x.bfloat16()
     xq = torch.randint(-127, 128, x.shape, dtype=torch.int8)
     xq_padded = torch.cat([xq, xq.new_zeros(max(0, 17 - len(xq)), xq.shape[1])])  # _int_mm: M > 16
-    xu = (xq.to(torch.int16) + 128).to(torch.uint8)
-    packed, zeros = w8a8._onednn_weight()
-
-    def onednn():
-        return torch.ops.onednn.qlinear_pointwise(
-            xu, 1.0, 128, packed, w8a8.weight_scale, zeros, None, 1.0, 0,
-            torch.float32, "none", [], "",
-        )  # fmt: skip
-
+    xu = (xq.to(torch.int16) + 128).to(torch.uint8)  # the codes as W8A8Linear hands them over
     return {
         "int4 g64 (bf16 act)": lambda: int4._kernel_matmul(xb),
         "int8 weight-only (bf16 act)": lambda: int8._kernel_matmul(xb),
         "_int_mm int8×int8": lambda: torch._int_mm(xq_padded, w8a8.qweight.t()),
-        "oneDNN u8×s8 prepacked": onednn,
+        "oneDNN u8×s8 prepacked": lambda: w8a8._onednn_matmul(xu),
         "W8A8Linear (dynamic, whole)": lambda: w8a8(x),
         "fbgemm dynamic linear": lambda: fbgemm(x),
         "fp32 dense": lambda: x @ w_t,
