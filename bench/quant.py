@@ -241,8 +241,8 @@ KERNEL_SHAPES = {
 
 def kernels(model: str, threads: int, rows_list=(1, 16), repeats: int = 30) -> list[dict]:
     """µs per call (best of `repeats`) of each int8/int4 kernel torch has here, at the model's
-    shapes, for one token and for 16: the packed int4 and int8 weight-only kernels (bf16
-    activations), torch._int_mm (int8 × int8 → int32), oneDNN's prepacked u8 × s8 GEMM with the
+    shapes, for one token and for 16: llmlab's int4 kernel (nn/native.py) and PyTorch's packed
+    int4 and int8 weight-only kernels (bf16 activations), torch._int_mm (int8 × int8 → int32), oneDNN's prepacked u8 × s8 GEMM with the
     weight scales applied (what W8A8Linear calls), the whole W8A8Linear (per-token quantization,
     GEMM, rescale), torch.ao's fbgemm dynamic quantized linear (per-tensor activations), and
     float32 / bfloat16 dense matmuls."""
@@ -257,7 +257,9 @@ def kernels(model: str, threads: int, rows_list=(1, 16), repeats: int = 30) -> l
         w = torch.randn(n, k) * 0.02
         linear = torch.nn.Linear(k, n, bias=False)
         linear.weight.data = w
-        int4, int8 = Int4Linear.from_weight(w, 64), Int8Linear.from_linear(linear)
+        int4 = Int4Linear.from_weight(w, 64, use_kernel="native")
+        int4_torch = Int4Linear.from_weight(w, 64, use_kernel="torch")
+        int8 = Int8Linear.from_linear(linear)
         w8a8 = W8A8Linear.from_weight(w)
         fbgemm = torch.ao.nn.quantized.dynamic.Linear(k, n)
         scale = w.abs().amax(1) / 127
@@ -268,7 +270,7 @@ def kernels(model: str, threads: int, rows_list=(1, 16), repeats: int = 30) -> l
         w_t, w_bf16 = w.t().contiguous(), w.bfloat16()
         for m in rows_list:
             x = torch.randn(m, k)
-            calls = _kernel_calls(int4, int8, w8a8, fbgemm, x, w_t, w_bf16)
+            calls = _kernel_calls(int4, int4_torch, int8, w8a8, fbgemm, x, w_t, w_bf16)
             row = {"shape": f"{n}×{k}", "tokens": m}
             for name, fn in calls.items():
                 fn()
@@ -278,13 +280,14 @@ def kernels(model: str, threads: int, rows_list=(1, 16), repeats: int = 30) -> l
     return out
 
 
-def _kernel_calls(int4, int8, w8a8, fbgemm, x, w_t, w_bf16) -> dict:
+def _kernel_calls(int4, int4_torch, int8, w8a8, fbgemm, x, w_t, w_bf16) -> dict:
     xb = x.bfloat16()
     xq = torch.randint(-127, 128, x.shape, dtype=torch.int8)
     xq_padded = torch.cat([xq, xq.new_zeros(max(0, 17 - len(xq)), xq.shape[1])])  # _int_mm: M > 16
     xu = (xq.to(torch.int16) + 128).to(torch.uint8)  # the codes as W8A8Linear hands them over
     return {
-        "int4 g64 (bf16 act)": lambda: int4._kernel_matmul(xb),
+        "int4 g64 llmlab (bf16 act)": lambda: int4._kernel_matmul(xb),
+        "int4 g64 PyTorch packed (bf16 act)": lambda: int4_torch._kernel_matmul(xb),
         "int8 weight-only (bf16 act)": lambda: int8._kernel_matmul(xb),
         "_int_mm int8×int8": lambda: torch._int_mm(xq_padded, w8a8.qweight.t()),
         "oneDNN u8×s8 prepacked": lambda: w8a8._onednn_matmul(xu),

@@ -8,9 +8,10 @@ int8: w ≈ q · s, q ∈ [-127, 127], one scale per output row (symmetric).
 int4: w ≈ q · s + m, q ∈ [0, 15], one (scale, minimum) pair per `group_size` inputs of a row
 (asymmetric, the layout of llama.cpp's Q4_1 — which is why a Q4_1 GGUF loads straight in).
 
-On the CPU the matmul runs in PyTorch's packed kernels (`_weight_int8pack_mm`,
-`_weight_int4pack_mm_for_cpu`), fed bfloat16 activations: their float32 path is a slow
-reference loop on many CPUs, the bfloat16 one is vectorized. Elsewhere (CUDA, or a PyTorch
+On the CPU the matmul runs in packed kernels fed bfloat16 activations: int4 in llmlab's own
+(`nn/native.py`, built on first use; PyTorch's `_weight_int4pack_mm_for_cpu` where it cannot be
+built), int8 in PyTorch's `_weight_int8pack_mm` (its float32 path is a slow reference loop on many
+CPUs, the bfloat16 one is vectorized). Elsewhere (CUDA, or a PyTorch
 without the ops) the weight is dequantized for each call: correct, not fast.
 
 Reading quantized checkpoints (a Q4_1 GGUF's own blocks) is `llmlab.load(..., quant="int4")`.
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmlab.errors import LlmlabError
+from llmlab.nn import native
 
 _HAS_INT8_KERNEL = hasattr(torch.ops.aten, "_weight_int8pack_mm")
 _HAS_INT_MM = hasattr(torch, "_int_mm")
@@ -124,7 +126,11 @@ class Int8Linear(_QuantizedLinear):
 
 
 class Int4Linear(_QuantizedLinear):
-    """codes [out, in] in 0…15, scales and minimums [out, in / group_size]."""
+    """codes [out, in] in 0…15, scales and minimums [out, in / group_size].
+
+    `use_kernel`: None or True takes the fastest kernel that runs the layer here (llmlab's own,
+    then PyTorch's packed one), "native" or "torch" that one (an error if it cannot), False none:
+    the weight is dequantized for each call."""
 
     def __init__(
         self,
@@ -133,7 +139,7 @@ class Int4Linear(_QuantizedLinear):
         minimums: torch.Tensor,
         group_size: int,
         bias: torch.Tensor | None = None,
-        use_kernel: bool | None = None,
+        use_kernel: bool | str | None = None,
     ):
         super().__init__()
         self.out_features, self.in_features = codes.shape
@@ -143,11 +149,23 @@ class Int4Linear(_QuantizedLinear):
             )
         self.group_size = group_size
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
-        kernel_fits = (
-            self.in_features % 32 == 0 and self.out_features % 16 == 0
-        )  # the packer's tiling
-        self.use_kernel = (_HAS_INT4_KERNEL and kernel_fits) if use_kernel is None else use_kernel
-        if self.use_kernel:
+        # The kernel: llmlab's own (nn/native.py) where it builds and the shape fits its tiling,
+        # else PyTorch's packed one where the shape fits its packer, else dequantize per call.
+        native_fits = native.int4_fits(self.out_features, self.in_features, group_size)
+        torch_fits = _HAS_INT4_KERNEL and self.in_features % 32 == 0 and self.out_features % 16 == 0
+        self.kernel = None
+        if use_kernel in (None, True, "native") and native_fits and native.int4_kernel_available():
+            self.kernel = "native"
+        elif use_kernel in (None, True, "torch") and torch_fits:
+            self.kernel = "torch"
+        if use_kernel in ("native", "torch") and self.kernel != use_kernel:
+            raise LlmlabError(f"the {use_kernel} int4 kernel does not run this layer here")
+        self.use_kernel = self.kernel is not None
+        if self.kernel == "native":
+            tiles, scale_min = native.pack_int4(codes, scales, minimums, group_size)
+            self.register_buffer("tiles", tiles)
+            self.register_buffer("scale_min", scale_min)
+        elif self.kernel == "torch":
             # The kernel's affine form is (q − 8)·scale + zero, so zero = minimum + 8·scale.
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
                 codes.to(torch.int32).cpu(), 1
@@ -190,8 +208,10 @@ class Int4Linear(_QuantizedLinear):
         return cls.from_weight(linear.weight, group_size, linear.bias, use_kernel)
 
     def _codes(self) -> torch.Tensor:
-        if not self.use_kernel:
+        if self.kernel is None:
             return self.codes.float()
+        if self.kernel == "native":
+            return native.unpack_int4(self.tiles).float()
         # Recover the codes from the packed layout by multiplying with the identity.
         eye = torch.eye(self.in_features, dtype=KERNEL_DTYPE)
         ones = torch.stack([torch.ones_like(self.scales), torch.full_like(self.scales, 8.0)], -1)
@@ -210,6 +230,8 @@ class Int4Linear(_QuantizedLinear):
         )
 
     def _kernel_matmul(self, x2):
+        if self.kernel == "native":
+            return native.int4_matmul(x2, self.tiles, self.scale_min, self.group_size)
         return torch.ops.aten._weight_int4pack_mm_for_cpu(
             x2, self.packed, self.group_size, self.scales_and_zeros
         )

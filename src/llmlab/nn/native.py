@@ -1,0 +1,127 @@
+"""Native CPU kernels, compiled on first use: `int4_matmul` (csrc/int4_matmul.cpp).
+
+    from llmlab.nn import native
+    if native.int4_kernel_available():
+        tiles, scale_min = native.pack_int4(codes, scales, minimums, group_size)
+        y = native.int4_matmul(x, tiles, scale_min, group_size)     # x [M, K] → y [M, N] float32
+
+The source is built once per machine with the C++ compiler PyTorch's extension builder finds
+(`-O3 -march=native`, cached under ~/.cache/torch_extensions) and registered as
+`torch.ops.llmlab.int4_matmul`, with a shape function so `torch.compile` treats it as one opaque
+op. Without a compiler (or with `LLMLAB_NATIVE=0`) the build is not tried again in the process, a
+one-line warning says why, and the int4 layers use PyTorch's own packed kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+TILE_ROWS = 16  # output rows per tile: one 16-lane float vector
+CODES_PER_WORD = 8  # int4 codes per int32 word of a tile
+# bit position of a word's input j: the even inputs in the low 16 bits, the odd ones in the high
+_SHIFTS = torch.tensor(
+    [16 * (j % 2) + 4 * (j // 2) for j in range(CODES_PER_WORD)], dtype=torch.int32
+)
+_SOURCE = Path(__file__).with_name("csrc") / "int4_matmul.cpp"
+
+
+@functools.cache
+def int4_kernel_available() -> bool:
+    """Build and load the kernel (once per process); False, with a warning, if that fails."""
+    if os.environ.get("LLMLAB_NATIVE", "1") == "0":
+        return False
+    try:
+        build_int4_ops()
+    except Exception as e:  # no compiler, no ninja, a compile error: fall back, say why
+        lines = str(e).strip().splitlines()
+        warnings.warn(
+            f"llmlab's int4 CPU kernel could not be built ({type(e).__name__}: "
+            f"{lines[-1] if lines else ''}); int4 layers use PyTorch's packed kernel",
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+def build_int4_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
+    """Compile csrc/int4_matmul.cpp into torch.ops.<namespace>.int4_matmul (cached on disk) and
+    return that op. `flags` go to the compiler after `-march=native`: tests build the portable
+    paths with e.g. ("-mno-avx512f",) under another namespace."""
+    ops = getattr(torch.ops, namespace)
+    if not hasattr(ops, "int4_matmul"):
+        from torch.utils import cpp_extension
+
+        # ninja comes with our Python dependencies, in the interpreter's bin folder, which is not
+        # on PATH when the venv's python is run without activating the venv
+        bin_dir = str(Path(sys.executable).parent)
+        if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+        print(
+            f"llmlab: building the int4 CPU kernel {namespace} (once per machine)…", file=sys.stderr
+        )
+        cpp_extension.load_inline(
+            name=f"{namespace}_int4_matmul_{_cpu_tag()}",
+            cpp_sources=[_SOURCE.read_text()],
+            extra_cflags=["-O3", "-march=native", *flags, "-fopenmp", f"-DLLMLAB_OPS={namespace}"],
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+        )
+
+        @torch.library.register_fake(f"{namespace}::int4_matmul")
+        def _shape(x, tiles, scale_min, group_size):
+            return x.new_empty((x.shape[0], tiles.shape[0] * TILE_ROWS), dtype=torch.float32)
+
+    return ops.int4_matmul
+
+
+def _cpu_tag() -> str:
+    """A short hash of the CPU's feature flags: a build for -march=native is only valid on a CPU
+    with the same features, and the build cache may sit in a home folder shared between machines."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = next((ln for ln in text.splitlines() if ln.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+
+
+def int4_fits(out_features: int, in_features: int, group_size: int) -> bool:
+    """The kernel's tiling: 16-row tiles, groups a multiple of 16 inputs (two words)."""
+    return out_features % TILE_ROWS == 0 and group_size % 16 == 0 and in_features % group_size == 0
+
+
+def pack_int4(
+    codes: torch.Tensor, scales: torch.Tensor, minimums: torch.Tensor, group_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """codes [N, K] in 0…15, scales/minimums [N, K/group_size] → (tiles, scale_min) as the kernel
+    reads them (layout in csrc/int4_matmul.cpp)."""
+    n, k = codes.shape
+    c = codes.to(torch.int32).reshape(
+        n // TILE_ROWS, TILE_ROWS, k // CODES_PER_WORD, CODES_PER_WORD
+    )
+    tiles = (c << _SHIFTS.to(c.device)).sum(-1, dtype=torch.int32).transpose(1, 2).contiguous()
+    groups = k // group_size
+    scale_min = torch.stack([scales.float(), minimums.float()], -1)  # [N, G, 2]
+    scale_min = scale_min.reshape(n // TILE_ROWS, TILE_ROWS, groups, 2).permute(0, 2, 3, 1)
+    return tiles, scale_min.to(torch.float16).contiguous()
+
+
+def unpack_int4(tiles: torch.Tensor) -> torch.Tensor:
+    """tiles → codes [N, K] (uint8), the inverse of pack_int4's first half."""
+    t, words, rows = tiles.shape
+    codes = (tiles[..., None] >> _SHIFTS.to(tiles.device)) & 15  # [T, K/8, 16, 8]
+    return codes.permute(0, 2, 1, 3).reshape(t * rows, words * CODES_PER_WORD).to(torch.uint8)
+
+
+def int4_matmul(
+    x: torch.Tensor, tiles: torch.Tensor, scale_min: torch.Tensor, group_size: int
+) -> torch.Tensor:
+    """x [M, K] (float32 or bfloat16) → [M, N] float32."""
+    return torch.ops.llmlab.int4_matmul(x, tiles, scale_min, group_size)
