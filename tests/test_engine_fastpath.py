@@ -3,6 +3,8 @@ the plain path that calls the model's own modules: same logits, same greedy toke
 bf16, q/k/v-biased, sliding-window, int4/int8 and LoRA-wrapped models; and after the model's weights
 change in place, the engine repacks and drops its prefix cache instead of serving stale K/V."""
 
+import copy
+
 import pytest
 import torch
 from engine_helpers import random_prompts, tiny_model, tiny_tokenizer
@@ -154,6 +156,48 @@ def test_compiled_w8a8_decode_equals_eager():
     eager = LLM(tiny_model(), tiny_tokenizer(), num_kv_blocks=64, quant="w8a8")
     torch._dynamo.reset()
     compiled = LLM(tiny_model(), tiny_tokenizer(), num_kv_blocks=64, quant="w8a8", compile=True)
+    assert (
+        compiled.generate([prompt], params)[0].token_ids
+        == eager.generate([prompt], params)[0].token_ids
+    )
+
+
+def test_compiled_decode_follows_weight_updates_and_module_swaps():
+    """The compiled step skips the guards on module attributes (they cost a millisecond a step):
+    an in-place update must still reach it without a recompile, a swapped module through one."""
+    from torch._dynamo.utils import counters
+
+    model, tokenizer = tiny_model(), tiny_tokenizer()
+    prompt = random_prompts((13,), seed=5)[0]
+    params = SamplingParams(max_tokens=8)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = LLM(model, tokenizer, num_kv_blocks=64, compile=True, enable_prefix_caching=False)
+
+    def reference():
+        return generate(model, tokenizer, prompt, GenerationConfig(max_tokens=8)).token_ids
+
+    assert compiled.generate([prompt], params)[0].token_ids == reference()
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    assert compiled.generate([prompt], params)[0].token_ids == reference()
+    assert counters["stats"]["unique_graphs"] == graphs  # same graph, new weights
+    norm = copy.deepcopy(model.model.norm)
+    with torch.no_grad():
+        norm.weight.mul_(-2.0)
+    model.model.norm = norm
+    assert compiled.generate([prompt], params)[0].token_ids == reference()
+
+
+def test_compiled_int4_decode_runs_the_native_kernel_and_equals_eager():
+    prompt = random_prompts((9,))[0]
+    params = SamplingParams(max_tokens=8)
+    eager = LLM(tiny_model(), tiny_tokenizer(), num_kv_blocks=64, quant="int4")
+    assert eager.engine.runner.packed.layers[0].qkv.quantized.kernel == "native"
+    torch._dynamo.reset()
+    compiled = LLM(tiny_model(), tiny_tokenizer(), num_kv_blocks=64, quant="int4", compile=True)
     assert (
         compiled.generate([prompt], params)[0].token_ids
         == eager.generate([prompt], params)[0].token_ids

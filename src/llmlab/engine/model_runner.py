@@ -156,7 +156,14 @@ class ModelRunner:
         SmolLM2-135M int4, two threads, a decode step takes 7.6–9.0 ms instead of 10.6–12.5 ms eager.
         Batched decode is matmul-bound (at 16 sequences the compiled step was slower) and each new
         batch size would cost another compile, so batches and prefill chunks stay eager."""
-        self.compiled_decode_fn = torch.compile(self.step_fn)
+        # Checking the guards on every module attribute the step reads (norm weights, config
+        # flags, rotary tables) took over a millisecond per step; they cannot change under a
+        # runner without sync_weights seeing it, and sync_weights compiles again when modules or
+        # tensors are swapped (in-place weight updates keep the graph: it reads the tensors).
+        self.compiled_decode_fn = torch.compile(
+            self.step_fn,
+            options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe},
+        )
         # Warm up on the (still empty) cache with a typical context. Only the context length is
         # symbolic (mark_dynamic): with dynamic=True every weight's and cache's size would be too, and
         # checking the guards that relate them took 1.2 ms per step. Inductor picks its kernels for the
@@ -185,9 +192,12 @@ class ModelRunner:
         current = fingerprint(self.model)
         if current == self._fingerprint:
             return False
+        swapped = current.identities != self._fingerprint.identities
         self._fingerprint = current
         if self.packed is not None:
             self.packed = PackedWeights(self.model)
+        if swapped and self.compiled_decode_fn is not None:
+            self.enable_compile()  # its guards on the modules are off (enable_compile)
         return True
 
     # ---- inputs ---------------------------------------------------------------------------

@@ -25,6 +25,8 @@ repacks before its next batch instead of serving old weights.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,12 +52,18 @@ def _version(t: torch.Tensor) -> int:
         return -1
 
 
-def fingerprint(model: nn.Module) -> tuple:
+class Fingerprint(NamedTuple):
+    identities: tuple  # every module's and tensor's id: changes when one is swapped
+    versions: tuple  # every tensor's in-place version counter: changes when one is updated
+
+
+def fingerprint(model: nn.Module) -> Fingerprint:
     """Identity of every module and tensor, and each tensor's in-place version counter: changes when
     a weight is updated (optimizer step, load_state_dict) or a module is swapped (LoRA wrapping)."""
-    return (
-        tuple(id(m) for m in model.modules()),
-        tuple((id(t), _version(t)) for t in _tensors(model)),
+    tensors = _tensors(model)
+    return Fingerprint(
+        (*(id(m) for m in model.modules()), *(id(t) for t in tensors)),
+        tuple(_version(t) for t in tensors),
     )
 
 
