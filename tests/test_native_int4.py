@@ -1,8 +1,9 @@
-"""llmlab's int4 CPU kernel (nn/native.py, nn/csrc/int4_matmul.cpp) against the float matmul of
-the dequantized weights: each of its code paths (AVX-512 + BF16 dot products, AVX-512 alone, the
+"""llmlab's CPU kernels (nn/native.py, nn/csrc/): int4_matmul against the float matmul of the
+dequantized weights — each of its code paths (AVX-512 + BF16 dot products, AVX-512 alone, the
 portable loops — the last two built under their own op namespaces with the wider instructions
 turned off), one and many activation rows, every group size the layers use; the packed layout's
-round trip; Int4Linear on it against PyTorch's packed kernel; torch.compile over it.
+round trip; Int4Linear on it against PyTorch's packed kernel; torch.compile over it. quantize_rows
+bit for bit against W8A8Linear's PyTorch ops.
 
     pytest tests/test_native_int4.py -q      (the first run compiles three builds, ~30 s each)
 """
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from llmlab.nn import native
-from llmlab.nn.quantized_linear import Int4Linear
+from llmlab.nn.quantized_linear import Int4Linear, W8A8Linear
 
 # (namespace, extra compiler flags): the native build, then its fallbacks forced
 BUILDS = [
@@ -33,7 +34,7 @@ def _weights(n, k, group_size, seed=0):
 
 
 def test_the_kernel_builds_here():
-    assert native.int4_kernel_available(), (
+    assert native.available(), (
         "llmlab's int4 kernel did not build: it needs a C++ compiler and ninja "
         "(apt install g++ ninja-build); the warning above says what failed"
     )
@@ -50,7 +51,7 @@ def test_pack_and_unpack_are_inverse():
 
 @pytest.mark.parametrize("namespace,flags", BUILDS, ids=[b[0] for b in BUILDS])
 def test_every_code_path_matches_the_dequantized_matmul(namespace, flags):
-    op = native.build_int4_ops(namespace, flags)
+    op = native.build_ops(namespace, flags).int4_matmul
     for n, k, group_size in [(64, 128, 16), (48, 256, 32), (32, 192, 64), (16, 512, 128)]:
         codes, scales, minimums, weight = _weights(n, k, group_size, seed=n + k)
         tiles, scale_min = native.pack_int4(codes, scales, minimums, group_size)
@@ -94,3 +95,25 @@ def test_torch_compile_runs_the_op_in_its_graph():
     x = torch.randn(3, 128, dtype=torch.bfloat16)
     compiled = torch.compile(layer, fullgraph=True)
     assert torch.equal(compiled(x), layer(x))
+
+
+@pytest.mark.parametrize("namespace,flags", BUILDS, ids=[b[0] for b in BUILDS])
+@pytest.mark.parametrize("asymmetric", [False, True])
+@pytest.mark.parametrize("smoothed", [False, True])
+def test_quantize_rows_is_bit_for_bit_pytorchs(namespace, flags, asymmetric, smoothed, monkeypatch):
+    op = native.build_ops(namespace, flags).quantize_rows
+    torch.manual_seed(0)
+    k = 96
+    smooth = torch.rand(k) + 0.5 if smoothed else None
+    layer = W8A8Linear.from_weight(torch.randn(32, k), smooth=smooth, asymmetric=asymmetric)
+    x = torch.randn(7, k) * torch.logspace(-3, 2, 7)[:, None]
+    x[2] = torch.arange(k) - 48.0  # ties: with max 48 and 127 steps, some values fall on .5 codes
+    x[3] = 0.0  # an all-zero token: the 1e-12 floor
+    with monkeypatch.context() as patch:
+        patch.setattr(native, "available", lambda: False)
+        codes, scale, low = layer.quantize_input(x, offset=128)
+    got = op(x, layer.input_divisor if smoothed else None, asymmetric)
+    assert torch.equal(got[0], codes) and torch.equal(got[1], scale)
+    assert torch.equal(got[2], low) if asymmetric else got[2].numel() == 0
+    assert torch.equal(native.quantize_rows(x.bfloat16(), None, asymmetric)[0],
+                       op(x.bfloat16().float(), None, asymmetric)[0])  # fmt: skip

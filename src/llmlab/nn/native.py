@@ -1,15 +1,17 @@
-"""Native CPU kernels, compiled on first use: `int4_matmul` (csrc/int4_matmul.cpp).
+"""Native CPU kernels, compiled on first use: `int4_matmul` (csrc/int4_matmul.cpp) and
+`quantize_rows` (csrc/quantize_rows.cpp, W8A8's per-token activation quantization).
 
     from llmlab.nn import native
-    if native.int4_kernel_available():
+    if native.available():
         tiles, scale_min = native.pack_int4(codes, scales, minimums, group_size)
         y = native.int4_matmul(x, tiles, scale_min, group_size)     # x [M, K] → y [M, N] float32
+        codes, scale, low = native.quantize_rows(x, divisor=None, asymmetric=False)
 
-The source is built once per machine with the C++ compiler PyTorch's extension builder finds
+The sources are built once per machine with the C++ compiler PyTorch's extension builder finds
 (`-O3 -march=native`, cached under ~/.cache/torch_extensions) and registered as
-`torch.ops.llmlab.int4_matmul`, with a shape function so `torch.compile` treats it as one opaque
+`torch.ops.llmlab.*`, with shape functions so `torch.compile` treats it as one opaque
 op. Without a compiler (or with `LLMLAB_NATIVE=0`) the build is not tried again in the process, a
-one-line warning says why, and the int4 layers use PyTorch's own packed kernel.
+one-line warning says why, and the layers use PyTorch's own ops (int4: its packed kernel).
 """
 
 from __future__ import annotations
@@ -29,30 +31,30 @@ CODES_PER_WORD = 8  # int4 codes per int32 word of a tile
 _SHIFTS = torch.tensor(
     [16 * (j % 2) + 4 * (j // 2) for j in range(CODES_PER_WORD)], dtype=torch.int32
 )
-_SOURCE = Path(__file__).with_name("csrc") / "int4_matmul.cpp"
+_SOURCES = [Path(__file__).with_name("csrc") / f for f in ("int4_matmul.cpp", "quantize_rows.cpp")]
 
 
 @functools.cache
-def int4_kernel_available() -> bool:
-    """Build and load the kernel (once per process); False, with a warning, if that fails."""
+def available() -> bool:
+    """Build and load the kernels (once per process); False, with a warning, if that fails."""
     if os.environ.get("LLMLAB_NATIVE", "1") == "0":
         return False
     try:
-        build_int4_ops()
+        build_ops()
     except Exception as e:  # no compiler, no ninja, a compile error: fall back, say why
         lines = str(e).strip().splitlines()
         warnings.warn(
-            f"llmlab's int4 CPU kernel could not be built ({type(e).__name__}: "
-            f"{lines[-1] if lines else ''}); int4 layers use PyTorch's packed kernel",
+            f"llmlab's CPU kernels could not be built ({type(e).__name__}: "
+            f"{lines[-1] if lines else ''}); int4 and W8A8 layers use PyTorch's ops",
             stacklevel=2,
         )
         return False
     return True
 
 
-def build_int4_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
-    """Compile csrc/int4_matmul.cpp into torch.ops.<namespace>.int4_matmul (cached on disk) and
-    return that op. `flags` go to the compiler after `-march=native`: tests build the portable
+def build_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
+    """Compile csrc/*.cpp into torch.ops.<namespace>.int4_matmul and .quantize_rows (cached on
+    disk) and return torch.ops.<namespace>. `flags` go to the compiler after `-march=native`: tests build the portable
     paths with e.g. ("-mno-avx512f",) under another namespace."""
     ops = getattr(torch.ops, namespace)
     if not hasattr(ops, "int4_matmul"):
@@ -67,8 +69,8 @@ def build_int4_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
             f"llmlab: building the int4 CPU kernel {namespace} (once per machine)…", file=sys.stderr
         )
         cpp_extension.load_inline(
-            name=f"{namespace}_int4_matmul_{_cpu_tag()}",
-            cpp_sources=[_SOURCE.read_text()],
+            name=f"{namespace}_kernels_{_cpu_tag()}",
+            cpp_sources=[source.read_text() for source in _SOURCES],
             extra_cflags=["-O3", "-march=native", *flags, "-fopenmp", f"-DLLMLAB_OPS={namespace}"],
             extra_ldflags=["-fopenmp"],
             is_python_module=False,
@@ -78,7 +80,16 @@ def build_int4_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
         def _shape(x, tiles, scale_min, group_size):
             return x.new_empty((x.shape[0], tiles.shape[0] * TILE_ROWS), dtype=torch.float32)
 
-    return ops.int4_matmul
+        @torch.library.register_fake(f"{namespace}::quantize_rows")
+        def _quantize_shape(x, divisor, asymmetric):
+            rows = x.shape[0]
+            return (
+                x.new_empty(x.shape, dtype=torch.uint8),
+                x.new_empty((rows, 1), dtype=torch.float32),
+                x.new_empty((rows if asymmetric else 0, 1), dtype=torch.float32),
+            )
+
+    return ops
 
 
 def _cpu_tag() -> str:
@@ -125,3 +136,12 @@ def int4_matmul(
 ) -> torch.Tensor:
     """x [M, K] (float32 or bfloat16) → [M, N] float32."""
     return torch.ops.llmlab.int4_matmul(x, tiles, scale_min, group_size)
+
+
+def quantize_rows(
+    x: torch.Tensor, divisor: torch.Tensor | None, asymmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """x [M, K] → uint8 codes (zero point 128), scale [M, 1], low [M, 1] (asymmetric) or None:
+    what W8A8Linear.quantize_input(x, offset=128) returns for per-token activations, bit for bit."""
+    codes, scale, low = torch.ops.llmlab.quantize_rows(x, divisor, asymmetric)
+    return codes, scale, (low if asymmetric else None)

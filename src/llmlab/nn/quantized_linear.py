@@ -154,7 +154,7 @@ class Int4Linear(_QuantizedLinear):
         native_fits = native.int4_fits(self.out_features, self.in_features, group_size)
         torch_fits = _HAS_INT4_KERNEL and self.in_features % 32 == 0 and self.out_features % 16 == 0
         self.kernel = None
-        if use_kernel in (None, True, "native") and native_fits and native.int4_kernel_available():
+        if use_kernel in (None, True, "native") and native_fits and native.available():
             self.kernel = "native"
         elif use_kernel in (None, True, "torch") and torch_fits:
             self.kernel = "torch"
@@ -333,6 +333,10 @@ class W8A8Linear(_FixedDtypeBuffers):
         """x [M, in] float → (codes [M, in], scale [M, 1] or [1], low [M, 1] or None) so that
         x ≈ scale · (codes − z − offset) + low: int8 codes, or uint8 with offset=128 (oneDNN's
         u8 × s8). `low` is the asymmetric per-token offset (None otherwise)."""
+        if offset == 128 and not self.static and x2.device.type == "cpu" and native.available():
+            return native.quantize_rows(
+                x2, self.input_divisor if self.smoothed else None, self.asymmetric
+            )
         x2 = x2.float()
         if self.smoothed:
             x2 = x2 / self.input_divisor
