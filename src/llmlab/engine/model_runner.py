@@ -37,6 +37,7 @@ from llmlab.engine.packed_weights import (
 )
 from llmlab.errors import LlmlabError
 from llmlab.models.llama import attention_mask
+from llmlab.nn import native
 from llmlab.nn.rotary import apply_rotary
 
 log = logging.getLogger("llmlab.engine")
@@ -86,6 +87,20 @@ class StepInputs:
     # (None where the context is within the window: the same as the global layers' mask).
     decode_mask_local: torch.Tensor | None = None
     prefill_masks_local: list | None = None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """F.rms_norm over the last dimension; eager float32 on the CPU through llmlab's one-pass kernel
+    (PyTorch's CPU rms_norm is six dispatches, more than its arithmetic on a decode step's rows).
+    Compiled steps keep F.rms_norm, which Inductor fuses itself."""
+    if (
+        x.dtype == weight.dtype == torch.float32
+        and x.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+        and native.available()
+    ):
+        return native.rms_norm(x, weight, eps)
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
 class ModelRunner:
@@ -148,6 +163,7 @@ class ModelRunner:
         else:
             self.step_fn = self._forward_packed if pack_weights else self._forward
         self.compiled_decode_fn = None
+        self._norm_weights: dict = {}  # Gemma's (1 + w) norm weights, for eager steps
 
     def enable_compile(self):
         """torch.compile the forward of single-sequence decode steps, and compile it now (a minute or
@@ -196,6 +212,7 @@ class ModelRunner:
         self._fingerprint = current
         if self.packed is not None:
             self.packed = PackedWeights(self.model)
+        self._norm_weights.clear()
         if swapped and self.compiled_decode_fn is not None:
             self.enable_compile()  # its guards on the modules are off (enable_compile)
         return True
@@ -352,27 +369,23 @@ class ModelRunner:
     def _forward_packed(self, inputs: StepInputs) -> torch.Tensor:
         c, model, packed = self.config, self.model.model, self.packed
         heads, kv_heads, head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        total, hidden, inter = inputs.input_ids.shape[0], c.hidden_size, c.intermediate_size
+        total, inter = inputs.input_ids.shape[0], c.intermediate_size
         angles = inputs.positions.float()[:, None] * model.rotary.inv_freq
         cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]  # [T, 1, head_dim / 2]
         rotation = None if torch.compiler.is_compiling() else torch.complex(cos, sin)
         x = model.embed_tokens(inputs.input_ids)  # a fresh tensor: the residual adds go in place
         for i, (layer, module) in enumerate(zip(packed.layers, model.layers)):
             norm = module.input_layernorm
-            qkv = layer.qkv(F.rms_norm(x, (hidden,), norm.weight, norm.eps)).view(
-                total, -1, head_dim
-            )
+            qkv = layer.qkv(rms_norm(x, norm.weight, norm.eps)).view(total, -1, head_dim)
             rotate_pairs_(qkv[:, : heads + kv_heads], cos, sin, rotation)
             self.kv_cache[i].index_copy_(0, inputs.slot_mapping, qkv[:, heads:])
             x.add_(layer.o.native(self._attention(qkv[:, :heads], i, inputs)))  # add_ promotes bf16
             norm = module.post_attention_layernorm
-            gate_up = layer.gate_up(
-                F.rms_norm(x, (hidden,), norm.weight, norm.eps)
-            )  # SiLU·up in full precision
+            gate_up = layer.gate_up(rms_norm(x, norm.weight, norm.eps))  # SiLU·up in full precision
             x.add_(layer.down.native(F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])))
         if inputs.logit_indices is not None:
             x = x[inputs.logit_indices]  # only rows we sample from reach the LM head
-        return packed.head(F.rms_norm(x, (hidden,), model.norm.weight, model.norm.eps)).float()
+        return packed.head(rms_norm(x, model.norm.weight, model.norm.eps)).float()
 
     # ---- forward: plain (the model's own modules) -----------------------------------------------
     def _forward(self, inputs: StepInputs) -> torch.Tensor:
@@ -417,9 +430,14 @@ class ModelRunner:
         pair_order = pair_rotary_order(1, head_dim).to(self.device)
 
         def norm(module, t, order=None):
-            weight = 1.0 + module.weight.float()
-            weight = weight if order is None else weight[order]
-            return F.rms_norm(t.float(), (t.shape[-1],), weight, module.eps).to(t.dtype)
+            key = (id(module), order is not None)
+            weight = None if compiling else self._norm_weights.get(key)
+            if weight is None:
+                weight = 1.0 + module.weight.float()
+                weight = weight if order is None else weight[order]
+                if not compiling:  # eager steps reuse it until the weights change (sync_weights)
+                    self._norm_weights[key] = weight
+            return rms_norm(t.float(), weight, module.eps).to(t.dtype)
 
         x = model.embed(inputs.input_ids)
         for i, module in enumerate(model.layers):

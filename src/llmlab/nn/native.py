@@ -1,11 +1,13 @@
 """Native CPU kernels, compiled on first use: `int4_matmul` (csrc/int4_matmul.cpp) and
-`quantize_rows` (csrc/quantize_rows.cpp, W8A8's per-token activation quantization).
+`quantize_rows` (csrc/quantize_rows.cpp, W8A8's per-token activation quantization) and `rms_norm`
+(csrc/rms_norm.cpp, for the engine's eager steps).
 
     from llmlab.nn import native
     if native.available():
         tiles, scale_min = native.pack_int4(codes, scales, minimums, group_size)
         y = native.int4_matmul(x, tiles, scale_min, group_size)     # x [M, K] → y [M, N] float32
         codes, scale, low = native.quantize_rows(x, divisor=None, asymmetric=False)
+        y = native.rms_norm(x, weight, eps)
 
 The sources are built once per machine with the C++ compiler PyTorch's extension builder finds
 (`-O3 -march=native`, cached under ~/.cache/torch_extensions) and registered as
@@ -31,7 +33,10 @@ CODES_PER_WORD = 8  # int4 codes per int32 word of a tile
 _SHIFTS = torch.tensor(
     [16 * (j % 2) + 4 * (j // 2) for j in range(CODES_PER_WORD)], dtype=torch.int32
 )
-_SOURCES = [Path(__file__).with_name("csrc") / f for f in ("int4_matmul.cpp", "quantize_rows.cpp")]
+_SOURCES = [
+    Path(__file__).with_name("csrc") / f
+    for f in ("int4_matmul.cpp", "quantize_rows.cpp", "rms_norm.cpp")
+]
 
 
 @functools.cache
@@ -53,11 +58,11 @@ def available() -> bool:
 
 
 def build_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
-    """Compile csrc/*.cpp into torch.ops.<namespace>.int4_matmul and .quantize_rows (cached on
-    disk) and return torch.ops.<namespace>. `flags` go to the compiler after `-march=native`: tests build the portable
-    paths with e.g. ("-mno-avx512f",) under another namespace."""
+    """Compile csrc/*.cpp into torch.ops.<namespace>.int4_matmul, .quantize_rows and .rms_norm
+    (cached on disk) and return torch.ops.<namespace>. `flags` go to the compiler after `-march=native`:
+    tests build the portable paths with e.g. ("-mno-avx512f",) under another namespace."""
     ops = getattr(torch.ops, namespace)
-    if not hasattr(ops, "int4_matmul"):
+    if not hasattr(ops, "rms_norm"):
         from torch.utils import cpp_extension
 
         # ninja comes with our Python dependencies, in the interpreter's bin folder, which is not
@@ -65,11 +70,12 @@ def build_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
         bin_dir = str(Path(sys.executable).parent)
         if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
             os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-        print(
-            f"llmlab: building the int4 CPU kernel {namespace} (once per machine)…", file=sys.stderr
-        )
+        name = f"{namespace}_kernels_{_cpu_tag()}"
+        built = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
+        if not built.exists():
+            print(f"llmlab: building the CPU kernels {namespace} (once)…", file=sys.stderr)
         cpp_extension.load_inline(
-            name=f"{namespace}_kernels_{_cpu_tag()}",
+            name=name,
             cpp_sources=[source.read_text() for source in _SOURCES],
             extra_cflags=["-O3", "-march=native", *flags, "-fopenmp", f"-DLLMLAB_OPS={namespace}"],
             extra_ldflags=["-fopenmp"],
@@ -79,6 +85,10 @@ def build_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
         @torch.library.register_fake(f"{namespace}::int4_matmul")
         def _shape(x, tiles, scale_min, group_size):
             return x.new_empty((x.shape[0], tiles.shape[0] * TILE_ROWS), dtype=torch.float32)
+
+        @torch.library.register_fake(f"{namespace}::rms_norm")
+        def _norm_shape(x, weight, eps):
+            return torch.empty_like(x)
 
         @torch.library.register_fake(f"{namespace}::quantize_rows")
         def _quantize_shape(x, divisor, asymmetric):
@@ -145,3 +155,8 @@ def quantize_rows(
     what W8A8Linear.quantize_input(x, offset=128) returns for per-token activations, bit for bit."""
     codes, scale, low = torch.ops.llmlab.quantize_rows(x, divisor, asymmetric)
     return codes, scale, (low if asymmetric else None)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """float32 x [..., D] · rsqrt(mean(x²) + eps) · weight [D], one pass per row."""
+    return torch.ops.llmlab.rms_norm(x, weight, eps)

@@ -6,12 +6,36 @@
 // with v = x / divisor (SmoothQuant) when a divisor is given, codes uint8 (oneDNN's u8 × s8 GEMM
 // takes them with zero point 128). The same float operations in the same order as
 // W8A8Linear.quantize_input, so the codes and scales are bit for bit the same (round half to
-// even, as torch.round); tests/test_native_int4.py checks that.
+// even, as torch.round); tests/test_native_kernels.py checks that.
 //
 // Registered as torch.ops.llmlab.quantize_rows(x, divisor, asymmetric) -> (codes, scale, low),
 // built with int4_matmul.cpp (nn/native.py); `low` is empty when symmetric.
 
 namespace {
+
+// min, max and max |·| of v[0..K): exact in any order, so vectorized.
+void row_range(const float* v, int64_t K, float& lo, float& hi, float& amax) {
+  int64_t k = 0;
+  lo = v[0];
+  hi = v[0];
+#if defined(__AVX512F__)
+  if (K >= 16) {
+    __m512 vlo = _mm512_loadu_ps(v), vhi = vlo;
+    for (k = 16; k + 16 <= K; k += 16) {
+      const __m512 x = _mm512_loadu_ps(v + k);
+      vlo = _mm512_min_ps(vlo, x);
+      vhi = _mm512_max_ps(vhi, x);
+    }
+    lo = _mm512_reduce_min_ps(vlo);
+    hi = _mm512_reduce_max_ps(vhi);
+  }
+#endif
+  for (; k < K; ++k) {
+    lo = std::min(lo, v[k]);
+    hi = std::max(hi, v[k]);
+  }
+  amax = std::max(std::fabs(lo), std::fabs(hi));
+}
 
 // out[k] = round((v[k] − shift) / scale) + add, as uint8 (the caller's grid keeps it in 0…255).
 void encode(const float* v, int64_t K, float shift, float scale, float add, uint8_t* out) {
@@ -61,18 +85,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_rows(const at::Tensor& x
       }
       uint8_t* out = cp + m * K;
       if (asymmetric) {
-        float lo = v[0], hi = v[0];
-        for (int64_t k = 1; k < K; ++k) {
-          lo = std::min(lo, v[k]);
-          hi = std::max(hi, v[k]);
-        }
+        float lo, hi, amax;
+        row_range(v.data(), K, lo, hi, amax);
         const float s = std::max(hi - lo, 1e-12f) / 255.0f;
         encode(v.data(), K, lo, s, 0.0f, out);
         sp[m] = s;
         lp[m] = lo + 128.0f * s;
       } else {
-        float amax = 0.0f;
-        for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(v[k]));
+        float lo, hi, amax;
+        row_range(v.data(), K, lo, hi, amax);
         const float s = std::max(amax, 1e-12f) / 127.0f;
         encode(v.data(), K, 0.0f, s, 128.0f, out);
         sp[m] = s;

@@ -3,9 +3,9 @@ dequantized weights — each of its code paths (AVX-512 + BF16 dot products, AVX
 portable loops — the last two built under their own op namespaces with the wider instructions
 turned off), one and many activation rows, every group size the layers use; the packed layout's
 round trip; Int4Linear on it against PyTorch's packed kernel; torch.compile over it. quantize_rows
-bit for bit against W8A8Linear's PyTorch ops.
+bit for bit against W8A8Linear's PyTorch ops; rms_norm against F.rms_norm.
 
-    pytest tests/test_native_int4.py -q      (the first run compiles three builds, ~30 s each)
+    pytest tests/test_native_kernels.py -q      (the first run compiles three builds, ~30 s each)
 """
 
 import pytest
@@ -117,3 +117,18 @@ def test_quantize_rows_is_bit_for_bit_pytorchs(namespace, flags, asymmetric, smo
     assert torch.equal(got[2], low) if asymmetric else got[2].numel() == 0
     assert torch.equal(native.quantize_rows(x.bfloat16(), None, asymmetric)[0],
                        op(x.bfloat16().float(), None, asymmetric)[0])  # fmt: skip
+
+
+@pytest.mark.parametrize("namespace,flags", BUILDS, ids=[b[0] for b in BUILDS])
+def test_rms_norm_matches_pytorchs(namespace, flags):
+    op = native.build_ops(namespace, flags).rms_norm
+    torch.manual_seed(0)
+    for shape in [(16, 640), (3, 5, 24), (1, 7)]:
+        x = torch.randn(shape) * 3
+        weight = torch.rand(shape[-1]) + 0.5
+        expected = torch.nn.functional.rms_norm(x, (shape[-1],), weight, 1e-6)
+        got = op(x, weight, 1e-6)
+        assert got.shape == x.shape
+        assert (got - expected).abs().max() <= 4e-6 * expected.abs().max()  # summation order
+    with pytest.raises(RuntimeError, match="weight has 3 entries"):
+        op(torch.randn(2, 4), torch.ones(3), 1e-6)
