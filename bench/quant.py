@@ -65,6 +65,11 @@ ROWS = {
     "w8a8-dynamic-mixed": ("dynamic", 8, {"weights": "gptq", "keep_float": "KEEP_FLOAT"}),
     "w8a8-dynamic-head": ("dynamic", 8, {"weights": "gptq", "float_layers": ["lm_head"]}),
     "w8a8-dynamic-asym": ("dynamic", 8, {"weights": "gptq", "activations": "asymmetric"}),
+    "w8a8-dynamic-asym-head": (
+        "dynamic",
+        8,
+        {"weights": "gptq", "activations": "asymmetric", "float_layers": ["lm_head"]},
+    ),
     "int4-rtn": ("rtn", 4),
     "int4-gptq": ("gptq", 4),
     "int4-q4_1": ("gguf", 4),

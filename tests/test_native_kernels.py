@@ -3,7 +3,7 @@ dequantized weights — each of its code paths (AVX-512 + BF16 dot products, AVX
 portable loops — the last two built under their own op namespaces with the wider instructions
 turned off), one and many activation rows, every group size the layers use; the packed layout's
 round trip; Int4Linear on it against PyTorch's packed kernel; torch.compile over it. quantize_rows
-bit for bit against W8A8Linear's PyTorch ops; rms_norm against F.rms_norm.
+bit for bit against W8A8Linear's PyTorch ops; rms_norm and gelu_tanh_mul against PyTorch's.
 
     pytest tests/test_native_kernels.py -q      (the first run compiles three builds, ~30 s each)
 """
@@ -132,3 +132,18 @@ def test_rms_norm_matches_pytorchs(namespace, flags):
         assert (got - expected).abs().max() <= 4e-6 * expected.abs().max()  # summation order
     with pytest.raises(RuntimeError, match="weight has 3 entries"):
         op(torch.randn(2, 4), torch.ones(3), 1e-6)
+
+
+@pytest.mark.parametrize("namespace,flags", BUILDS, ids=[b[0] for b in BUILDS])
+def test_gelu_tanh_mul_matches_pytorchs(namespace, flags):
+    op = native.build_ops(namespace, flags).gelu_tanh_mul
+    torch.manual_seed(0)
+    gate_up = torch.randn(5, 2 * 40) * 4
+    gate_up[0, :8] = torch.tensor([-100.0, -20.0, -5.0, 0.0, 5.0, 20.0, 100.0, 1e-8])
+    gate, up = gate_up[:, :40], gate_up[:, 40:]  # strided halves, as the engine passes them
+    expected = torch.nn.functional.gelu(gate, approximate="tanh") * up
+    got = op(gate, up)
+    assert got.is_contiguous() and got.shape == (5, 40)
+    assert (got - expected).abs().max() <= 2e-6 * expected.abs().max()
+    with pytest.raises(RuntimeError, match="one shape"):
+        op(gate, up[:, :39])

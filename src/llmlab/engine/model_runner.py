@@ -89,18 +89,30 @@ class StepInputs:
     prefill_masks_local: list | None = None
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """F.rms_norm over the last dimension; eager float32 on the CPU through llmlab's one-pass kernel
-    (PyTorch's CPU rms_norm is six dispatches, more than its arithmetic on a decode step's rows).
-    Compiled steps keep F.rms_norm, which Inductor fuses itself."""
-    if (
-        x.dtype == weight.dtype == torch.float32
+def _native_eager(x: torch.Tensor) -> bool:
+    """An eager float32 CPU step with llmlab's native kernels built (nn/native.py); compiled steps
+    keep PyTorch's ops, which Inductor fuses itself."""
+    return (
+        x.dtype == torch.float32
         and x.device.type == "cpu"
         and not torch.compiler.is_compiling()
         and native.available()
-    ):
+    )
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """F.rms_norm over the last dimension; eager float32 on the CPU through llmlab's one-pass kernel
+    (PyTorch's CPU rms_norm is six dispatches, more than its arithmetic on a decode step's rows)."""
+    if _native_eager(x) and weight.dtype == torch.float32:
         return native.rms_norm(x, weight, eps)
     return F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+def geglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """gelu(gate, tanh approximation) · up; eager float32 on the CPU in one native pass."""
+    if _native_eager(gate) and gate.dim() == 2:
+        return native.gelu_tanh_mul(gate, up)
+    return F.gelu(gate, approximate="tanh") * up
 
 
 class ModelRunner:
@@ -467,7 +479,7 @@ class ModelRunner:
                 gate, up = gate_up[:, :inter], gate_up[:, inter:]
             else:
                 gate, up = mlp.gate_proj(h), mlp.up_proj(h)
-            y = F.gelu(gate, approximate="tanh") * up
+            y = geglu(gate, up)
             y = packed.layers[i].down(y) if packed is not None else mlp.down_proj(y)
             x = x + norm(module.post_feedforward_layernorm, y)
         if inputs.logit_indices is not None:

@@ -1,6 +1,6 @@
 """Native CPU kernels, compiled on first use: `int4_matmul` (csrc/int4_matmul.cpp) and
-`quantize_rows` (csrc/quantize_rows.cpp, W8A8's per-token activation quantization) and `rms_norm`
-(csrc/rms_norm.cpp, for the engine's eager steps).
+`quantize_rows` (csrc/quantize_rows.cpp, W8A8's per-token activation quantization), `rms_norm`
+and `gelu_tanh_mul` (csrc/rms_norm.cpp, csrc/geglu.cpp: one pass each, for the engine's eager steps).
 
     from llmlab.nn import native
     if native.available():
@@ -35,7 +35,7 @@ _SHIFTS = torch.tensor(
 )
 _SOURCES = [
     Path(__file__).with_name("csrc") / f
-    for f in ("int4_matmul.cpp", "quantize_rows.cpp", "rms_norm.cpp")
+    for f in ("int4_matmul.cpp", "quantize_rows.cpp", "rms_norm.cpp", "geglu.cpp")
 ]
 
 
@@ -58,11 +58,11 @@ def available() -> bool:
 
 
 def build_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
-    """Compile csrc/*.cpp into torch.ops.<namespace>.int4_matmul, .quantize_rows and .rms_norm
-    (cached on disk) and return torch.ops.<namespace>. `flags` go to the compiler after `-march=native`:
+    """Compile csrc/*.cpp into torch.ops.<namespace>.int4_matmul, .quantize_rows, .rms_norm and
+    .gelu_tanh_mul (cached on disk) and return torch.ops.<namespace>. `flags` go to the compiler after `-march=native`:
     tests build the portable paths with e.g. ("-mno-avx512f",) under another namespace."""
     ops = getattr(torch.ops, namespace)
-    if not hasattr(ops, "rms_norm"):
+    if not hasattr(ops, "gelu_tanh_mul"):
         from torch.utils import cpp_extension
 
         # ninja comes with our Python dependencies, in the interpreter's bin folder, which is not
@@ -85,6 +85,10 @@ def build_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
         @torch.library.register_fake(f"{namespace}::int4_matmul")
         def _shape(x, tiles, scale_min, group_size):
             return x.new_empty((x.shape[0], tiles.shape[0] * TILE_ROWS), dtype=torch.float32)
+
+        @torch.library.register_fake(f"{namespace}::gelu_tanh_mul")
+        def _geglu_shape(gate, up):
+            return torch.empty_like(gate)
 
         @torch.library.register_fake(f"{namespace}::rms_norm")
         def _norm_shape(x, weight, eps):
@@ -160,3 +164,8 @@ def quantize_rows(
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """float32 x [..., D] · rsqrt(mean(x²) + eps) · weight [D], one pass per row."""
     return torch.ops.llmlab.rms_norm(x, weight, eps)
+
+
+def gelu_tanh_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """float32 gelu(gate, approximate="tanh") · up in one pass (GeGLU)."""
+    return torch.ops.llmlab.gelu_tanh_mul(gate, up)
