@@ -8,6 +8,11 @@ bit for bit against W8A8Linear's PyTorch ops; rms_norm and gelu_tanh_mul against
     pytest tests/test_native_kernels.py -q      (the first run compiles three builds, ~30 s each)
 """
 
+import os
+import shutil
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -40,12 +45,33 @@ def test_the_kernel_builds_here():
     )
 
 
+def test_a_build_killed_half_way_is_redone_not_waited_on(tmp_path):
+    """PyTorch's build lock is a plain file that a killed build leaves behind; every later build
+    used to wait on it until pytest's timeout. Here a copy of the built cache gets such a file."""
+    from torch.utils import cpp_extension
+
+    assert native.available()
+    name = f"llmlab_kernels_{native._cpu_tag()}"
+    shutil.copytree(cpp_extension._get_build_directory(name, verbose=False), tmp_path / name)
+    (tmp_path / name / "lock").touch()
+    run = subprocess.run(
+        [sys.executable, "-c", "from llmlab.nn import native; native.build_ops(); print('built')"],
+        env={**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0 and "built" in run.stdout, run.stderr
+    assert "left by a build that was killed" in run.stderr
+    assert not (tmp_path / name / "lock").exists()
+
+
 def test_pack_and_unpack_are_inverse():
     codes, scales, minimums, _ = _weights(48, 96, 32)
-    tiles, scale_min = native.pack_int4(codes, scales, minimums, 32)
+    tiles, scale_min = native.pack_int4_tiles(codes, scales, minimums, 32)
     assert tiles.shape == (3, 12, 16) and tiles.dtype == torch.int32
     assert scale_min.shape == (3, 3, 2, 16) and scale_min.dtype == torch.float16
-    assert torch.equal(native.unpack_int4(tiles), codes.to(torch.uint8))
+    assert torch.equal(native.int4_tile_codes(tiles), codes.to(torch.uint8))
     assert torch.equal(scale_min[1, 2, 0], scales[16:32, 2].half())
 
 
@@ -54,7 +80,7 @@ def test_every_code_path_matches_the_dequantized_matmul(namespace, flags):
     op = native.build_ops(namespace, flags).int4_matmul
     for n, k, group_size in [(64, 128, 16), (48, 256, 32), (32, 192, 64), (16, 512, 128)]:
         codes, scales, minimums, weight = _weights(n, k, group_size, seed=n + k)
-        tiles, scale_min = native.pack_int4(codes, scales, minimums, group_size)
+        tiles, scale_min = native.pack_int4_tiles(codes, scales, minimums, group_size)
         for rows in (1, 2, 3, 5, 9, 17):
             x = torch.randn(rows, k, dtype=torch.bfloat16)
             expected = x.double() @ weight.T
@@ -66,7 +92,7 @@ def test_every_code_path_matches_the_dequantized_matmul(namespace, flags):
 
 def test_bad_shapes_are_errors_that_name_the_problem():
     codes, scales, minimums, _ = _weights(32, 128, 32)
-    tiles, scale_min = native.pack_int4(codes, scales, minimums, 32)
+    tiles, scale_min = native.pack_int4_tiles(codes, scales, minimums, 32)
     with pytest.raises(RuntimeError, match="x has 64 inputs"):
         native.int4_matmul(torch.randn(1, 64), tiles, scale_min, 32)
     with pytest.raises(RuntimeError, match="group size"):

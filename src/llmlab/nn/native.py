@@ -4,20 +4,24 @@ and `gelu_tanh_mul` (csrc/rms_norm.cpp, csrc/geglu.cpp: one pass each, for the e
 
     from llmlab.nn import native
     if native.available():
-        tiles, scale_min = native.pack_int4(codes, scales, minimums, group_size)
+        tiles, scale_min = native.pack_int4_tiles(codes, scales, minimums, group_size)
         y = native.int4_matmul(x, tiles, scale_min, group_size)     # x [M, K] → y [M, N] float32
         codes, scale, low = native.quantize_rows(x, divisor=None, asymmetric=False)
         y = native.rms_norm(x, weight, eps)
+        y = native.gelu_tanh_mul(gate, up)
 
 The sources are built once per machine with the C++ compiler PyTorch's extension builder finds
 (`-O3 -march=native`, cached under ~/.cache/torch_extensions) and registered as
-`torch.ops.llmlab.*`, with shape functions so `torch.compile` treats it as one opaque
-op. Without a compiler (or with `LLMLAB_NATIVE=0`) the build is not tried again in the process, a
-one-line warning says why, and the layers use PyTorch's own ops (int4: its packed kernel).
+`torch.ops.llmlab.*`, with shape functions so `torch.compile` treats each as one opaque op.
+Without a compiler (or with `LLMLAB_NATIVE=0`) the build is not tried again in the process, a
+one-line warning says why, and the layers use PyTorch's own ops (int4: its packed kernel). A build
+killed half-way (which leaves PyTorch's lock file behind) is noticed and redone, not waited on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import os
@@ -59,8 +63,9 @@ def available() -> bool:
 
 def build_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
     """Compile csrc/*.cpp into torch.ops.<namespace>.int4_matmul, .quantize_rows, .rms_norm and
-    .gelu_tanh_mul (cached on disk) and return torch.ops.<namespace>. `flags` go to the compiler after `-march=native`:
-    tests build the portable paths with e.g. ("-mno-avx512f",) under another namespace."""
+    .gelu_tanh_mul (cached on disk) and return torch.ops.<namespace>. `flags` go to the compiler
+    after `-march=native`: tests build the portable paths with e.g. ("-mno-avx512f",) under
+    another namespace."""
     ops = getattr(torch.ops, namespace)
     if not hasattr(ops, "gelu_tanh_mul"):
         from torch.utils import cpp_extension
@@ -71,16 +76,19 @@ def build_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
         if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
             os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
         name = f"{namespace}_kernels_{_cpu_tag()}"
-        built = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
-        if not built.exists():
+        build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+        if not (build_dir / f"{name}.so").exists():
             print(f"llmlab: building the CPU kernels {namespace} (once)…", file=sys.stderr)
-        cpp_extension.load_inline(
-            name=name,
-            cpp_sources=[source.read_text() for source in _SOURCES],
-            extra_cflags=["-O3", "-march=native", *flags, "-fopenmp", f"-DLLMLAB_OPS={namespace}"],
-            extra_ldflags=["-fopenmp"],
-            is_python_module=False,
-        )
+        cflags = ["-O3", "-march=native", *flags, "-fopenmp", f"-DLLMLAB_OPS={namespace}"]
+        with build_lock(build_dir):
+            cpp_extension.load_inline(
+                name=name,
+                cpp_sources=[source.read_text() for source in _SOURCES],
+                extra_cflags=cflags,
+                extra_ldflags=["-fopenmp"],
+                build_directory=str(build_dir),
+                is_python_module=False,
+            )
 
         @torch.library.register_fake(f"{namespace}::int4_matmul")
         def _shape(x, tiles, scale_min, group_size):
@@ -106,6 +114,25 @@ def build_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
     return ops
 
 
+@contextlib.contextmanager
+def build_lock(build_dir: Path):
+    """Hold an OS lock on `build_dir` while PyTorch builds or loads there. PyTorch's own lock is a
+    plain file (`lock`) that a killed build leaves behind, after which every later build waits on
+    it forever. The OS drops this lock when its holder dies, so a `lock` file met while holding it
+    was left by a dead build: it is removed, and PyTorch builds again."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / "llmlab.flock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            stale = build_dir / "lock"
+            if stale.exists():
+                print(f"llmlab: removing {stale}, left by a build that was killed", file=sys.stderr)
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _cpu_tag() -> str:
     """A short hash of the CPU's feature flags: a build for -march=native is only valid on a CPU
     with the same features, and the build cache may sit in a home folder shared between machines."""
@@ -122,7 +149,7 @@ def int4_fits(out_features: int, in_features: int, group_size: int) -> bool:
     return out_features % TILE_ROWS == 0 and group_size % 16 == 0 and in_features % group_size == 0
 
 
-def pack_int4(
+def pack_int4_tiles(
     codes: torch.Tensor, scales: torch.Tensor, minimums: torch.Tensor, group_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """codes [N, K] in 0…15, scales/minimums [N, K/group_size] → (tiles, scale_min) as the kernel
@@ -138,8 +165,9 @@ def pack_int4(
     return tiles, scale_min.to(torch.float16).contiguous()
 
 
-def unpack_int4(tiles: torch.Tensor) -> torch.Tensor:
-    """tiles → codes [N, K] (uint8), the inverse of pack_int4's first half."""
+def int4_tile_codes(tiles: torch.Tensor) -> torch.Tensor:
+    """tiles → codes [N, K] (uint8), the inverse of pack_int4_tiles' first half. (Not the
+    two-codes-a-byte layout of quantized folders: that is formats/quantized.py.)"""
     t, words, rows = tiles.shape
     codes = (tiles[..., None] >> _SHIFTS.to(tiles.device)) & 15  # [T, K/8, 16, 8]
     return codes.permute(0, 2, 1, 3).reshape(t * rows, words * CODES_PER_WORD).to(torch.uint8)

@@ -162,7 +162,7 @@ class Int4Linear(_QuantizedLinear):
             raise LlmlabError(f"the {use_kernel} int4 kernel does not run this layer here")
         self.use_kernel = self.kernel is not None
         if self.kernel == "native":
-            tiles, scale_min = native.pack_int4(codes, scales, minimums, group_size)
+            tiles, scale_min = native.pack_int4_tiles(codes, scales, minimums, group_size)
             self.register_buffer("tiles", tiles)
             self.register_buffer("scale_min", scale_min)
         elif self.kernel == "torch":
@@ -211,7 +211,7 @@ class Int4Linear(_QuantizedLinear):
         if self.kernel is None:
             return self.codes.float()
         if self.kernel == "native":
-            return native.unpack_int4(self.tiles).float()
+            return native.int4_tile_codes(self.tiles).float()
         # Recover the codes from the packed layout by multiplying with the identity.
         eye = torch.eye(self.in_features, dtype=KERNEL_DTYPE)
         ones = torch.stack([torch.ones_like(self.scales), torch.full_like(self.scales, 8.0)], -1)
