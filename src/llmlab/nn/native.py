@@ -80,7 +80,7 @@ def build_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
         if not (build_dir / f"{name}.so").exists():
             print(f"llmlab: building the CPU kernels {namespace} (once)…", file=sys.stderr)
         cflags = ["-O3", "-march=native", *flags, "-fopenmp", f"-DLLMLAB_OPS={namespace}"]
-        with build_lock(build_dir):
+        with _build_lock(build_dir):
             cpp_extension.load_inline(
                 name=name,
                 cpp_sources=[source.read_text() for source in _SOURCES],
@@ -115,22 +115,19 @@ def build_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
 
 
 @contextlib.contextmanager
-def build_lock(build_dir: Path):
+def _build_lock(build_dir: Path):
     """Hold an OS lock on `build_dir` while PyTorch builds or loads there. PyTorch's own lock is a
     plain file (`lock`) that a killed build leaves behind, after which every later build waits on
     it forever. The OS drops this lock when its holder dies, so a `lock` file met while holding it
     was left by a dead build: it is removed, and PyTorch builds again."""
     build_dir.mkdir(parents=True, exist_ok=True)
-    with open(build_dir / "llmlab.flock", "w") as handle:
+    with open(build_dir / "llmlab.flock", "w") as handle:  # closing it releases the lock
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            stale = build_dir / "lock"
-            if stale.exists():
-                print(f"llmlab: removing {stale}, left by a build that was killed", file=sys.stderr)
-                stale.unlink(missing_ok=True)
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        stale = build_dir / "lock"
+        if stale.exists():
+            print(f"llmlab: removing {stale}, left by a build that was killed", file=sys.stderr)
+            stale.unlink(missing_ok=True)
+        yield
 
 
 def _cpu_tag() -> str:

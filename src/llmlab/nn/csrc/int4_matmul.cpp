@@ -4,8 +4,8 @@
 // Built on first use by llmlab/nn/native.py (torch.utils.cpp_extension, -O3 -march=native) and
 // registered as torch.ops.llmlab.int4_matmul(x, tiles, scale_min, group_size).
 //
-// Layout (made by native.pack_int4_tiles): the output rows go in tiles of 16, one 16-lane vector each,
-// and each row's codes in 32-bit words of eight inputs, the even ones in the low half:
+// Layout (made by native.pack_int4_tiles): the output rows go in tiles of 16, one 16-lane vector
+// each, and each row's codes in 32-bit words of eight inputs, the even ones in the low half:
 //   tiles     int32   [N/16, K/8, 16]: word [t, q, r] holds code[16t + r, 8q + 2i + h] at bit
 //                                       16h + 4i (i = 0…3, h = 0 even input, 1 odd input)
 //   scale_min float16 [N/16, G, 2, 16]: [t, g, 0, r] = scale[16t + r, g], [t, g, 1, r] = minimum
