@@ -11,9 +11,10 @@
 
 Rows: fp32, bf16, int8 weight-only, W8A8 static, W8A8 dynamic (RTN int8 weights; -gptq: GPTQ
 int8 weights; -mixed: that plus --keep-float groups in float; -head: GPTQ weights with the LM head
-float; -asym: GPTQ weights, activations per token over their own [min, max]), all W8A8 rows with
-SmoothQuant α searched per layer group, int4 RTN and int4 GPTQ (both at
---group-size, falling back to 64 on SmolLM2's 576-wide inputs), int4 from the GGUF's own Q4_1
+float; -asym: GPTQ weights, activations per token over their own [min, max]; -asym-outliers:
+that plus --outliers input channels of every linear in float, LLM.int8()-style — mixed, not pure),
+all W8A8 rows with SmoothQuant α searched per layer group (but -nosmooth), int4 RTN and int4
+GPTQ (both at --group-size, falling back to 64 on SmolLM2's 576-wide inputs), int4 from the GGUF's own Q4_1
 blocks (the engine's existing int4 path, for reference), and llama.cpp on the same GGUF when
 `llama_cpp` imports. Each quantized variant is made once with `llmlab quantize`'s code and written
 as a folder (cached under --work); each row then runs in its own process (so peak RSS is that
@@ -70,11 +71,25 @@ ROWS = {
         8,
         {"weights": "gptq", "activations": "asymmetric", "float_layers": ["lm_head"]},
     ),
+    # mixed, LLM.int8()-style: --outliers input channels of every linear kept float
+    "w8a8-dynamic-asym-outliers": (
+        "dynamic",
+        8,
+        {"weights": "gptq", "activations": "asymmetric", "outliers": "OUTLIERS"},
+    ),
+    "w8a8-dynamic-asym-outliers-nosmooth": (
+        "dynamic",
+        8,
+        {"weights": "gptq", "activations": "asymmetric", "outliers": "OUTLIERS", "smooth": None},
+    ),
     "int4-rtn": ("rtn", 4),
     "int4-gptq": ("gptq", 4),
     "int4-q4_1": ("gguf", 4),
     "llama.cpp": ("llama.cpp", 4),
 }
+
+
+PLACEHOLDERS = ("KEEP_FLOAT", "OUTLIERS")
 
 
 def load_average() -> str:
@@ -101,12 +116,13 @@ def prepare(row: str, work: Path, args) -> Path | None:
     from llmlab.quant.save import save_quantized
 
     kind, arg, *rest = ROWS[row]
-    options = {
-        k: getattr(args, k) if v == "KEEP_FLOAT" else v for k, v in (rest or [{}])[0].items()
-    }
+    options = (rest or [{}])[0]
+    # a count given on the command line (--keep-float, --outliers) names the folder too
+    counted = [k for k, v in options.items() if v in PLACEHOLDERS]
+    options = {k: getattr(args, k) if k in counted else v for k, v in options.items()}
     if kind in ("gguf", "llama.cpp"):
         return None
-    folder = work / args.model / (f"{row}-{args.keep_float}" if "keep_float" in options else row)
+    folder = work / args.model / "-".join([row, *(str(options[k]) for k in counted)])
     if (folder / "config.json").exists():
         return folder
     start = time.perf_counter()
@@ -419,6 +435,9 @@ def main():
     p.add_argument("--qat-bits", type=int, default=4, help="4, or 3 / 2 (int4 layout, fewer codes)")
     p.add_argument(
         "--keep-float", type=int, default=2, help="float groups in the w8a8-dynamic-mixed row"
+    )
+    p.add_argument(
+        "--outliers", type=int, default=8, help="float input channels in the -outliers rows"
     )
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument(

@@ -86,6 +86,42 @@ def test_mixed_w8a8_folder_keeps_the_chosen_layers_float(tiny_folder, tmp_path, 
     assert outputs[0].token_ids == expected
 
 
+@pytest.mark.parametrize("method", ["dynamic", "static"])
+def test_w8a8_folder_with_float_outlier_channels(tiny_folder, tmp_path, one_thread, method):
+    """--outliers 4: every linear keeps 4 input channels in float (the same 4 across q/k/v and
+    gate/up, so the engine still fuses them, outliers and all), through the folder and the engine."""
+    from llmlab.nn.quantized_linear import W8A8Linear
+
+    out = tmp_path / f"outliers-{method}"
+    extra = ["--weights", "gptq", "--activations", "asymmetric"] if method == "dynamic" else []
+    assert (
+        _quantize(tiny_folder, out, "--method", method, "--bits", "8", "--outliers", "4", *extra)
+        == 0
+    )
+    q = read_config(out)["quantization_config"]
+    assert q["outlier_channels"] == 4 and len(q["layers"]) == 2 * 7 + 1
+    model, tokenizer = llmlab.load(out)
+    layers = [m for m in model.modules() if isinstance(m, W8A8Linear)]
+    assert len(layers) == 2 * 7 + 1
+    assert all(m.has_outliers and len(m.outlier_index) == 4 for m in layers)
+    attn = model.model.layers[0].self_attn
+    assert torch.equal(attn.q_proj.outlier_index, attn.v_proj.outlier_index)
+    prompt = tokenizer.encode("Dropout randomly zeroes")
+    expected = generate(model, tokenizer, prompt, GenerationConfig(max_tokens=8)).token_ids
+    llm = LLM(out)
+    fused = llm.engine.runner.packed.layers[0].qkv.quantized
+    assert isinstance(fused, W8A8Linear) and fused.has_outliers
+    outputs = llm.generate([prompt], SamplingParams(max_tokens=8, ignore_eos=True))
+    assert outputs[0].token_ids == expected
+    # a flow without activations has no outlier channels to keep
+    assert (
+        _quantize(
+            tiny_folder, tmp_path / "bad", "--method", "rtn", "--bits", "8", "--outliers", "2"
+        )
+        == 1
+    )
+
+
 def test_gptq_beats_rtn_on_held_out_text_of_a_tiny_model(tiny_folder, tmp_path, one_thread):
     from llmlab.quant.perplexity import perplexity
     from llmlab.quant.text_data import split_text

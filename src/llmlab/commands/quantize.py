@@ -7,6 +7,7 @@ and `llmlab serve --model DIR` load.
     llmlab quantize --model M --method dynamic --bits 8 --out DIR     # W8A8, per-token activations
     llmlab quantize --model M --method dynamic --bits 8 --keep-float 2 --out DIR   # mixed: 2 groups float
     llmlab quantize --model M --method dynamic --bits 8 --weights gptq --activations asymmetric --out DIR
+    llmlab quantize --model M --method dynamic --bits 8 --outliers 8 --out DIR    # mixed: 8 input channels float
     llmlab quantize --model M --method rtn --bits 4 --out DIR         # int4 round-to-nearest (or --bits 8)
     llmlab quantize --model M --method qat --bits 4 --qat-steps 100 --out DIR
 
@@ -90,6 +91,13 @@ def register(subparsers):
         help="static/dynamic: comma-separated linears to keep float by name, e.g. lm_head",
     )
     p.add_argument(
+        "--outliers",
+        type=non_negative_int,
+        default=0,
+        help="static/dynamic: keep this many input channels of every linear (the largest "
+        "calibration max |x|) out of int8, in float — LLM.int8()-style mixed precision",
+    )
+    p.add_argument(
         "--weights",
         choices=["rtn", "gptq"],
         default="rtn",
@@ -166,6 +174,7 @@ def run(args) -> int:
         weights=args.weights,
         activations=args.activations,
         float_layers=[n for n in args.float_layers.split(",") if n],
+        outliers=args.outliers,
         qat_steps=args.qat_steps,
         qat_lr=args.qat_lr,
     )

@@ -80,11 +80,18 @@ def _int4_parts(layer: Int4Linear) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 def _same_activation_grid(modules: list[W8A8Linear]) -> bool:
     """W8A8 layers can share one activation quantization: all dynamic (with the same symmetry),
-    or one static grid, and one smoothing divisor (or none)."""
+    or one static grid, and one smoothing divisor and set of float outlier channels (or none)."""
     first = modules[0]
-    if any(m.smoothed != first.smoothed or m.asymmetric != first.asymmetric for m in modules) or (
-        first.smoothed
-        and not all(torch.equal(m.input_divisor, first.input_divisor) for m in modules)
+
+    def same(flag: str, tensor: str) -> bool:
+        if any(getattr(m, flag) != getattr(first, flag) for m in modules):
+            return False
+        return not getattr(first, flag) or all(
+            torch.equal(getattr(m, tensor), getattr(first, tensor)) for m in modules
+        )
+
+    if any(m.asymmetric != first.asymmetric for m in modules) or not (
+        same("smoothed", "input_divisor") and same("has_outliers", "outlier_index")
     ):
         return False
     if not first.static:
@@ -136,6 +143,10 @@ class FusedProjection:
                     input_zero_point=first.input_zero_point if first.static else None,
                     smooth=first.input_divisor if first.smoothed else None,
                     asymmetric=first.asymmetric,
+                    outlier_index=first.outlier_index if first.has_outliers else None,
+                    outlier_weight=self._reorder(torch.cat([m.outlier_weight for m in modules]))
+                    if first.has_outliers
+                    else None,
                 )
             if (self.weight_t is not None or self.quantized is not None) and has_bias:
                 parts = [

@@ -18,6 +18,10 @@ and whose safetensors file holds, for each quantized layer NAME (kind from `laye
 | w8a8 | NAME.qweight int8 [out, in], NAME.weight_scale float32 [out]; static also NAME.input_scale, NAME.input_zero_point float32 [1]; smoothed (SmoothQuant) also NAME.input_divisor float32 [in] |
 | w8a8-asym | as w8a8 (dynamic): activations per token over their own [min, max] (asymmetric) |
 
+A w8a8 / w8a8-asym layer with float outlier input channels (LLM.int8()-style, `--outliers K`) also
+has NAME.outlier_index int64 [k] and NAME.outlier_weight float32 [out, k] (its qweight columns at
+those indices are zero).
+
 plus NAME.bias when the layer has one. A tied LM head is stored as its own quantized layer, and
 the config says `tie_word_embeddings: false`. Transformers cannot load these folders (the format
 is llmlab's); `llmlab.load` can.
@@ -67,6 +71,9 @@ def layer_tensors(name: str, layer) -> tuple[str, dict[str, torch.Tensor]]:
             out["input_zero_point"] = layer.input_zero_point
         if layer.smoothed:
             out["input_divisor"] = layer.input_divisor
+        if layer.has_outliers:
+            out["outlier_index"] = layer.outlier_index
+            out["outlier_weight"] = layer.outlier_weight
     elif isinstance(layer, Int8Linear):
         kind = "int8"
         out["qweight"], out["weight_scale"] = layer.qweight, layer.scales
@@ -105,6 +112,8 @@ def build_layer(name: str, kind: str, tensors: dict[str, torch.Tensor]):
             get("input_zero_point", scale is not None),
             get("input_divisor", required=False),
             asymmetric=kind == "w8a8-asym",
+            outlier_index=get("outlier_index", required=False),
+            outlier_weight=get("outlier_weight", get("outlier_index", False) is not None),
         )
     raise CorruptFileError(f"quantized folder: layer '{name}' has unknown kind '{kind}'")
 

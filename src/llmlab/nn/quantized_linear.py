@@ -257,7 +257,12 @@ class W8A8Linear(_FixedDtypeBuffers):
 
     `smooth` (SmoothQuant, optional, [in]): the weight was multiplied by it column-wise before
     quantization and the input is divided by it here, so x · wᵀ is unchanged while the
-    activations' outlier channels shrink (and the weights, which quantize per row, absorb them)."""
+    activations' outlier channels shrink (and the weights, which quantize per row, absorb them).
+
+    `outlier_index` [k] with `outlier_weight` [out, k] (LLM.int8()'s decomposition, optional): those
+    k input channels bypass int8 — x[:, index] · outlier_weightᵀ in float — so a token's int8
+    range is not spent on them; their int8 weight columns are zero and their inputs are zeroed
+    before quantizing (a divisor of +inf: x / inf = 0, in the same pass as the smoothing)."""
 
     def __init__(
         self,
@@ -268,17 +273,30 @@ class W8A8Linear(_FixedDtypeBuffers):
         input_zero_point: torch.Tensor | int | None = None,
         smooth: torch.Tensor | None = None,
         asymmetric: bool = False,
+        outlier_index: torch.Tensor | None = None,
+        outlier_weight: torch.Tensor | None = None,
     ):
         super().__init__()
         self.out_features, self.in_features = qweight.shape
         self.static = input_scale is not None
         if asymmetric and self.static:
             raise ValueError("asymmetric applies to per-token (dynamic) activations only")
+        if (outlier_index is None) != (outlier_weight is None):
+            raise ValueError("outlier_index and outlier_weight come together")
         self.asymmetric = asymmetric
         self.smoothed = smooth is not None
         if self.smoothed:
             self.register_buffer("input_divisor", smooth.detach().float().reshape(-1))
-        self.register_buffer("qweight", qweight.to(torch.int8).contiguous())
+        qweight = qweight.to(torch.int8)
+        self.has_outliers = outlier_index is not None and outlier_index.numel() > 0
+        if self.has_outliers:
+            index = outlier_index.detach().long().reshape(-1)
+            self.register_buffer("outlier_index", index)
+            self.register_buffer("outlier_weight", outlier_weight.detach().float().contiguous())
+            qweight = qweight.index_fill(1, index, 0)
+            divisor = self.input_divisor.clone() if self.smoothed else torch.ones(qweight.shape[1])
+            self.register_buffer("outlier_divisor", divisor.index_fill(0, index, torch.inf), False)
+        self.register_buffer("qweight", qweight.contiguous())
         self.register_buffer("weight_scale", weight_scale.detach().float().reshape(-1))
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
         if asymmetric:  # Σ_k w[n, k] (dequantized), for the per-token offset
@@ -324,22 +342,31 @@ class W8A8Linear(_FixedDtypeBuffers):
     def weight(self) -> torch.Tensor:
         return self.dequantized_weight()
 
+    @property
+    def quant_divisor(self) -> torch.Tensor | None:
+        """What the input is divided by before quantizing: the smoothing, +inf at outliers."""
+        if self.has_outliers:
+            return self.outlier_divisor
+        return self.input_divisor if self.smoothed else None
+
     def dequantized_weight(self) -> torch.Tensor:
         """The effective float weight (smoothing undone): x · this = the layer's output."""
         w = self.qweight.float() * self.weight_scale[:, None]
-        return w / self.input_divisor[None, :] if self.smoothed else w
+        if self.smoothed:
+            w = w / self.input_divisor[None, :]
+        if self.has_outliers:
+            w[:, self.outlier_index] = self.outlier_weight
+        return w
 
     def quantize_input(self, x2: torch.Tensor, offset: int = 0):
         """x [M, in] float → (codes [M, in], scale [M, 1] or [1], low [M, 1] or None) so that
         x ≈ scale · (codes − z − offset) + low: int8 codes, or uint8 with offset=128 (oneDNN's
         u8 × s8). `low` is the asymmetric per-token offset (None otherwise)."""
         if offset == 128 and not self.static and x2.device.type == "cpu" and native.available():
-            return native.quantize_rows(
-                x2, self.input_divisor if self.smoothed else None, self.asymmetric
-            )
+            return native.quantize_rows(x2, self.quant_divisor, self.asymmetric)
         x2 = x2.float()
-        if self.smoothed:
-            x2 = x2 / self.input_divisor
+        if self.quant_divisor is not None:
+            x2 = x2 / self.quant_divisor
         low = None
         if self.static:
             q = (x2 / self.input_scale + self.input_zero_point).round_().clamp_(-128, 127)
@@ -411,6 +438,8 @@ class W8A8Linear(_FixedDtypeBuffers):
             out.mul_(scale)
         if low is not None:
             out.addr_(low.view(-1), self.weight_sums)
+        if self.has_outliers:
+            out.addmm_(x2.index_select(1, self.outlier_index).float(), self.outlier_weight.t())
         if self.bias is not None:
             out = out + self.bias.float()
         return out.to(x.dtype).view(*shape[:-1], self.out_features)

@@ -40,15 +40,19 @@ def quantize_model_with(
     weights: str = "rtn",
     activations: str = "symmetric",
     float_layers=(),
+    outliers: int = 0,
     qat_steps: int = 100,
     qat_lr: float = 1e-4,
 ):
     """(model quantized in place, info dict). W8A8 (static, dynamic): `smooth` is SmoothQuant's α,
     "search" (per layer group, on the calibration split) or None; `keep_float` groups of linears
-    with the largest calibration error stay float (mixed precision)."""
+    with the largest calibration error stay float (mixed precision), and so do `outliers` input
+    channels of every linear (LLM.int8()'s decomposition: outliers.py)."""
     check_method(method, bits)
     if (keep_float or float_layers) and method not in ("static", "dynamic"):
         raise LlmlabError("--keep-float applies to --method static and dynamic only")
+    if outliers and method not in ("static", "dynamic"):
+        raise LlmlabError("--outliers applies to --method static and dynamic only")
     if weights != "rtn" and method != "dynamic":
         raise LlmlabError("--weights gptq applies to --method dynamic only")
     if activations not in ("symmetric", "asymmetric"):
@@ -91,11 +95,11 @@ def quantize_model_with(
         )
 
         static = method == "static"
-        needs_text = static or smooth or keep_float or weights == "gptq"
+        needs_text = static or smooth or keep_float or outliers or weights == "gptq"
         ids = calibration() if needs_text else None
         asymmetric = activations == "asymmetric"
         observer_for = observer if static else PER_TOKEN_ASYMMETRIC if asymmetric else None
-        plan = plan_w8a8(model, ids, smooth, observer_for, keep_float, float_layers)
+        plan = plan_w8a8(model, ids, smooth, observer_for, keep_float, float_layers, outliers)
         if static:
             quantize_static(model, ids, observer, plan=plan)
             info.update(activations="static", observer=observer)

@@ -33,6 +33,7 @@ from llmlab.errors import LlmlabError
 from llmlab.nn.quantized_linear import W8A8Linear
 from llmlab.quant.mixed import most_sensitive
 from llmlab.quant.observers import MinMaxObserver, Observer, make_observer
+from llmlab.quant.outliers import outlier_channels
 from llmlab.quant.rtn import linear_targets, replace_module, untie_head
 from llmlab.quant.smooth import (
     PER_TOKEN_ASYMMETRIC,
@@ -57,14 +58,31 @@ def weight_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return codes.to(torch.int8), scale
 
 
+def _float_outliers(linear: nn.Linear, weight: torch.Tensor, outliers) -> tuple[torch.Tensor, dict]:
+    """(`weight` with the outlier columns zeroed — each row's int8 grid is then set by the
+    columns that stay int8 —, W8A8Linear's outlier arguments)."""
+    if outliers is None:
+        return weight, {}
+    split = {"outlier_index": outliers, "outlier_weight": linear.weight.detach()[:, outliers]}
+    return weight.index_fill(1, outliers, 0), split
+
+
 def _w8a8(
-    linear: nn.Linear, input_scale=None, input_zero_point=None, smooth=None, asymmetric=False
+    linear: nn.Linear,
+    input_scale=None,
+    input_zero_point=None,
+    smooth=None,
+    asymmetric=False,
+    outliers=None,
 ) -> W8A8Linear:
     weight = linear.weight.detach().float()
     if smooth is not None:
         weight = weight * smooth[None, :]
+    weight, split = _float_outliers(linear, weight, outliers)
     codes, scale = weight_int8(weight)
-    return W8A8Linear(codes, scale, linear.bias, input_scale, input_zero_point, smooth, asymmetric)
+    return W8A8Linear(
+        codes, scale, linear.bias, input_scale, input_zero_point, smooth, asymmetric, **split
+    )
 
 
 def prepare_static(
@@ -75,8 +93,8 @@ def prepare_static(
     keep_float=(),
 ) -> dict[str, tuple[Observer, object]]:
     """Attach an activation observer to every linear's input (divided by its smoothing factors
-    when given, as the converted layer will see it) but those in `keep_float`; returns
-    {name: (observer, hook)}."""
+    when given — +inf at float outlier channels: W8A8Plan.divisor — as the converted layer will
+    see it) but those in `keep_float`; returns {name: (observer, hook)}."""
     observers = {}
     for name, linear in linear_targets(model):
         if name in keep_float:
@@ -99,12 +117,18 @@ def calibrate(model: nn.Module, calibration: torch.Tensor, batch_size: int = 4):
 
 
 @torch.no_grad()
-def convert_static(model: nn.Module, observers: dict, smooth: dict | None = None) -> nn.Module:
+def convert_static(
+    model: nn.Module, observers: dict, smooth: dict | None = None, outliers: dict | None = None
+) -> nn.Module:
     for name, (obs, handle) in observers.items():
         handle.remove()
         input_scale, input_zero_point = obs.qparams()
         layer = _w8a8(
-            model.get_submodule(name), input_scale, input_zero_point, (smooth or {}).get(name)
+            model.get_submodule(name),
+            input_scale,
+            input_zero_point,
+            (smooth or {}).get(name),
+            outliers=(outliers or {}).get(name),
         )
         replace_module(model, name, layer)
     untie_head(model)
@@ -113,12 +137,22 @@ def convert_static(model: nn.Module, observers: dict, smooth: dict | None = None
 
 @dataclass
 class W8A8Plan:
-    """What a W8A8 conversion will do: SmoothQuant factors per linear, the linears kept float."""
+    """What a W8A8 conversion will do: SmoothQuant factors per linear, the linears kept float,
+    the input channels each linear keeps in float (outliers.py)."""
 
     factors: dict[str, torch.Tensor] = field(default_factory=dict)
     keep_float: list[str] = field(default_factory=list)
     choices: list[GroupChoice] = field(default_factory=list)  # per group: α and its error
     smooth: float | str | None = None
+    outliers: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def divisor(self, name: str, width: int) -> torch.Tensor | None:
+        """What the linear's input is divided by before it is quantized (as W8A8Linear does)."""
+        s, index = self.factors.get(name), self.outliers.get(name)
+        if index is None:
+            return s
+        ones = torch.ones(width) if s is None else s.clone()
+        return ones.index_fill(0, index, torch.inf)
 
     def describe(self) -> dict:
         """For the folder's quantization_config."""
@@ -127,6 +161,8 @@ class W8A8Plan:
             out["alphas"] = {c.names[0]: c.alpha for c in self.choices}
         if self.keep_float:
             out["float_layers"] = list(self.keep_float)
+        if self.outliers:
+            out["outlier_channels"] = len(next(iter(self.outliers.values())))
         return out
 
 
@@ -138,13 +174,15 @@ def plan_w8a8(
     observer: str | None = None,
     keep_float: int = 0,
     float_layers=(),
+    outliers: int = 0,
 ) -> W8A8Plan:
     """smooth: None / 0 (off), α (one for every group) or "search" (per group, least calibration
     error, smooth.py); keep_float: how many groups of linears — those with the largest
     calibration output error after smoothing — stay in float (mixed precision; mixed.py).
     `float_layers`: linears named explicitly to stay float (e.g. "lm_head"), on top of those.
     `observer` None plans for dynamic activations (PER_TOKEN_ASYMMETRIC: dynamic over each
-    token's [min, max]), else for static ones from that observer."""
+    token's [min, max]), else for static ones from that observer. `outliers`: input channels
+    per linear kept in float (the largest calibration max |x| after smoothing; outliers.py)."""
     targets = {name for name, _ in linear_targets(model)}
     unknown = [name for name in float_layers if name not in targets]
     if unknown:
@@ -155,10 +193,12 @@ def plan_w8a8(
         smooth = None
     if keep_float < 0:
         raise LlmlabError(f"--keep-float must be at least 0, got {keep_float}")
-    if smooth is None and not keep_float:
+    if outliers < 0:
+        raise LlmlabError(f"--outliers must be at least 0, got {outliers}")
+    if smooth is None and not keep_float and not outliers:
         return W8A8Plan(keep_float=list(float_layers))
     if calibration is None:
-        raise LlmlabError("SmoothQuant and --keep-float need calibration text")
+        raise LlmlabError("SmoothQuant, --keep-float and --outliers need calibration text")
     if isinstance(smooth, float | int):
         smoothing_scales(torch.ones(1), torch.ones(1), smooth)  # α checked before the long pass
     stats = collect_inputs(model, calibration)
@@ -170,6 +210,7 @@ def plan_w8a8(
     plan = W8A8Plan(factors, [], choices, smooth)
     chosen = most_sensitive(choices, keep_float)
     plan.keep_float = chosen + [name for name in float_layers if name not in chosen]
+    plan.outliers = outlier_channels(stats, factors, outliers, skip=plan.keep_float)
     return plan
 
 
@@ -183,15 +224,18 @@ def quantize_static(
     plan: W8A8Plan | None = None,
 ) -> nn.Module:
     plan = plan or plan_w8a8(model, calibration, smooth, observer, keep_float)
-    observers = prepare_static(model, observer, symmetric, plan.factors, plan.keep_float)
+    divisors = {n: plan.divisor(n, m.in_features) for n, m in linear_targets(model)}
+    divisors = {n: d for n, d in divisors.items() if d is not None}
+    observers = prepare_static(model, observer, symmetric, divisors, plan.keep_float)
     calibrate(model, calibration)
-    return convert_static(model, observers, plan.factors)
+    return convert_static(model, observers, plan.factors, plan.outliers)
 
 
 def gptq_w8a8_maker(plan: W8A8Plan, asymmetric: bool = False):
     """make(name, linear, H) for quantize_gptq: the W8A8 layer with GPTQ-chosen int8 codes on
     the smoothed weight (w · s) against the Hessian of the smoothed inputs (x / s):
-    H' = diag(1/s) H diag(1/s). None for a linear the plan keeps float."""
+    H' = diag(1/s) H diag(1/s), whose rows and columns at float outlier channels are zero (those
+    inputs never reach the int8 product). None for a linear the plan keeps float."""
     from llmlab.quant.gptq import gptq_quantize_int8
 
     def make(name, linear, hessian):
@@ -203,8 +247,13 @@ def gptq_w8a8_maker(plan: W8A8Plan, asymmetric: bool = False):
             weight = weight * s[None, :]
             inverse = 1 / s.double()
             hessian = hessian * inverse[:, None] * inverse[None, :]
+        weight, split = _float_outliers(linear, weight, plan.outliers.get(name))
+        if split:
+            hessian = hessian.clone()
+            hessian[split["outlier_index"]] = 0
+            hessian[:, split["outlier_index"]] = 0
         codes, scale = gptq_quantize_int8(weight, hessian)
-        return W8A8Linear(codes, scale, linear.bias, smooth=s, asymmetric=asymmetric)
+        return W8A8Linear(codes, scale, linear.bias, smooth=s, asymmetric=asymmetric, **split)
 
     return make
 
@@ -235,7 +284,12 @@ def quantize_dynamic(
         raise LlmlabError(f"W8A8 weights must be rtn or gptq, got '{weights}'")
     for name, linear in linear_targets(model):
         if name not in plan.keep_float:
-            layer = _w8a8(linear, smooth=plan.factors.get(name), asymmetric=asymmetric)
+            layer = _w8a8(
+                linear,
+                smooth=plan.factors.get(name),
+                asymmetric=asymmetric,
+                outliers=plan.outliers.get(name),
+            )
             replace_module(model, name, layer)
     untie_head(model)
     return model
