@@ -12,7 +12,8 @@
 Rows: fp32, bf16, int8 weight-only, W8A8 static, W8A8 dynamic (RTN int8 weights; -gptq: GPTQ
 int8 weights; -mixed: that plus --keep-float groups in float; -head: GPTQ weights with the LM head
 float; -asym: GPTQ weights, activations per token over their own [min, max]; -asym-outliers:
-that plus --outliers input channels of every linear in float, LLM.int8()-style — mixed, not pure),
+that plus --outliers input channels of every linear in float, LLM.int8()-style — mixed, not pure;
+-asym-groups: a grid per --activation-group-size inputs of each token, not smoothed),
 all W8A8 rows with SmoothQuant α searched per layer group (but -nosmooth), int4 RTN and int4
 GPTQ (both at --group-size, falling back to 64 on SmolLM2's 576-wide inputs), int4 from the GGUF's own Q4_1
 blocks (the engine's existing int4 path, for reference), and llama.cpp on the same GGUF when
@@ -82,6 +83,17 @@ ROWS = {
         8,
         {"weights": "gptq", "activations": "asymmetric", "outliers": "OUTLIERS", "smooth": None},
     ),
+    # pure W8A8, finer activation grids: one per --activation-group-size inputs of a token
+    "w8a8-dynamic-asym-groups": (
+        "dynamic",
+        8,
+        {
+            "weights": "gptq",
+            "activations": "asymmetric",
+            "activation_group_size": "GROUP",
+            "smooth": None,
+        },
+    ),
     "int4-rtn": ("rtn", 4),
     "int4-gptq": ("gptq", 4),
     "int4-q4_1": ("gguf", 4),
@@ -89,7 +101,7 @@ ROWS = {
 }
 
 
-PLACEHOLDERS = ("KEEP_FLOAT", "OUTLIERS")
+PLACEHOLDERS = ("KEEP_FLOAT", "OUTLIERS", "GROUP")
 
 
 def load_average() -> str:
@@ -438,6 +450,9 @@ def main():
     )
     p.add_argument(
         "--outliers", type=int, default=8, help="float input channels in the -outliers rows"
+    )
+    p.add_argument(
+        "--activation-group-size", type=int, default=64, help="inputs per grid in the -groups row"
     )
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument(

@@ -86,40 +86,70 @@ def test_mixed_w8a8_folder_keeps_the_chosen_layers_float(tiny_folder, tmp_path, 
     assert outputs[0].token_ids == expected
 
 
-@pytest.mark.parametrize("method", ["dynamic", "static"])
-def test_w8a8_folder_with_float_outlier_channels(tiny_folder, tmp_path, one_thread, method):
+@pytest.mark.parametrize(
+    "method, extra",
+    [
+        ("dynamic", ["--outliers", "4", "--weights", "gptq", "--activations", "asymmetric"]),
+        ("static", ["--outliers", "4"]),
+        ("dynamic", ["--activation-group-size", "32", "--activations", "asymmetric"]),
+    ],
+)
+def test_w8a8_folder_with_outlier_channels_or_activation_groups(
+    tiny_folder, tmp_path, one_thread, method, extra
+):
     """--outliers 4: every linear keeps 4 input channels in float (the same 4 across q/k/v and
-    gate/up, so the engine still fuses them, outliers and all), through the folder and the engine."""
+    gate/up, so the engine still fuses them, outliers and all); --activation-group-size 32: a grid
+    per 32 inputs of a token. Both through the folder and the engine's fused path."""
     from llmlab.nn.quantized_linear import W8A8Linear
 
-    out = tmp_path / f"outliers-{method}"
-    extra = ["--weights", "gptq", "--activations", "asymmetric"] if method == "dynamic" else []
-    assert (
-        _quantize(tiny_folder, out, "--method", method, "--bits", "8", "--outliers", "4", *extra)
-        == 0
-    )
+    out = tmp_path / "w8a8"
+    assert _quantize(tiny_folder, out, "--method", method, "--bits", "8", *extra) == 0
     q = read_config(out)["quantization_config"]
-    assert q["outlier_channels"] == 4 and len(q["layers"]) == 2 * 7 + 1
+    assert len(q["layers"]) == 2 * 7 + 1
     model, tokenizer = llmlab.load(out)
     layers = [m for m in model.modules() if isinstance(m, W8A8Linear)]
     assert len(layers) == 2 * 7 + 1
-    assert all(m.has_outliers and len(m.outlier_index) == 4 for m in layers)
-    attn = model.model.layers[0].self_attn
-    assert torch.equal(attn.q_proj.outlier_index, attn.v_proj.outlier_index)
+    if "--outliers" in extra:
+        assert q["outlier_channels"] == 4
+        assert all(m.has_outliers and len(m.outlier_index) == 4 for m in layers)
+        attn = model.model.layers[0].self_attn
+        assert torch.equal(attn.q_proj.outlier_index, attn.v_proj.outlier_index)
+    else:
+        assert q["activation_group_size"] == 32
+        assert all(m.input_group_size == 32 and not m.has_outliers for m in layers)
     prompt = tokenizer.encode("Dropout randomly zeroes")
     expected = generate(model, tokenizer, prompt, GenerationConfig(max_tokens=8)).token_ids
     llm = LLM(out)
     fused = llm.engine.runner.packed.layers[0].qkv.quantized
-    assert isinstance(fused, W8A8Linear) and fused.has_outliers
+    assert isinstance(fused, W8A8Linear)
+    assert (fused.has_outliers, fused.input_group_size) == (
+        layers[0].has_outliers,
+        layers[0].input_group_size,
+    )
     outputs = llm.generate([prompt], SamplingParams(max_tokens=8, ignore_eos=True))
     assert outputs[0].token_ids == expected
-    # a flow without activations has no outlier channels to keep
-    assert (
-        _quantize(
-            tiny_folder, tmp_path / "bad", "--method", "rtn", "--bits", "8", "--outliers", "2"
-        )
-        == 1
-    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method", "rtn", "--bits", "8", "--outliers", "2"], "--outliers applies"),
+        (
+            ["--method", "static", "--bits", "8", "--activation-group-size", "32"],
+            "applies to --method dynamic",
+        ),
+        (
+            ["--method", "dynamic", "--bits", "8", "--activation-group-size", "48"],
+            "does not divide the 64",
+        ),
+    ],
+)
+def test_outlier_and_group_options_where_they_do_not_apply(
+    tiny_folder, tmp_path, capsys, args, message
+):
+    assert _quantize(tiny_folder, tmp_path / "bad", *args) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_gptq_beats_rtn_on_held_out_text_of_a_tiny_model(tiny_folder, tmp_path, one_thread):

@@ -8,6 +8,7 @@ and `llmlab serve --model DIR` load.
     llmlab quantize --model M --method dynamic --bits 8 --keep-float 2 --out DIR   # mixed: 2 groups float
     llmlab quantize --model M --method dynamic --bits 8 --weights gptq --activations asymmetric --out DIR
     llmlab quantize --model M --method dynamic --bits 8 --outliers 8 --out DIR    # mixed: 8 input channels float
+    llmlab quantize --model M --method dynamic --bits 8 --activation-group-size 64 --out DIR  # a grid per 64 inputs
     llmlab quantize --model M --method rtn --bits 4 --out DIR         # int4 round-to-nearest (or --bits 8)
     llmlab quantize --model M --method qat --bits 4 --qat-steps 100 --out DIR
 
@@ -98,6 +99,13 @@ def register(subparsers):
         "calibration max |x|) out of int8, in float — LLM.int8()-style mixed precision",
     )
     p.add_argument(
+        "--activation-group-size",
+        type=positive_int,
+        default=None,
+        help="dynamic: one int8 grid per run of this many input channels of each token "
+        "(like llama.cpp's 8-bit activation blocks) instead of one per token",
+    )
+    p.add_argument(
         "--weights",
         choices=["rtn", "gptq"],
         default="rtn",
@@ -175,6 +183,7 @@ def run(args) -> int:
         activations=args.activations,
         float_layers=[n for n in args.float_layers.split(",") if n],
         outliers=args.outliers,
+        activation_group_size=args.activation_group_size,
         qat_steps=args.qat_steps,
         qat_lr=args.qat_lr,
     )

@@ -90,9 +90,10 @@ def _same_activation_grid(modules: list[W8A8Linear]) -> bool:
             torch.equal(getattr(m, tensor), getattr(first, tensor)) for m in modules
         )
 
-    if any(m.asymmetric != first.asymmetric for m in modules) or not (
-        same("smoothed", "input_divisor") and same("has_outliers", "outlier_index")
-    ):
+    if any(
+        (m.asymmetric, m.input_group_size) != (first.asymmetric, first.input_group_size)
+        for m in modules
+    ) or not (same("smoothed", "input_divisor") and same("has_outliers", "outlier_index")):
         return False
     if not first.static:
         return not any(m.static for m in modules)
@@ -143,6 +144,7 @@ class FusedProjection:
                     input_zero_point=first.input_zero_point if first.static else None,
                     smooth=first.input_divisor if first.smoothed else None,
                     asymmetric=first.asymmetric,
+                    input_group_size=first.input_group_size,
                     outlier_index=first.outlier_index if first.has_outliers else None,
                     outlier_weight=self._reorder(torch.cat([m.outlier_weight for m in modules]))
                     if first.has_outliers

@@ -20,7 +20,8 @@ and whose safetensors file holds, for each quantized layer NAME (kind from `laye
 
 A w8a8 / w8a8-asym layer with float outlier input channels (LLM.int8()-style, `--outliers K`) also
 has NAME.outlier_index int64 [k] and NAME.outlier_weight float32 [out, k] (its qweight columns at
-those indices are zero).
+those indices are zero). One with per-token groups of activation scales (`--activation-group-size
+G`) has NAME.input_group_size int64 [1].
 
 plus NAME.bias when the layer has one. A tied LM head is stored as its own quantized layer, and
 the config says `tie_word_embeddings: false`. Transformers cannot load these folders (the format
@@ -71,6 +72,8 @@ def layer_tensors(name: str, layer) -> tuple[str, dict[str, torch.Tensor]]:
             out["input_zero_point"] = layer.input_zero_point
         if layer.smoothed:
             out["input_divisor"] = layer.input_divisor
+        if layer.input_group_size:
+            out["input_group_size"] = torch.tensor([layer.input_group_size])
         if layer.has_outliers:
             out["outlier_index"] = layer.outlier_index
             out["outlier_weight"] = layer.outlier_weight
@@ -104,6 +107,7 @@ def build_layer(name: str, kind: str, tensors: dict[str, torch.Tensor]):
         return Int8Linear(get("qweight"), get("weight_scale"), bias)
     if kind in ("w8a8", "w8a8-asym"):
         scale = get("input_scale", required=False)
+        group = get("input_group_size", required=False)
         return W8A8Linear(
             get("qweight"),
             get("weight_scale"),
@@ -114,6 +118,7 @@ def build_layer(name: str, kind: str, tensors: dict[str, torch.Tensor]):
             asymmetric=kind == "w8a8-asym",
             outlier_index=get("outlier_index", required=False),
             outlier_weight=get("outlier_weight", get("outlier_index", False) is not None),
+            input_group_size=None if group is None else int(group.item()),
         )
     raise CorruptFileError(f"quantized folder: layer '{name}' has unknown kind '{kind}'")
 

@@ -262,7 +262,13 @@ class W8A8Linear(_FixedDtypeBuffers):
     `outlier_index` [k] with `outlier_weight` [out, k] (LLM.int8()'s decomposition, optional): those
     k input channels bypass int8 — x[:, index] · outlier_weightᵀ in float — so a token's int8
     range is not spent on them; their int8 weight columns are zero and their inputs are zeroed
-    before quantizing (a divisor of +inf: x / inf = 0, in the same pass as the smoothing)."""
+    before quantizing (a divisor of +inf: x / inf = 0, in the same pass as the smoothing).
+
+    `input_group_size` G (dynamic only, optional): each token's inputs get one grid per run of G
+    channels instead of one for the whole row — llama.cpp's 8-bit activation blocks — so an
+    outlier channel coarsens only its own group. Still int8 × int8 with int32 sums, one sum per
+    group, scaled per (token, group) and added in float: y = Σ_g s[m, g] · Σ_{k∈g} q · w (+ the
+    asymmetric offsets low[m, g] · Σ_{k∈g} w)."""
 
     def __init__(
         self,
@@ -275,12 +281,19 @@ class W8A8Linear(_FixedDtypeBuffers):
         asymmetric: bool = False,
         outlier_index: torch.Tensor | None = None,
         outlier_weight: torch.Tensor | None = None,
+        input_group_size: int | None = None,
     ):
         super().__init__()
         self.out_features, self.in_features = qweight.shape
         self.static = input_scale is not None
         if asymmetric and self.static:
             raise ValueError("asymmetric applies to per-token (dynamic) activations only")
+        if input_group_size and (self.static or self.in_features % input_group_size):
+            raise ValueError(
+                f"input_group_size {input_group_size}: dynamic activations only, and it must "
+                f"divide the {self.in_features} inputs"
+            )
+        self.input_group_size = int(input_group_size or 0)
         if (outlier_index is None) != (outlier_weight is None):
             raise ValueError("outlier_index and outlier_weight come together")
         self.asymmetric = asymmetric
@@ -299,9 +312,13 @@ class W8A8Linear(_FixedDtypeBuffers):
         self.register_buffer("qweight", qweight.contiguous())
         self.register_buffer("weight_scale", weight_scale.detach().float().reshape(-1))
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
-        if asymmetric:  # Σ_k w[n, k] (dequantized), for the per-token offset
-            sums = self.qweight.sum(1, dtype=torch.int32).float() * self.weight_scale
-            self.register_buffer("weight_sums", sums)
+        if asymmetric:  # Σ_k w[n, k] (dequantized; per input group), for the per-token offset
+            if self.input_group_size:  # [in / G, out]
+                groups = self.qweight.view(self.out_features, -1, self.input_group_size)
+                sums = groups.sum(-1, dtype=torch.int32).float().T * self.weight_scale
+            else:  # [out]
+                sums = self.qweight.sum(1, dtype=torch.int32).float() * self.weight_scale
+            self.register_buffer("weight_sums", sums.contiguous())
         if self.static:
             scale = torch.as_tensor(input_scale, dtype=torch.float32).reshape(1)
             zero = torch.as_tensor(
@@ -361,12 +378,22 @@ class W8A8Linear(_FixedDtypeBuffers):
     def quantize_input(self, x2: torch.Tensor, offset: int = 0):
         """x [M, in] float → (codes [M, in], scale [M, 1] or [1], low [M, 1] or None) so that
         x ≈ scale · (codes − z − offset) + low: int8 codes, or uint8 with offset=128 (oneDNN's
-        u8 × s8). `low` is the asymmetric per-token offset (None otherwise)."""
+        u8 × s8). `low` is the asymmetric per-token offset (None otherwise). With input groups,
+        scale and low are [M, in / G] and each group of codes is on its own grid."""
+        if self.input_group_size:
+            m, g = x2.shape[0], self.input_group_size
+            if self.quant_divisor is not None:
+                x2 = x2.float() / self.quant_divisor
+            q, scale, low = self._quantize_rows(x2.reshape(-1, g), offset)
+            return q.view(m, -1), scale.view(m, -1), None if low is None else low.view(m, -1)
+        return self._quantize_rows(x2, offset, self.quant_divisor)
+
+    def _quantize_rows(self, x2: torch.Tensor, offset: int, divisor=None):
         if offset == 128 and not self.static and x2.device.type == "cpu" and native.available():
-            return native.quantize_rows(x2, self.quant_divisor, self.asymmetric)
+            return native.quantize_rows(x2, divisor, self.asymmetric)
         x2 = x2.float()
-        if self.quant_divisor is not None:
-            x2 = x2 / self.quant_divisor
+        if divisor is not None:
+            x2 = x2 / divisor
         low = None
         if self.static:
             q = (x2 / self.input_scale + self.input_zero_point).round_().clamp_(-128, 127)
@@ -383,12 +410,13 @@ class W8A8Linear(_FixedDtypeBuffers):
             return q.add_(offset).to(torch.uint8), scale, low
         return q.to(torch.int8), scale, low
 
-    def int_matmul(self, q: torch.Tensor) -> torch.Tensor:
-        """int8 [M, in] × qweightᵀ → int32 [M, out] (exact)."""
+    def int_matmul(self, q: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor:
+        """int8 [M, in] × qweight[:, columns]ᵀ → int32 [M, out] (exact)."""
+        w = self.qweight[:, columns]
         if _HAS_INT_MM and q.device.type == "cpu":
-            return torch._int_mm(q, self.qweight.t())
+            return torch._int_mm(q.contiguous(), w.t())
         # Elsewhere: float32 matmul of the integer values (exact up to 2^24 per sum).
-        return (q.float() @ self.qweight.float().t()).round_().to(torch.int32)
+        return (q.float() @ w.float().t()).round_().to(torch.int32)
 
     def _onednn_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The weight prepacked for oneDNN (a copy, made on first use and never saved) and its
@@ -412,9 +440,19 @@ class W8A8Linear(_FixedDtypeBuffers):
             torch.float32, "none", [], "",
         )  # fmt: skip
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x2 = x.reshape(-1, self.in_features)
+    def _grouped_matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        """float32 [M, out] = Σ_g s[m, g] · (q[:, g] · qweight[:, g]ᵀ) · weight_scale (+ offsets)."""
+        q, scale, low = self.quantize_input(x2)
+        g = self.input_group_size
+        out = torch.zeros(x2.shape[0], self.out_features, device=x2.device)
+        for i in range(self.in_features // g):
+            acc = self.int_matmul(q[:, i * g : (i + 1) * g], slice(i * g, (i + 1) * g))
+            out.addcmul_(acc.float(), scale[:, i : i + 1])
+        out.mul_(self.weight_scale)
+        return out if low is None else out.addmm_(low, self.weight_sums)
+
+    def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        """float32 [M, out] = x's codes · qweightᵀ, scaled, with the zero point / offsets out."""
         # torch.compile (the engine's --compile) cannot lower the prepacked op: _int_mm there
         if (
             _HAS_ONEDNN_QLINEAR
@@ -438,6 +476,12 @@ class W8A8Linear(_FixedDtypeBuffers):
             out.mul_(scale)
         if low is not None:
             out.addr_(low.view(-1), self.weight_sums)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        out = self._grouped_matmul(x2) if self.input_group_size else self._matmul(x2)
         if self.has_outliers:
             out.addmm_(x2.index_select(1, self.outlier_index).float(), self.outlier_weight.t())
         if self.bias is not None:

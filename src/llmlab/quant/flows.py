@@ -41,18 +41,22 @@ def quantize_model_with(
     activations: str = "symmetric",
     float_layers=(),
     outliers: int = 0,
+    activation_group_size: int | None = None,
     qat_steps: int = 100,
     qat_lr: float = 1e-4,
 ):
     """(model quantized in place, info dict). W8A8 (static, dynamic): `smooth` is SmoothQuant's α,
     "search" (per layer group, on the calibration split) or None; `keep_float` groups of linears
     with the largest calibration error stay float (mixed precision), and so do `outliers` input
-    channels of every linear (LLM.int8()'s decomposition: outliers.py)."""
+    channels of every linear (LLM.int8()'s decomposition: outliers.py). `activation_group_size`
+    (dynamic): one activation grid per run of that many input channels of a token."""
     check_method(method, bits)
     if (keep_float or float_layers) and method not in ("static", "dynamic"):
         raise LlmlabError("--keep-float applies to --method static and dynamic only")
     if outliers and method not in ("static", "dynamic"):
         raise LlmlabError("--outliers applies to --method static and dynamic only")
+    if activation_group_size and method != "dynamic":
+        raise LlmlabError("--activation-group-size applies to --method dynamic only")
     if weights != "rtn" and method != "dynamic":
         raise LlmlabError("--weights gptq applies to --method dynamic only")
     if activations not in ("symmetric", "asymmetric"):
@@ -104,8 +108,13 @@ def quantize_model_with(
             quantize_static(model, ids, observer, plan=plan)
             info.update(activations="static", observer=observer)
         else:
-            quantize_dynamic(model, ids, plan=plan, weights=weights, asymmetric=asymmetric)
+            quantize_dynamic(
+                model, ids, plan=plan, weights=weights, asymmetric=asymmetric,
+                input_group_size=activation_group_size,
+            )  # fmt: skip
             info.update(activations="dynamic", activation_grid=activations, weights=weights)
+            if activation_group_size:
+                info["activation_group_size"] = activation_group_size
         info.update(plan.describe())
     else:  # qat
         from llmlab.quant.qat import convert_qat, prepare_qat, train_qat

@@ -74,6 +74,7 @@ def _w8a8(
     smooth=None,
     asymmetric=False,
     outliers=None,
+    input_group_size=None,
 ) -> W8A8Linear:
     weight = linear.weight.detach().float()
     if smooth is not None:
@@ -81,8 +82,9 @@ def _w8a8(
     weight, split = _float_outliers(linear, weight, outliers)
     codes, scale = weight_int8(weight)
     return W8A8Linear(
-        codes, scale, linear.bias, input_scale, input_zero_point, smooth, asymmetric, **split
-    )
+        codes, scale, linear.bias, input_scale, input_zero_point, smooth, asymmetric,
+        input_group_size=input_group_size, **split,
+    )  # fmt: skip
 
 
 def prepare_static(
@@ -231,7 +233,7 @@ def quantize_static(
     return convert_static(model, observers, plan.factors, plan.outliers)
 
 
-def gptq_w8a8_maker(plan: W8A8Plan, asymmetric: bool = False):
+def gptq_w8a8_maker(plan: W8A8Plan, asymmetric: bool = False, input_group_size=None):
     """make(name, linear, H) for quantize_gptq: the W8A8 layer with GPTQ-chosen int8 codes on
     the smoothed weight (w · s) against the Hessian of the smoothed inputs (x / s):
     H' = diag(1/s) H diag(1/s), whose rows and columns at float outlier channels are zero (those
@@ -253,7 +255,10 @@ def gptq_w8a8_maker(plan: W8A8Plan, asymmetric: bool = False):
             hessian[split["outlier_index"]] = 0
             hessian[:, split["outlier_index"]] = 0
         codes, scale = gptq_quantize_int8(weight, hessian)
-        return W8A8Linear(codes, scale, linear.bias, smooth=s, asymmetric=asymmetric, **split)
+        return W8A8Linear(
+            codes, scale, linear.bias, smooth=s, asymmetric=asymmetric,
+            input_group_size=input_group_size, **split,
+        )  # fmt: skip
 
     return make
 
@@ -267,18 +272,29 @@ def quantize_dynamic(
     plan: W8A8Plan | None = None,
     weights: str = "rtn",
     asymmetric: bool = False,
+    input_group_size: int | None = None,
 ) -> nn.Module:
     """Dynamic W8A8. weights: "rtn" (int8 codes rounded to nearest) or "gptq" (chosen with
     GPTQ's error feedback, layer by layer on the calibration ids: needs them). asymmetric:
-    activations over each token's [min, max] instead of ±max |x|."""
+    activations over each token's [min, max] instead of ±max |x|. input_group_size: one grid
+    per run of that many input channels of a token (W8A8Linear)."""
     grid = PER_TOKEN_ASYMMETRIC if asymmetric else None
+    if input_group_size is not None:
+        if input_group_size <= 0:
+            raise LlmlabError(f"--activation-group-size must be positive, got {input_group_size}")
+        for name, linear in linear_targets(model):
+            if linear.in_features % input_group_size:
+                raise LlmlabError(
+                    f"--activation-group-size {input_group_size} does not divide the "
+                    f"{linear.in_features} inputs of {name}"
+                )
     plan = plan or plan_w8a8(model, calibration, smooth, grid, keep_float)
     if weights == "gptq":
         from llmlab.quant.gptq import quantize_gptq
 
         if calibration is None:
             raise LlmlabError("GPTQ weights need calibration text")
-        quantize_gptq(model, calibration, make=gptq_w8a8_maker(plan, asymmetric))
+        quantize_gptq(model, calibration, make=gptq_w8a8_maker(plan, asymmetric, input_group_size))
         return model
     if weights != "rtn":
         raise LlmlabError(f"W8A8 weights must be rtn or gptq, got '{weights}'")
@@ -289,6 +305,7 @@ def quantize_dynamic(
                 smooth=plan.factors.get(name),
                 asymmetric=asymmetric,
                 outliers=plan.outliers.get(name),
+                input_group_size=input_group_size,
             )
             replace_module(model, name, layer)
     untie_head(model)
