@@ -13,7 +13,8 @@ Rows: fp32, bf16, int8 weight-only, W8A8 static, W8A8 dynamic (RTN int8 weights;
 int8 weights; -mixed: that plus --keep-float groups in float; -head: GPTQ weights with the LM head
 float; -asym: GPTQ weights, activations per token over their own [min, max]; -asym-outliers:
 that plus --outliers input channels of every linear in float, LLM.int8()-style — mixed, not pure;
--asym-groups: a grid per --activation-group-size inputs of each token, not smoothed),
+-asym-groups: a grid per --activation-group-size inputs of each token, not smoothed; -rtn: with
+RTN weights),
 all W8A8 rows with SmoothQuant α searched per layer group (but -nosmooth), int4 RTN and int4
 GPTQ (both at --group-size, falling back to 64 on SmolLM2's 576-wide inputs), int4 from the GGUF's own Q4_1
 blocks (the engine's existing int4 path, for reference), and llama.cpp on the same GGUF when
@@ -93,6 +94,11 @@ ROWS = {
             "activation_group_size": "GROUP",
             "smooth": None,
         },
+    ),
+    "w8a8-dynamic-asym-groups-rtn": (
+        "dynamic",
+        8,
+        {"activations": "asymmetric", "activation_group_size": "GROUP", "smooth": None},
     ),
     "int4-rtn": ("rtn", 4),
     "int4-gptq": ("gptq", 4),

@@ -3,7 +3,8 @@ dequantized weights — each of its code paths (AVX-512 + BF16 dot products, AVX
 portable loops — the last two built under their own op namespaces with the wider instructions
 turned off), one and many activation rows, every group size the layers use; the packed layout's
 round trip; Int4Linear on it against PyTorch's packed kernel; torch.compile over it. quantize_rows
-bit for bit against W8A8Linear's PyTorch ops; rms_norm and gelu_tanh_mul against PyTorch's.
+bit for bit against W8A8Linear's PyTorch ops; w8a8_matmul against the exact integer product (the
+layer against oneDNN: test_quant_core.py); rms_norm and gelu_tanh_mul against PyTorch's.
 
     pytest tests/test_native_kernels.py -q      (the first run compiles three builds, ~30 s each)
 """
@@ -64,6 +65,30 @@ def test_a_build_killed_half_way_is_redone_not_waited_on(tmp_path):
     assert run.returncode == 0 and "built" in run.stdout, run.stderr
     assert "left by a build that was killed" in run.stderr
     assert not (tmp_path / name / "lock").exists()
+
+
+@pytest.mark.parametrize("namespace,flags", BUILDS, ids=[b[0] for b in BUILDS])
+@pytest.mark.parametrize("rows", [1, 3, 16, 37])
+def test_w8a8_matmul_matches_the_exact_integer_product(namespace, flags, rows):
+    """int32 sums of (code − 128) · w, then weight scale, token scale and the asymmetric offset,
+    on every build (AVX512-VNNI here, the portable loop with AVX-512 off), for row counts that
+    take every block size of the kernel (16, 8, 4, 2, 1)."""
+    op = native.build_ops(namespace, flags).w8a8_matmul
+    g = torch.Generator().manual_seed(rows)
+    n, k = 48, 96
+    qweight = torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8)
+    codes = torch.randint(0, 256, (rows, k), generator=g, dtype=torch.uint8)
+    weight_scale, scale = torch.rand(n, generator=g), torch.rand(rows, generator=g)
+    low, sums = torch.randn(rows, generator=g), torch.randn(n, generator=g)
+    packed, compensation = native.pack_w8a8(qweight)
+    assert packed.shape == (3, 24, 16, 4) and torch.equal(packed[1, 2, 5], qweight[21, 8:12])
+    exact = ((codes.long() - 128) @ qweight.long().T).double()
+    expected = exact * weight_scale.double() * scale.double()[:, None]
+    out = op(codes, packed, compensation, weight_scale, scale, None, None)
+    assert torch.allclose(out.double(), expected, rtol=1e-6, atol=1e-3)
+    out = op(codes, packed, compensation, weight_scale, scale, low, sums)
+    expected = expected + low.double()[:, None] * sums.double()
+    assert torch.allclose(out.double(), expected, rtol=1e-6, atol=1e-3)
 
 
 def test_pack_and_unpack_are_inverse():

@@ -219,7 +219,7 @@ def test_w8a8_onednn_path_equals_the_int_mm_path(grid, monkeypatch):
         pytest.fail("this torch has no onednn::qlinear_pointwise (the engine's W8A8 CPU kernel)")
     torch.manual_seed(0)
     linear = torch.nn.Linear(80, 48)
-    x = torch.randn(3, 7, 80) * torch.linspace(0.1, 10, 7)[None, :, None]
+    x = torch.randn(6, 7, 80) * torch.linspace(0.1, 10, 7)[None, :, None]  # > VNNI_MAX_ROWS
     static = grid == "static"
     scale, zero = (torch.tensor([0.05]), torch.tensor([-9.0])) if static else (None, None)
     asymmetric = grid == "per-token-asymmetric"
@@ -232,6 +232,31 @@ def test_w8a8_onednn_path_equals_the_int_mm_path(grid, monkeypatch):
     monkeypatch.setattr(quantized_linear, "_HAS_ONEDNN_QLINEAR", True)
     assert copy.deepcopy(layer)._onednn is None
     assert torch.equal(copy.deepcopy(layer)(x), fast)
+
+
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_w8a8_fused_vnni_kernel_equals_the_onednn_path(asymmetric, monkeypatch):
+    """A decode step's few rows go through csrc/w8a8_matmul.cpp (int8 GEMM and rescaling in one
+    pass): the same numbers as oneDNN's GEMM plus the separate rescaling, bit for bit, so a model
+    scores the same whichever path its rows take."""
+    from llmlab.nn import native, quantized_linear
+
+    if not (native.available() and native.has_vnni()):
+        pytest.fail("the fused W8A8 kernel needs the native build on an AVX512-VNNI CPU")
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(80, 48)
+    layer = W8A8Linear.from_weight(linear.weight, linear.bias, asymmetric=asymmetric)
+    for rows in (1, 5, 16, quantized_linear.VNNI_MAX_ROWS):
+        x = torch.randn(rows, 80) * torch.linspace(0.1, 10, rows)[:, None]
+        fused = layer(x)
+        assert layer._vnni is not None
+        monkeypatch.setattr(quantized_linear, "VNNI_MAX_ROWS", 0)
+        assert torch.equal(fused, layer(x))
+        monkeypatch.undo()
+    # a shape off the 16-row tiles takes oneDNN
+    odd = W8A8Linear.from_weight(torch.randn(40, 80))
+    odd(torch.randn(3, 80))
+    assert odd._vnni is None and odd._onednn is not None
 
 
 def _toy_layer_and_inputs(seed=0):

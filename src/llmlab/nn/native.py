@@ -1,5 +1,6 @@
-"""Native CPU kernels, compiled on first use: `int4_matmul` (csrc/int4_matmul.cpp) and
-`quantize_rows` (csrc/quantize_rows.cpp, W8A8's per-token activation quantization), `rms_norm`
+"""Native CPU kernels, compiled on first use: `int4_matmul` (csrc/int4_matmul.cpp),
+`quantize_rows` (csrc/quantize_rows.cpp, W8A8's per-token activation quantization) and
+`w8a8_matmul` (csrc/w8a8_matmul.cpp, W8A8's int8 GEMM with its rescaling fused), `rms_norm`
 and `gelu_tanh_mul` (csrc/rms_norm.cpp, csrc/geglu.cpp: one pass each, for the engine's eager steps).
 
     from llmlab.nn import native
@@ -7,6 +8,8 @@ and `gelu_tanh_mul` (csrc/rms_norm.cpp, csrc/geglu.cpp: one pass each, for the e
         tiles, scale_min = native.pack_int4_tiles(codes, scales, minimums, group_size)
         y = native.int4_matmul(x, tiles, scale_min, group_size)     # x [M, K] → y [M, N] float32
         codes, scale, low = native.quantize_rows(x, divisor=None, asymmetric=False)
+        packed, compensation = native.pack_w8a8(qweight)                # int8 [N, K], once
+        y = native.w8a8_matmul(codes, packed, compensation, weight_scale, scale, low, weight_sums)
         y = native.rms_norm(x, weight, eps)
         y = native.gelu_tanh_mul(gate, up)
 
@@ -39,7 +42,13 @@ _SHIFTS = torch.tensor(
 )
 _SOURCES = [
     Path(__file__).with_name("csrc") / f
-    for f in ("int4_matmul.cpp", "quantize_rows.cpp", "rms_norm.cpp", "geglu.cpp")
+    for f in (
+        "int4_matmul.cpp",
+        "quantize_rows.cpp",
+        "w8a8_matmul.cpp",
+        "rms_norm.cpp",
+        "geglu.cpp",
+    )
 ]
 
 
@@ -93,6 +102,12 @@ def build_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
         @torch.library.register_fake(f"{namespace}::int4_matmul")
         def _shape(x, tiles, scale_min, group_size):
             return x.new_empty((x.shape[0], tiles.shape[0] * TILE_ROWS), dtype=torch.float32)
+
+        @torch.library.register_fake(f"{namespace}::w8a8_matmul")
+        def _w8a8_shape(codes, packed, compensation, weight_scale, scale, low, weight_sums):
+            return codes.new_empty(
+                (codes.shape[0], packed.shape[0] * TILE_ROWS), dtype=torch.float32
+            )
 
         @torch.library.register_fake(f"{namespace}::gelu_tanh_mul")
         def _geglu_shape(gate, up):
@@ -184,6 +199,45 @@ def quantize_rows(
     what W8A8Linear.quantize_input(x, offset=128) returns for per-token activations, bit for bit."""
     codes, scale, low = torch.ops.llmlab.quantize_rows(x, divisor, asymmetric)
     return codes, scale, (low if asymmetric else None)
+
+
+@functools.cache
+def has_vnni() -> bool:
+    """Whether this CPU has AVX512-VNNI, which the w8a8_matmul build (-march=native) then uses;
+    without it the kernel is a correct but slow loop, and W8A8 layers use oneDNN's GEMM."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags and "avx512f" in flags
+
+
+def w8a8_fits(out_features: int, in_features: int) -> bool:
+    return out_features % TILE_ROWS == 0 and in_features % 4 == 0
+
+
+def pack_w8a8(qweight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 [N, K] → (packed int8 [N/16, K/4, 16, 4], compensation int32 [N] = 128 · Σ_k w[n, k]):
+    the layout of csrc/w8a8_matmul.cpp."""
+    n, k = qweight.shape
+    packed = qweight.reshape(n // TILE_ROWS, TILE_ROWS, k // 4, 4).transpose(1, 2).contiguous()
+    return packed, qweight.sum(1, dtype=torch.int32) * 128
+
+
+def w8a8_matmul(
+    codes: torch.Tensor,
+    packed: torch.Tensor,
+    compensation: torch.Tensor,
+    weight_scale: torch.Tensor,
+    scale: torch.Tensor,
+    low: torch.Tensor | None = None,
+    weight_sums: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """uint8 codes [M, K] (zero point 128) → float32 [M, N] = (codes − 128) · wᵀ · weight_scale ·
+    scale (+ low · weight_sums): what W8A8Linear's per-token paths compute, in one pass."""
+    return torch.ops.llmlab.w8a8_matmul(
+        codes, packed, compensation, weight_scale, scale.reshape(-1), low, weight_sums
+    )
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -39,6 +39,8 @@ from llmlab.nn import native
 
 _HAS_INT8_KERNEL = hasattr(torch.ops.aten, "_weight_int8pack_mm")
 _HAS_INT_MM = hasattr(torch, "_int_mm")
+# W8A8 rows up to which the fused VNNI kernel runs (a decode step's batch); oneDNN above
+VNNI_MAX_ROWS = 32
 _HAS_ONEDNN_QLINEAR = (
     torch.backends.mkldnn.is_available()
     and hasattr(torch.ops.onednn, "qlinear_prepack")
@@ -333,6 +335,7 @@ class W8A8Linear(_FixedDtypeBuffers):
             )  # a Python flag: no sync per call
         # (the qweight it was packed from, packed weight, zero points), made on first use
         self._onednn = None
+        self._vnni = None  # (the qweight it was packed from, packed weight, compensation)
 
     @classmethod
     def from_weight(
@@ -451,8 +454,30 @@ class W8A8Linear(_FixedDtypeBuffers):
         out.mul_(self.weight_scale)
         return out if low is None else out.addmm_(low, self.weight_sums)
 
+    def _vnni_matmul(self, x2: torch.Tensor) -> torch.Tensor | None:
+        """The fused kernel (csrc/w8a8_matmul.cpp) for a decode step's few rows, where it beats
+        oneDNN (bench/quant.py --kernels) with the same result bit for bit; None where it does not
+        apply (static grid, many rows, no AVX512-VNNI, a shape off its 16-row tiles)."""
+        if (
+            self.static
+            or not 0 < x2.shape[0] <= VNNI_MAX_ROWS
+            or x2.device.type != "cpu"
+            or torch.compiler.is_compiling()
+            or not (native.available() and native.has_vnni())
+            or not native.w8a8_fits(self.out_features, self.in_features)
+        ):
+            return None
+        if self._vnni is None or self._vnni[0] is not self.qweight:
+            self._vnni = (self.qweight, *native.pack_w8a8(self.qweight))
+        codes, scale, low = self.quantize_input(x2, offset=128)
+        sums = None if low is None else self.weight_sums
+        return native.w8a8_matmul(codes, *self._vnni[1:], self.weight_scale, scale, low, sums)
+
     def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
         """float32 [M, out] = x's codes · qweightᵀ, scaled, with the zero point / offsets out."""
+        fused = self._vnni_matmul(x2)
+        if fused is not None:
+            return fused
         # torch.compile (the engine's --compile) cannot lower the prepacked op: _int_mm there
         if (
             _HAS_ONEDNN_QLINEAR
@@ -490,7 +515,7 @@ class W8A8Linear(_FixedDtypeBuffers):
 
     def __getstate__(self):
         # The packed weight is an opaque oneDNN tensor: copies and pickles pack their own.
-        return {**self.__dict__, "_onednn": None}
+        return {**self.__dict__, "_onednn": None, "_vnni": None}
 
 
 def check_quant(quant: str | None, group_size: int = 32) -> None:
