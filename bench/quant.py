@@ -281,9 +281,11 @@ KERNEL_SHAPES = {
 def kernels(model: str, threads: int, rows_list=(1, 16), repeats: int = 30) -> list[dict]:
     """µs per call (best of `repeats`) of each int8/int4 kernel torch has here, at the model's
     shapes, for one token and for 16: llmlab's int4 kernel (nn/native.py) and PyTorch's packed
-    int4 and int8 weight-only kernels (bf16 activations), torch._int_mm (int8 × int8 → int32), oneDNN's prepacked u8 × s8 GEMM with the
-    weight scales applied (what W8A8Linear calls), the whole W8A8Linear (per-token quantization,
-    GEMM, rescale), torch.ao's fbgemm dynamic quantized linear (per-tensor activations), and
+    int4 and int8 weight-only kernels (bf16 activations), torch._int_mm (int8 × int8 → int32),
+    oneDNN's prepacked u8 × s8 GEMM with the weight scales applied (W8A8Linear above 32 rows),
+    llmlab's fused u8 × s8 kernel with both scales applied (csrc/w8a8_matmul.cpp: up to 32 rows),
+    the whole W8A8Linear (per-token quantization, GEMM, rescale), torch.ao's fbgemm dynamic
+    quantized linear (per-tensor activations), and
     float32 / bfloat16 dense matmuls."""
     import warnings
 
@@ -324,12 +326,19 @@ def _kernel_calls(int4, int4_torch, int8, w8a8, fbgemm, x, w_t, w_bf16) -> dict:
     xq = torch.randint(-127, 128, x.shape, dtype=torch.int8)
     xq_padded = torch.cat([xq, xq.new_zeros(max(0, 17 - len(xq)), xq.shape[1])])  # _int_mm: M > 16
     xu = (xq.to(torch.int16) + 128).to(torch.uint8)  # the codes as W8A8Linear hands them over
+    from llmlab.nn import native
+
+    fused = native.pack_w8a8(w8a8.qweight) if native.w8a8_fits(*w8a8.qweight.shape) else None
+    token_scale = torch.full((len(x),), 0.01)
     return {
         "int4 g64 llmlab (bf16 act)": lambda: int4._kernel_matmul(xb),
         "int4 g64 PyTorch packed (bf16 act)": lambda: int4_torch._kernel_matmul(xb),
         "int8 weight-only (bf16 act)": lambda: int8._kernel_matmul(xb),
         "_int_mm int8×int8": lambda: torch._int_mm(xq_padded, w8a8.qweight.t()),
         "oneDNN u8×s8 prepacked": lambda: w8a8._onednn_matmul(xu),
+        "llmlab fused u8×s8 (VNNI, scales in)": lambda: native.w8a8_matmul(
+            xu, *fused, w8a8.weight_scale, token_scale
+        ),
         "W8A8Linear (dynamic, whole)": lambda: w8a8(x),
         "fbgemm dynamic linear": lambda: fbgemm(x),
         "fp32 dense": lambda: x @ w_t,

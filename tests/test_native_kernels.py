@@ -91,6 +91,35 @@ def test_w8a8_matmul_matches_the_exact_integer_product(namespace, flags, rows):
     assert torch.allclose(out.double(), expected, rtol=1e-6, atol=1e-3)
 
 
+@pytest.mark.parametrize("namespace,flags", BUILDS, ids=[b[0] for b in BUILDS])
+@pytest.mark.parametrize("rows", [1, 3, 8, 13])
+def test_w8a8_matmul_grouped_matches_the_exact_integer_product(namespace, flags, rows):
+    """One activation grid per 32 inputs: each group's int32 sums scaled by their own (row, group)
+    scale, the asymmetric offset per group, the weight scale last."""
+    op = native.build_ops(namespace, flags).w8a8_matmul_grouped
+    g = torch.Generator().manual_seed(rows)
+    n, k, group = 48, 96, 32
+    qweight = torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8)
+    codes = torch.randint(0, 256, (rows, k), generator=g, dtype=torch.uint8)
+    weight_scale = torch.rand(n, generator=g)
+    scale, low = torch.rand(rows, 3, generator=g), torch.randn(rows, 3, generator=g)
+    packed, _ = native.pack_w8a8(qweight)
+    sums = qweight.view(n, 3, group).sum(-1, dtype=torch.int32).T.contiguous()
+    parts = torch.stack(
+        [
+            (codes[:, i * group : (i + 1) * group].long() - 128)
+            @ qweight[:, i * group : (i + 1) * group].long().T
+            for i in range(3)
+        ]
+    ).double()  # [groups, rows, n]
+    expected = (parts * scale.T.double()[..., None]).sum(0) * weight_scale.double()
+    out = op(codes, packed, sums, weight_scale, scale, None)
+    assert torch.allclose(out.double(), expected, rtol=1e-5, atol=1e-3)
+    offsets = low.double() @ sums.double() * weight_scale.double()
+    out = op(codes, packed, sums, weight_scale, scale, low)
+    assert torch.allclose(out.double(), expected + offsets, rtol=1e-5, atol=1e-3)
+
+
 def test_pack_and_unpack_are_inverse():
     codes, scales, minimums, _ = _weights(48, 96, 32)
     tiles, scale_min = native.pack_int4_tiles(codes, scales, minimums, 32)

@@ -73,3 +73,23 @@ def test_bad_group_settings_are_refused():
         quantize_dynamic(model, input_group_size=64)
     with pytest.raises(LlmlabError, match="positive"):
         quantize_dynamic(model, input_group_size=0)
+
+
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_decode_rows_take_the_fused_grouped_kernel_with_the_same_numbers(asymmetric, monkeypatch):
+    """Up to 32 rows go through csrc/w8a8_matmul.cpp's grouped kernel; it sums the groups in
+    another float order than the per-group loop, so the two agree to float rounding."""
+    from llmlab.nn import native, quantized_linear
+
+    if not (native.available() and native.has_vnni()):
+        pytest.fail("the fused W8A8 kernel needs the native build on an AVX512-VNNI CPU")
+    torch.manual_seed(3)
+    plain = W8A8Linear.from_weight(torch.randn(48, 128), asymmetric=asymmetric)
+    layer = W8A8Linear(
+        plain.qweight, plain.weight_scale, asymmetric=asymmetric, input_group_size=32
+    )
+    x = _inputs()
+    fused = layer(x)
+    assert layer._vnni is not None and layer._vnni[3].shape == (4, 48)
+    monkeypatch.setattr(quantized_linear, "VNNI_MAX_ROWS", 0)
+    assert torch.allclose(fused, layer(x), rtol=1e-5, atol=1e-5)

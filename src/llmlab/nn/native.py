@@ -109,6 +109,12 @@ def build_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
                 (codes.shape[0], packed.shape[0] * TILE_ROWS), dtype=torch.float32
             )
 
+        @torch.library.register_fake(f"{namespace}::w8a8_matmul_grouped")
+        def _w8a8_grouped_shape(codes, packed, group_sums, weight_scale, scale, low):
+            return codes.new_empty(
+                (codes.shape[0], packed.shape[0] * TILE_ROWS), dtype=torch.float32
+            )
+
         @torch.library.register_fake(f"{namespace}::gelu_tanh_mul")
         def _geglu_shape(gate, up):
             return torch.empty_like(gate)
@@ -238,6 +244,20 @@ def w8a8_matmul(
     return torch.ops.llmlab.w8a8_matmul(
         codes, packed, compensation, weight_scale, scale.reshape(-1), low, weight_sums
     )
+
+
+def w8a8_matmul_grouped(
+    codes: torch.Tensor,
+    packed: torch.Tensor,
+    group_sums: torch.Tensor,
+    weight_scale: torch.Tensor,
+    scale: torch.Tensor,
+    low: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The same with one activation grid per G inputs of a token: scale and low [M, K/G],
+    group_sums int32 [K/G, N] = Σ_{k∈g} w[n, k] → float32 [M, N] = weight_scale ·
+    Σ_g (scale[:, g] · (codes_g − 128) · w_gᵀ + low[:, g] · group_sums[g])."""
+    return torch.ops.llmlab.w8a8_matmul_grouped(codes, packed, group_sums, weight_scale, scale, low)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -445,6 +445,9 @@ class W8A8Linear(_FixedDtypeBuffers):
 
     def _grouped_matmul(self, x2: torch.Tensor) -> torch.Tensor:
         """float32 [M, out] = Σ_g s[m, g] · (q[:, g] · qweight[:, g]ᵀ) · weight_scale (+ offsets)."""
+        fused = self._vnni_matmul(x2)
+        if fused is not None:
+            return fused
         q, scale, low = self.quantize_input(x2)
         g = self.input_group_size
         out = torch.zeros(x2.shape[0], self.out_features, device=x2.device)
@@ -456,22 +459,34 @@ class W8A8Linear(_FixedDtypeBuffers):
 
     def _vnni_matmul(self, x2: torch.Tensor) -> torch.Tensor | None:
         """The fused kernel (csrc/w8a8_matmul.cpp) for a decode step's few rows, where it beats
-        oneDNN (bench/quant.py --kernels) with the same result bit for bit; None where it does not
-        apply (static grid, many rows, no AVX512-VNNI, a shape off its 16-row tiles)."""
+        oneDNN (bench/quant.py --kernels) with the same result bit for bit (per-token grids; with
+        activation groups, up to float rounding: the groups are summed in another order); None
+        where it does not apply (static grid, many rows, no AVX512-VNNI, a shape off its tiles)."""
         if (
             self.static
             or not 0 < x2.shape[0] <= VNNI_MAX_ROWS
             or x2.device.type != "cpu"
             or torch.compiler.is_compiling()
+            or self.input_group_size % 4
             or not (native.available() and native.has_vnni())
             or not native.w8a8_fits(self.out_features, self.in_features)
         ):
             return None
         if self._vnni is None or self._vnni[0] is not self.qweight:
-            self._vnni = (self.qweight, *native.pack_w8a8(self.qweight))
+            packed, compensation = native.pack_w8a8(self.qweight)
+            group_sums = None
+            if self.input_group_size:
+                groups = self.qweight.view(self.out_features, -1, self.input_group_size)
+                group_sums = groups.sum(-1, dtype=torch.int32).T.contiguous()
+            self._vnni = (self.qweight, packed, compensation, group_sums)
+        _, packed, compensation, group_sums = self._vnni
         codes, scale, low = self.quantize_input(x2, offset=128)
+        if self.input_group_size:
+            return native.w8a8_matmul_grouped(
+                codes, packed, group_sums, self.weight_scale, scale, low
+            )
         sums = None if low is None else self.weight_sums
-        return native.w8a8_matmul(codes, *self._vnni[1:], self.weight_scale, scale, low, sums)
+        return native.w8a8_matmul(codes, packed, compensation, self.weight_scale, scale, low, sums)
 
     def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
         """float32 [M, out] = x's codes · qweightᵀ, scaled, with the zero point / offsets out."""
