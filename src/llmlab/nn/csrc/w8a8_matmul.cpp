@@ -52,14 +52,13 @@ struct GroupedEpilogue {
 
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
 
-// Rows m0…m0+MR of the output for tile t: MR accumulators over the tile's K/4 steps.
+// acc[r] = Σ_{k0 ≤ k < k1} x[r, k] · w[n0 + lane, k] for MR activation rows x (stride K) and the
+// tile's 16 outputs, four inputs per vpdpbusd.
 template <int MR>
-void tile_rows(const uint8_t* codes, int64_t K, const int8_t* tile, int64_t n0, int64_t m0,
-               const Epilogue& e, float* out, int64_t N) {
-  __m512i acc[MR];
+inline void dot_rows(__m512i* acc, const uint8_t* x, int64_t K, const int8_t* tile, int64_t k0,
+                     int64_t k1) {
   for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_si512();
-  const uint8_t* x = codes + m0 * K;
-  for (int64_t k = 0; k < K; k += 4) {
+  for (int64_t k = k0; k < k1; k += 4) {
     // the weights stream from memory once (a large LM head): ask for them a few lines ahead
     _mm_prefetch(reinterpret_cast<const char*>(tile + k * kTile) + kPrefetch, _MM_HINT_T0);
     const __m512i w = _mm512_loadu_si512(tile + k * kTile);
@@ -69,6 +68,14 @@ void tile_rows(const uint8_t* codes, int64_t K, const int8_t* tile, int64_t n0, 
       acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(four), w);
     }
   }
+}
+
+// Rows m0…m0+MR of the output for tile t: MR accumulators over the tile's K/4 steps.
+template <int MR>
+void tile_rows(const uint8_t* codes, int64_t K, const int8_t* tile, int64_t n0, int64_t m0,
+               const Epilogue& e, float* out, int64_t N) {
+  __m512i acc[MR];
+  dot_rows<MR>(acc, codes + m0 * K, K, tile, 0, K);
   const __m512i comp = _mm512_loadu_si512(e.compensation + n0);
   const __m512 wscale = _mm512_loadu_ps(e.weight_scale + n0);
   const __m512 wsums = e.low ? _mm512_loadu_ps(e.weight_sums + n0) : _mm512_setzero_ps();
@@ -99,19 +106,9 @@ void grouped_rows(const uint8_t* codes, int64_t K, int64_t G, const int8_t* tile
   const int64_t groups = K / G;
   __m512 y[MR];
   for (int r = 0; r < MR; ++r) y[r] = _mm512_setzero_ps();
-  const uint8_t* x = codes + m0 * K;
   for (int64_t g = 0; g < groups; ++g) {
     __m512i acc[MR];
-    for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_si512();
-    for (int64_t k = g * G; k < (g + 1) * G; k += 4) {
-      _mm_prefetch(reinterpret_cast<const char*>(tile + k * kTile) + kPrefetch, _MM_HINT_T0);
-      const __m512i w = _mm512_loadu_si512(tile + k * kTile);
-      for (int r = 0; r < MR; ++r) {
-        int32_t four;
-        std::memcpy(&four, x + r * K + k, 4);
-        acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(four), w);
-      }
-    }
+    dot_rows<MR>(acc, codes + m0 * K, K, tile, g * G, (g + 1) * G);
     const __m512i sums = _mm512_loadu_si512(e.group_sums + g * N + n0);
     const __m512i comp = _mm512_slli_epi32(sums, 7);  // 128 · Σ_{k∈g} w
     const __m512 fsums = _mm512_cvtepi32_ps(sums);
