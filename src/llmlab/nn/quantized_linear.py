@@ -335,7 +335,8 @@ class W8A8Linear(_FixedDtypeBuffers):
             )  # a Python flag: no sync per call
         # (the qweight it was packed from, packed weight, zero points), made on first use
         self._onednn = None
-        self._vnni = None  # (the qweight it was packed from, packed weight, compensation)
+        # (the qweight it was packed from, packed weight, compensation, group sums), on first use
+        self._vnni = None
 
     @classmethod
     def from_weight(
@@ -444,10 +445,8 @@ class W8A8Linear(_FixedDtypeBuffers):
         )  # fmt: skip
 
     def _grouped_matmul(self, x2: torch.Tensor) -> torch.Tensor:
-        """float32 [M, out] = Σ_g s[m, g] · (q[:, g] · qweight[:, g]ᵀ) · weight_scale (+ offsets)."""
-        fused = self._vnni_matmul(x2)
-        if fused is not None:
-            return fused
+        """float32 [M, out] = Σ_g s[m, g] · (q[:, g] · qweight[:, g]ᵀ) · weight_scale (+ offsets),
+        one `int_matmul` per group (rows the fused kernel does not take)."""
         q, scale, low = self.quantize_input(x2)
         g = self.input_group_size
         out = torch.zeros(x2.shape[0], self.out_features, device=x2.device)
@@ -489,10 +488,8 @@ class W8A8Linear(_FixedDtypeBuffers):
         return native.w8a8_matmul(codes, packed, compensation, self.weight_scale, scale, low, sums)
 
     def _matmul(self, x2: torch.Tensor) -> torch.Tensor:
-        """float32 [M, out] = x's codes · qweightᵀ, scaled, with the zero point / offsets out."""
-        fused = self._vnni_matmul(x2)
-        if fused is not None:
-            return fused
+        """float32 [M, out] = x's codes · qweightᵀ, scaled, with the zero point / offsets out
+        (rows the fused kernel does not take)."""
         # torch.compile (the engine's --compile) cannot lower the prepacked op: _int_mm there
         if (
             _HAS_ONEDNN_QLINEAR
@@ -521,7 +518,9 @@ class W8A8Linear(_FixedDtypeBuffers):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
-        out = self._grouped_matmul(x2) if self.input_group_size else self._matmul(x2)
+        out = self._vnni_matmul(x2)
+        if out is None:
+            out = self._grouped_matmul(x2) if self.input_group_size else self._matmul(x2)
         if self.has_outliers:
             out.addmm_(x2.index_select(1, self.outlier_index).float(), self.outlier_weight.t())
         if self.bias is not None:

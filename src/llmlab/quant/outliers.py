@@ -25,8 +25,6 @@ def outlier_channels(
 ) -> dict[str, torch.Tensor]:
     """{linear: sorted int64 indices of its `count` input channels with the largest calibration
     max |x / s|} for every linear of `stats` but those in `skip`; {} for count 0."""
-    if count < 0:
-        raise LlmlabError(f"--outliers must be at least 0, got {count}")
     chosen: dict[str, torch.Tensor] = {}
     if not count:
         return chosen
