@@ -81,8 +81,8 @@ def test_decode_rows_take_the_fused_grouped_kernel_with_the_same_numbers(asymmet
     another float order than the per-group loop, so the two agree to float rounding."""
     from llmlab.nn import native, quantized_linear
 
-    if not (native.available() and native.has_vnni()):
-        pytest.fail("the fused W8A8 kernel needs the native build on an AVX512-VNNI CPU")
+    assert native.available(), "llmlab's CPU kernels did not build (see test_native_kernels.py)"
+    monkeypatch.setattr(native, "has_vnni", lambda: True)  # the portable build without VNNI
     torch.manual_seed(3)
     plain = W8A8Linear.from_weight(torch.randn(48, 128), asymmetric=asymmetric)
     layer = W8A8Linear(

@@ -241,18 +241,26 @@ def test_w8a8_fused_vnni_kernel_equals_the_onednn_path(asymmetric, monkeypatch):
     scores the same whichever path its rows take."""
     from llmlab.nn import native, quantized_linear
 
-    if not (native.available() and native.has_vnni()):
-        pytest.fail("the fused W8A8 kernel needs the native build on an AVX512-VNNI CPU")
+    assert native.available(), "llmlab's CPU kernels did not build (see test_native_kernels.py)"
+    # on a CPU without AVX512-VNNI the layers keep oneDNN; the kernel's portable build is taken
+    # here anyway, so its numbers are checked on every machine (bit for bit where it is the
+    # VNNI build, whose float steps are oneDNN's; to rounding elsewhere)
+    bit_for_bit = native.has_vnni()
+    monkeypatch.setattr(native, "has_vnni", lambda: True)
     torch.manual_seed(0)
     linear = torch.nn.Linear(80, 48)
     layer = W8A8Linear.from_weight(linear.weight, linear.bias, asymmetric=asymmetric)
-    for rows in (1, 5, 16, quantized_linear.VNNI_MAX_ROWS):
+    limit = quantized_linear.VNNI_MAX_ROWS
+    for rows in (1, 5, 16, limit):
         x = torch.randn(rows, 80) * torch.linspace(0.1, 10, rows)[:, None]
         fused = layer(x)
         assert layer._vnni is not None
         monkeypatch.setattr(quantized_linear, "VNNI_MAX_ROWS", 0)
-        assert torch.equal(fused, layer(x))
-        monkeypatch.undo()
+        reference = layer(x)
+        assert torch.equal(fused, reference) or (
+            not bit_for_bit and torch.allclose(fused, reference, rtol=1e-6, atol=1e-6)
+        )
+        monkeypatch.setattr(quantized_linear, "VNNI_MAX_ROWS", limit)
     # a shape off the 16-row tiles takes oneDNN
     odd = W8A8Linear.from_weight(torch.randn(40, 80))
     odd(torch.randn(3, 80))

@@ -13,9 +13,9 @@
 // weights of four consecutive inputs side by side, the operand order of AVX512-VNNI's vpdpbusd
 // (u8 × s8, four products summed into each int32 lane). compensation int32 [N] = 128 · Σ_k w[n, k].
 //
-// Why not oneDNN's prepacked GEMM (the other W8A8 path): at a decode step's 1–16 rows it reaches
-// about half of the VNNI units' rate, and the per-token scale, the asymmetric offset and the
-// conversion are separate passes over the output after it. Here each 16-row weight tile is read
+// Why not oneDNN's prepacked GEMM (the other W8A8 path): at a decode step's 1–16 rows it is
+// slower than this simple loop (bench/quant.py --kernels measures both), and the per-token scale
+// and the asymmetric offset are separate passes over its output. Here each 16-row weight tile is read
 // once per call and stays in cache while every block of up to 16 activation rows streams over it
 // (one zmm accumulator per row, the four inputs of a step broadcast from the row).
 #include <ATen/ATen.h>
