@@ -14,10 +14,9 @@ int8 weights; -mixed: that plus --keep-float groups in float; -head: GPTQ weight
 float; -asym: GPTQ weights, activations per token over their own [min, max]; -asym-outliers:
 that plus --outliers input channels of every linear in float, LLM.int8()-style — mixed, not pure;
 -asym-groups: a grid per --activation-group-size inputs of each token, not smoothed; -rtn: with
-RTN weights),
-all W8A8 rows with SmoothQuant α searched per layer group (but -nosmooth), int4 RTN and int4
-GPTQ (both at --group-size, falling back to 64 on SmolLM2's 576-wide inputs), int4 from the GGUF's own Q4_1
-blocks (the engine's existing int4 path, for reference), and llama.cpp on the same GGUF when
+RTN weights), all W8A8 rows with SmoothQuant α searched per layer group (but -nosmooth and
+-groups), int4 RTN and int4 GPTQ (both at --group-size, falling back to 64 on SmolLM2's 576-wide
+inputs), int4 from the GGUF's own Q4_1 blocks (the engine's existing int4 path, for reference), and llama.cpp on the same GGUF when
 `llama_cpp` imports. Each quantized variant is made once with `llmlab quantize`'s code and written
 as a folder (cached under --work); each row then runs in its own process (so peak RSS is that
 row's): load the folder, perplexity on the held-out English (stories-en.txt lines 5401–5999) and

@@ -316,8 +316,7 @@ class W8A8Linear(_FixedDtypeBuffers):
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
         if asymmetric:  # Σ_k w[n, k] (dequantized; per input group), for the per-token offset
             if self.input_group_size:  # [in / G, out]
-                groups = self.qweight.view(self.out_features, -1, self.input_group_size)
-                sums = groups.sum(-1, dtype=torch.int32).float().T * self.weight_scale
+                sums = self._group_sums().float() * self.weight_scale
             else:  # [out]
                 sums = self.qweight.sum(1, dtype=torch.int32).float() * self.weight_scale
             self.register_buffer("weight_sums", sums.contiguous())
@@ -362,6 +361,11 @@ class W8A8Linear(_FixedDtypeBuffers):
     @property
     def weight(self) -> torch.Tensor:
         return self.dequantized_weight()
+
+    def _group_sums(self) -> torch.Tensor:
+        """int32 [in / G, out]: Σ_{k∈g} qweight[n, k] per input group g."""
+        groups = self.qweight.view(self.out_features, -1, self.input_group_size)
+        return groups.sum(-1, dtype=torch.int32).T
 
     @property
     def quant_divisor(self) -> torch.Tensor | None:
@@ -473,10 +477,7 @@ class W8A8Linear(_FixedDtypeBuffers):
             return None
         if self._vnni is None or self._vnni[0] is not self.qweight:
             packed, compensation = native.pack_w8a8(self.qweight)
-            group_sums = None
-            if self.input_group_size:
-                groups = self.qweight.view(self.out_features, -1, self.input_group_size)
-                group_sums = groups.sum(-1, dtype=torch.int32).T.contiguous()
+            group_sums = self._group_sums().contiguous() if self.input_group_size else None
             self._vnni = (self.qweight, packed, compensation, group_sums)
         _, packed, compensation, group_sums = self._vnni
         codes, scale, low = self.quantize_input(x2, offset=128)
