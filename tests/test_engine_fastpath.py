@@ -192,12 +192,18 @@ def test_compiled_decode_follows_weight_updates_and_module_swaps():
 
 
 def test_compiled_int4_decode_runs_the_native_kernel_and_equals_eager():
+    """A sliding window keeps the int4 model off the native decode layer (test_native_decode.py):
+    its single-stream steps are compiled, around the native int4 matmul."""
     prompt = random_prompts((9,))[0]
     params = SamplingParams(max_tokens=8)
-    eager = LLM(tiny_model(), tiny_tokenizer(), num_kv_blocks=64, quant="int4")
+    window = dict(sliding_window=64)
+    eager = LLM(tiny_model(**window), tiny_tokenizer(), num_kv_blocks=64, quant="int4")
     assert eager.engine.runner.packed.layers[0].qkv.quantized.kernel == "native"
     torch._dynamo.reset()
-    compiled = LLM(tiny_model(), tiny_tokenizer(), num_kv_blocks=64, quant="int4", compile=True)
+    compiled = LLM(
+        tiny_model(**window), tiny_tokenizer(), num_kv_blocks=64, quant="int4", compile=True
+    )
+    assert compiled.engine.runner.compiled_decode_fn is not None
     assert (
         compiled.generate([prompt], params)[0].token_ids
         == eager.generate([prompt], params)[0].token_ids

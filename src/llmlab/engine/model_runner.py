@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from llmlab.engine.native_decode import NativeDecode
 from llmlab.engine.packed_weights import (
     PackedWeights,
     fingerprint,
@@ -115,6 +116,16 @@ def geglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.gelu(gate, approximate="tanh") * up
 
 
+def _guard_only_step_inputs(guards) -> list[bool]:
+    """torch.compile's guards to keep for the decode step: those on its `inputs` argument and on
+    global state (grad mode, threads, the shape environment); not those on the runner (config,
+    packed weights, KV cache, model modules) nor on module-level functions. Checking those took
+    more time per step than the step's norms and rotary together, and they cannot change under a
+    runner without sync_weights seeing it, which compiles again when modules or tensors are
+    swapped (in-place weight updates keep the graph: it reads the tensors)."""
+    return [guard.name == "" or guard.name.startswith("inputs") for guard in guards]
+
+
 class ModelRunner:
     def __init__(
         self,
@@ -174,7 +185,9 @@ class ModelRunner:
             self.step_fn = self._forward_gemma
         else:
             self.step_fn = self._forward_packed if pack_weights else self._forward
+        self.native_decode = NativeDecode.build(model, self.packed, self.scale)
         self.compiled_decode_fn = None
+        self.compile_requested = False
         self._norm_weights: dict = {}  # Gemma's (1 + w) norm weights, for eager steps
 
     def enable_compile(self):
@@ -183,14 +196,17 @@ class ModelRunner:
         matmuls (norms, dtype casts, rotary, attention's softmax) into a few C++ loops: measured on
         SmolLM2-135M int4, two threads, a decode step takes 7.6–9.0 ms instead of 10.6–12.5 ms eager.
         Batched decode is matmul-bound (at 16 sequences the compiled step was slower) and each new
-        batch size would cost another compile, so batches and prefill chunks stay eager."""
-        # Checking the guards on every module attribute the step reads (norm weights, config
-        # flags, rotary tables) took over a millisecond per step; they cannot change under a
-        # runner without sync_weights seeing it, and sync_weights compiles again when modules or
-        # tensors are swapped (in-place weight updates keep the graph: it reads the tensors).
+        batch size would cost another compile, so batches and prefill chunks stay eager. An int4
+        Llama's single-stream steps run through native_decode.py instead (faster than the compiled
+        step): nothing is compiled for it, unless sync_weights finds that no longer applies."""
+        self.compile_requested = True
+        self.compiled_decode_fn = None
+        if self.native_decode is not None:
+            log.info("single-stream decode runs through the native int4 layer: nothing to compile")
+            return
         self.compiled_decode_fn = torch.compile(
             self.step_fn,
-            options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe},
+            options={"guard_filter_fn": _guard_only_step_inputs},
         )
         # Warm up on the (still empty) cache with a typical context. Only the context length is
         # symbolic (mark_dynamic): with dynamic=True every weight's and cache's size would be too, and
@@ -224,9 +240,10 @@ class ModelRunner:
         self._fingerprint = current
         if self.packed is not None:
             self.packed = PackedWeights(self.model)
+        self.native_decode = NativeDecode.build(self.model, self.packed, self.scale)
         self._norm_weights.clear()
-        if swapped and self.compiled_decode_fn is not None:
-            self.enable_compile()  # its guards on the modules are off (enable_compile)
+        if swapped and self.compile_requested:
+            self.enable_compile()  # its guards on the runner are off (_guard_only_step_inputs)
         return True
 
     # ---- inputs ---------------------------------------------------------------------------
@@ -386,15 +403,22 @@ class ModelRunner:
         cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]  # [T, 1, head_dim / 2]
         rotation = None if torch.compiler.is_compiling() else torch.complex(cos, sin)
         x = model.embed_tokens(inputs.input_ids)  # a fresh tensor: the residual adds go in place
-        for i, (layer, module) in enumerate(zip(packed.layers, model.layers)):
-            norm = module.input_layernorm
-            qkv = layer.qkv(rms_norm(x, norm.weight, norm.eps)).view(total, -1, head_dim)
-            rotate_pairs_(qkv[:, : heads + kv_heads], cos, sin, rotation)
-            self.kv_cache[i].index_copy_(0, inputs.slot_mapping, qkv[:, heads:])
-            x.add_(layer.o.native(self._attention(qkv[:, :heads], i, inputs)))  # add_ promotes bf16
-            norm = module.post_attention_layernorm
-            gate_up = layer.gate_up(rms_norm(x, norm.weight, norm.eps))  # SiLU·up in full precision
-            x.add_(layer.down.native(F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])))
+        if self.native_decode is not None and total == 1 and inputs.only_decodes:
+            self.native_decode(x, self.kv_cache, cos, sin, inputs)  # one native call per layer
+        else:
+            for i, (layer, module) in enumerate(zip(packed.layers, model.layers)):
+                norm = module.input_layernorm
+                qkv = layer.qkv(rms_norm(x, norm.weight, norm.eps)).view(total, -1, head_dim)
+                rotate_pairs_(qkv[:, : heads + kv_heads], cos, sin, rotation)
+                self.kv_cache[i].index_copy_(0, inputs.slot_mapping, qkv[:, heads:])
+                x.add_(
+                    layer.o.native(self._attention(qkv[:, :heads], i, inputs))
+                )  # add_ promotes bf16
+                norm = module.post_attention_layernorm
+                gate_up = layer.gate_up(
+                    rms_norm(x, norm.weight, norm.eps)
+                )  # SiLU·up in full precision
+                x.add_(layer.down.native(F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])))
         if inputs.logit_indices is not None:
             x = x[inputs.logit_indices]  # only rows we sample from reach the LM head
         return packed.head(rms_norm(x, model.norm.weight, model.norm.eps)).float()

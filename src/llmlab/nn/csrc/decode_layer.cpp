@@ -1,0 +1,160 @@
+// One Llama decoder layer for one token of one sequence (single-stream decode), with int4
+// projections, in one call — what ModelRunner._forward_packed does for such a step, op by op:
+//   h = rms_norm(x) · w1;  qkv = int4(h);  rotate q, k by (cos, sin);  cache[slot] = k, v
+//   a = softmax(q · Kᵀ · scale) · V over the context's slots (grouped-query: no K/V copies)
+//   x += int4_o(a);  h = rms_norm(x) · w2;  g, u = int4_gate_up(h);  x += int4_down(silu(g) · u)
+// Why: at one token, a decode step's norms, rotary, cache write, attention and activations are
+// microseconds of arithmetic each, but as separate PyTorch ops (or torch.compile's generated
+// loops called from its Python wrapper) they cost dispatch, allocation and guard time that adds up
+// to about as much as the int4 products themselves; here each layer is one dispatch.
+//
+// The projections are the packed layers' (engine/packed_weights.py): q/k rows in rotary-pair
+// order, so rotation is a complex multiply of adjacent pairs; k then v are one cache row
+// [2 · kv_heads, head_dim]. Inputs to the int4 products are rounded to bfloat16 as the Python
+// path does (x.to(bfloat16)), and rms_norm and int4_matmul are the functions above in this
+// translation unit (native.py builds csrc/ as one source), so only the rotary, attention and SiLU
+// roundings can differ from the op-by-op step.
+//
+// Registered as torch.ops.llmlab.decode_layer_int4(...), built with the other csrc/ files.
+
+namespace {
+
+// x [1, K] float32 → bfloat16 copy (round to nearest even, as Tensor.to does).
+at::Tensor to_bf16(const at::Tensor& x) {
+  at::Tensor out = at::empty(x.sizes(), x.options().dtype(at::kBFloat16));
+  const float* src = x.data_ptr<float>();
+  at::BFloat16* dst = out.data_ptr<at::BFloat16>();
+  for (int64_t i = 0; i < x.numel(); ++i) dst[i] = at::BFloat16(src[i]);
+  return out;
+}
+
+void add_into(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+// Σ a[d] b[d] with independent partial sums (a single running sum is one long dependency chain,
+// which the compiler may not reorder into vectors).
+float dot(const float* a, const float* b, int64_t n) {
+  int64_t d = 0;
+  float s = 0.0f;
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_setzero_ps();
+  for (; d + 16 <= n; d += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), acc);
+  s = _mm512_reduce_add_ps(acc);
+#endif
+  for (; d < n; ++d) s += a[d] * b[d];
+  return s;
+}
+
+// out[i] = silu(g[i]) · u[i] = g[i] / (1 + exp(−g[i])) · u[i]  (exp512: csrc/geglu.cpp)
+void silu_mul(const float* g, const float* u, float* out, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 x = _mm512_loadu_ps(g + i);
+    const __m512 gate = _mm512_div_ps(x, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(gate, _mm512_loadu_ps(u + i)));
+  }
+#endif
+  for (; i < n; ++i) out[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+void decode_layer_int4(const at::Tensor& x, const at::Tensor& cache, const at::Tensor& norm1,
+                       const at::Tensor& norm2, double eps, at::TensorList tiles,
+                       at::TensorList scale_min, at::IntArrayRef group_sizes,
+                       const at::Tensor& cos, const at::Tensor& sin, int64_t slot,
+                       const at::Tensor& context, int64_t heads, int64_t kv_heads, double scale) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2 && x.size(0) == 1 && x.is_contiguous(),
+              "decode_layer_int4: x must be one contiguous float32 row [1, hidden]");
+  TORCH_CHECK(tiles.size() == 4 && scale_min.size() == 4 && group_sizes.size() == 4,
+              "decode_layer_int4: four projections (qkv, o, gate_up, down)");
+  TORCH_CHECK(cache.scalar_type() == at::kFloat && cache.is_contiguous() && cache.dim() == 3 &&
+                  cache.size(1) == 2 * kv_heads,
+              "decode_layer_int4: cache must be contiguous float32 [slots, 2·kv_heads, head_dim]");
+  TORCH_CHECK(context.scalar_type() == at::kLong && context.is_contiguous() && context.dim() == 1,
+              "decode_layer_int4: context must be int64 slots [L]");
+  TORCH_CHECK(heads % kv_heads == 0, "decode_layer_int4: heads must be a multiple of kv_heads");
+  const int64_t D = cache.size(2), half = D / 2, row = 2 * kv_heads * D;
+  const int64_t L = context.size(0), group = heads / kv_heads;
+  TORCH_CHECK(slot >= 0 && slot < cache.size(0), "decode_layer_int4: slot out of range");
+  TORCH_CHECK(cos.numel() == half && sin.numel() == half && cos.scalar_type() == at::kFloat &&
+                  sin.scalar_type() == at::kFloat,
+              "decode_layer_int4: cos and sin must be float32 [head_dim / 2]");
+  const int64_t* ctx = context.data_ptr<int64_t>();
+  for (int64_t j = 0; j < L; ++j)
+    TORCH_CHECK(ctx[j] >= 0 && ctx[j] < cache.size(0), "decode_layer_int4: context slot ",
+                ctx[j], " out of range");
+  float* xp = x.data_ptr<float>();
+  const int64_t H = x.size(1);
+
+  // attention block
+  at::Tensor qkv = int4_matmul(to_bf16(rms_norm(x, norm1, eps)), tiles[0], scale_min[0],
+                               group_sizes[0]);
+  TORCH_CHECK(qkv.size(1) == (heads + 2 * kv_heads) * D,
+              "decode_layer_int4: the qkv projection has ", qkv.size(1), " outputs");
+  float* q = qkv.data_ptr<float>();
+  const float* cp = cos.data_ptr<float>();
+  const float* sp = sin.data_ptr<float>();
+  for (int64_t h = 0; h < heads + kv_heads; ++h)
+    for (int64_t i = 0; i < half; ++i) {
+      float* pair = q + h * D + 2 * i;
+      const float a = pair[0], b = pair[1];
+      pair[0] = a * cp[i] - b * sp[i];
+      pair[1] = a * sp[i] + b * cp[i];
+    }
+  float* kv = cache.data_ptr<float>();
+  std::copy(q + heads * D, q + (heads + 2 * kv_heads) * D, kv + slot * row);
+
+  at::Tensor attn = at::empty({1, heads * D}, x.options());
+  float* ap = attn.data_ptr<float>();
+  const float scalef = static_cast<float>(scale);
+  at::parallel_for(0, heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> score(L);
+    for (int64_t h = begin; h < end; ++h) {
+      const float* qh = q + h * D;
+      const int64_t g = h / group;
+      float top = -INFINITY;
+      for (int64_t j = 0; j < L; ++j) {
+        score[j] = dot(qh, kv + ctx[j] * row + g * D, D) * scalef;
+        top = std::max(top, score[j]);
+      }
+      float total = 0.0f;
+      for (int64_t j = 0; j < L; ++j) total += score[j] = std::exp(score[j] - top);
+      float* out = ap + h * D;
+      std::fill(out, out + D, 0.0f);
+      for (int64_t j = 0; j < L; ++j) {
+        const float* v = kv + ctx[j] * row + (kv_heads + g) * D;
+        const float p = score[j] / total;
+        for (int64_t d = 0; d < D; ++d) out[d] += p * v[d];
+      }
+    }
+  });
+  at::Tensor o = int4_matmul(to_bf16(attn), tiles[1], scale_min[1], group_sizes[1]);
+  TORCH_CHECK(o.size(1) == H, "decode_layer_int4: the o projection has ", o.size(1), " outputs");
+  add_into(xp, o.data_ptr<float>(), H);
+
+  // MLP block
+  at::Tensor gate_up = int4_matmul(to_bf16(rms_norm(x, norm2, eps)), tiles[2], scale_min[2],
+                                   group_sizes[2]);
+  const int64_t inter = gate_up.size(1) / 2;
+  at::Tensor act = at::empty({1, inter}, x.options());
+  const float* gu = gate_up.data_ptr<float>();
+  float* actp = act.data_ptr<float>();
+  silu_mul(gu, gu + inter, actp, inter);
+  at::Tensor down = int4_matmul(to_bf16(act), tiles[3], scale_min[3], group_sizes[3]);
+  TORCH_CHECK(down.size(1) == H, "decode_layer_int4: the down projection has ", down.size(1),
+              " outputs");
+  add_into(xp, down.data_ptr<float>(), H);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(LLMLAB_OPS, m) {
+  m.def(
+      "decode_layer_int4(Tensor(a!) x, Tensor(b!) cache, Tensor norm1, Tensor norm2, float eps, "
+      "Tensor[] tiles, Tensor[] scale_min, int[] group_sizes, Tensor cos, Tensor sin, int slot, "
+      "Tensor context, int heads, int kv_heads, float scale) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(LLMLAB_OPS, CPU, m) { m.impl("decode_layer_int4", &decode_layer_int4); }

@@ -1,0 +1,155 @@
+"""The native single-stream decode layer (nn/csrc/decode_layer.cpp through engine/native_decode.py)
+against the runner's op-by-op packed path on the same int4 model: the same logits up to float
+rounding, the same K/V written to the cache, the same greedy tokens; after in-place weight updates
+too; where it applies and where it does not; its input checks."""
+
+import copy
+
+import pytest
+import torch
+from engine_helpers import random_prompts, tiny_model, tiny_tokenizer
+
+from llmlab.engine import LLM, SamplingParams
+from llmlab.engine.model_runner import ModelRunner
+from llmlab.nn import native
+from llmlab.nn.quantized_linear import quantize_model
+
+
+class _Seq:
+    def __init__(self, tokens, table):
+        self.token_ids, self.block_table, self.num_computed_tokens = tokens, table, 0
+
+    @property
+    def num_tokens(self):
+        return len(self.token_ids)
+
+
+def _int4_runners(model):
+    """Two runners on one int4 model: the native decode layer, and the op-by-op path."""
+    fast, plain = ModelRunner(model, num_blocks=16), ModelRunner(model, num_blocks=16)
+    assert fast.native_decode is not None
+    plain.native_decode = None
+    return fast, plain
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_native_decode_steps_equal_op_by_op(seed):
+    """Both paths round each int4 product's input to bfloat16, so a float-rounding difference
+    upstream (rotary, softmax, SiLU) now and then flips one input's bfloat16 rounding: a logit then
+    moves by ~0.4 % of the largest. Most steps agree to float rounding, every step to 1 %."""
+    model = quantize_model(tiny_model(seed), "int4")
+    fast, plain = _int4_runners(model)
+    prompt = random_prompts((11,), seed=seed)[0]
+    seqs = [_Seq(list(prompt), list(range(16))) for _ in range(2)]
+    errors = []
+    with torch.inference_mode():
+        first = [r.run([s], [len(prompt)]) for r, s in zip((fast, plain), seqs)]  # prefill: ops
+        assert torch.equal(first[0], first[1])
+        token = int(first[1].argmax())
+        for _ in range(24):  # past the first 16-token block: context slots from two blocks
+            position = len(seqs[0].token_ids)
+            logits = []
+            for runner, seq in zip((fast, plain), seqs):
+                seq.num_computed_tokens = position
+                seq.token_ids.append(token)
+                logits.append(runner.run([seq], [1]))
+            errors.append(float((logits[0] - logits[1]).abs().max() / logits[1].abs().max()))
+            for cache_fast, cache_plain in zip(fast.kv_cache, plain.kv_cache):
+                written = cache_plain[position]
+                assert (cache_fast[position] - written).abs().max() <= 1e-2 * written.abs().max()
+            token = int(logits[1].argmax())
+            assert int(logits[0].argmax()) == token
+    errors.sort()
+    assert errors[-1] <= 1e-2 and errors[len(errors) // 2] <= 1e-6, errors
+
+
+def test_native_decode_greedy_tokens_equal_and_follow_weight_updates():
+    model, tokenizer = quantize_model(tiny_model(), "int4"), tiny_tokenizer()
+    prompt = random_prompts((9,), seed=4)[0]
+    params = SamplingParams(max_tokens=16)
+    models = [model, copy.deepcopy(model)]
+    fast, plain = (LLM(m, tokenizer, num_kv_blocks=64, enable_prefix_caching=False) for m in models)
+    assert fast.engine.runner.native_decode is not None
+    plain.engine.runner.native_decode = None
+
+    def same():
+        return (
+            fast.generate([prompt], params)[0].token_ids
+            == plain.generate([prompt], params)[0].token_ids
+        )
+
+    assert same()
+    before = fast.generate([prompt], params)[0].token_ids
+    with torch.no_grad():  # in place, in both models: the runner repacks (sync_weights)
+        for m in models:
+            for norm in (
+                m.model.layers[0].input_layernorm,
+                m.model.layers[1].post_attention_layernorm,
+            ):
+                norm.weight.mul_(-3.0)
+    plain.engine.runner.sync_weights()
+    plain.engine.runner.native_decode = None
+    assert same()
+    assert fast.generate([prompt], params)[0].token_ids != before
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["float", "int8", "w8a8", "bf16", "sliding_window", "qkv_bias", "unpacked"],
+)
+def test_native_decode_applies_only_to_packed_float32_int4_llamas(case):
+    overrides = dict(
+        sliding_window=dict(sliding_window=64), qkv_bias=dict(qkv_bias=True, model_type="qwen2")
+    ).get(case, {})
+    model = tiny_model(**overrides)
+    if case in ("int8", "w8a8"):
+        quantize_model(model, case)
+    elif case != "float":
+        quantize_model(model, "int4")
+    if case == "bf16":
+        model = model.to(torch.bfloat16)
+    runner = ModelRunner(model, num_blocks=8, pack_weights=case != "unpacked")
+    assert runner.native_decode is None
+
+
+def test_enable_compile_leaves_native_decode_uncompiled():
+    runner = ModelRunner(quantize_model(tiny_model(), "int4"), num_blocks=8)
+    runner.enable_compile()
+    assert runner.compile_requested and runner.compiled_decode_fn is None
+
+
+def test_decode_layer_rejects_bad_inputs():
+    runner = ModelRunner(quantize_model(tiny_model(), "int4"), num_blocks=4)
+    nd = runner.native_decode
+    norm1, norm2, eps, tiles, scale_min, sizes = nd.layers[0]
+    half = runner.config.head_dim // 2
+    cos, sin = torch.ones(half), torch.zeros(half)
+
+    def call(x=None, slot=0, context=None):
+        native.decode_layer_int4(
+            torch.zeros(1, runner.config.hidden_size) if x is None else x,
+            runner.kv_cache[0],
+            norm1,
+            norm2,
+            eps,
+            tiles,
+            scale_min,
+            sizes,
+            cos,
+            sin,
+            slot,
+            torch.arange(3) if context is None else context,
+            nd.heads,
+            nd.kv_heads,
+            nd.scale,
+        )
+
+    call()  # well-formed: runs
+    with pytest.raises(RuntimeError, match="one contiguous float32 row"):
+        call(x=torch.zeros(2, runner.config.hidden_size))
+    with pytest.raises(RuntimeError, match="slot out of range"):
+        call(slot=10_000)
+    with pytest.raises(RuntimeError, match="context slot 99999 out of range"):
+        call(context=torch.tensor([0, 99_999]))
+    with pytest.raises(RuntimeError, match="int64 slots"):
+        call(context=torch.arange(3, dtype=torch.int32))
