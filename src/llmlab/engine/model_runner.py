@@ -14,7 +14,8 @@ Two forward paths, same results: the default packed path (`packed_weights.py`: f
 gate/up matmuls, transposed float weights, rotary as one complex multiply, fused RMSNorm, in-place
 residual adds — about a dozen ops per layer) and the plain path (`pack_weights=False`), which calls
 the Llama modules' own projections as they are. The packed path holds a copy of the projection
-weights and repacks when the model's weights change (checked by `sync_weights`).
+weights and repacks when the model's weights change (checked by `sync_weights`). An int4 Llama's
+single-sequence decode steps go through `native_decode.py` instead: one native call per layer.
 
     runner = ModelRunner(model, num_blocks=None, kv_memory="512MiB")   # block count logged
     logits = runner.run(batch.seqs, batch.num_new_tokens)              # [sampled seqs, vocab]

@@ -30,27 +30,11 @@ def _int4_projection(projection) -> Int4Linear | None:
 
 
 class NativeDecode:
-    """Per-layer arguments of decode_layer_int4, gathered once per packing."""
+    """Per-layer arguments of decode_layer_int4 (norm weights, eps, the four projections' tiles,
+    scales and group sizes), gathered once per packing."""
 
-    def __init__(self, model, packed: PackedWeights, scale: float):
-        c = model.config
-        self.heads, self.kv_heads, self.scale = c.num_attention_heads, c.num_key_value_heads, scale
-        self.layers = []
-        for module, layer in zip(model.model.layers, packed.layers):
-            projections = [
-                _int4_projection(p) for p in (layer.qkv, layer.o, layer.gate_up, layer.down)
-            ]
-            norms = (module.input_layernorm, module.post_attention_layernorm)
-            self.layers.append(
-                (
-                    norms[0].weight,
-                    norms[1].weight,
-                    norms[0].eps,
-                    [p.tiles for p in projections],
-                    [p.scale_min for p in projections],
-                    [p.group_size for p in projections],
-                )
-            )
+    def __init__(self, layers: list[tuple], heads: int, kv_heads: int, scale: float):
+        self.layers, self.heads, self.kv_heads, self.scale = layers, heads, kv_heads, scale
 
     @classmethod
     def build(cls, model, packed: PackedWeights | None, scale: float) -> NativeDecode | None:
@@ -65,34 +49,33 @@ class NativeDecode:
             or not native.available()
         ):
             return None
+        layers = []
         for module, layer in zip(model.model.layers, packed.layers):
-            projections = (layer.qkv, layer.o, layer.gate_up, layer.down)
+            projections = [
+                _int4_projection(p) for p in (layer.qkv, layer.o, layer.gate_up, layer.down)
+            ]
             norms = (module.input_layernorm, module.post_attention_layernorm)
-            if any(_int4_projection(p) is None for p in projections) or any(
+            if None in projections or any(
                 n.weight.dtype != torch.float32 or n.eps != norms[0].eps for n in norms
             ):
                 return None
-        return cls(model, packed, scale)
+            layers.append(
+                (
+                    norms[0].weight,
+                    norms[1].weight,
+                    norms[0].eps,
+                    [p.tiles for p in projections],
+                    [p.scale_min for p in projections],
+                    [p.group_size for p in projections],
+                )
+            )
+        return cls(layers, c.num_attention_heads, c.num_key_value_heads, scale)
 
     def __call__(self, x: torch.Tensor, kv_cache: list[torch.Tensor], cos, sin, inputs) -> None:
         """Run every layer for the one decode row of `inputs` (a StepInputs), x [1, hidden] in place."""
         cos, sin = cos.reshape(-1), sin.reshape(-1)
         slot, context = int(inputs.slot_mapping[0]), inputs.decode_slots[0]
-        for cache, (norm1, norm2, eps, tiles, scale_min, group_sizes) in zip(kv_cache, self.layers):
+        for cache, layer in zip(kv_cache, self.layers):
             native.decode_layer_int4(
-                x,
-                cache,
-                norm1,
-                norm2,
-                eps,
-                tiles,
-                scale_min,
-                group_sizes,
-                cos,
-                sin,
-                slot,
-                context,
-                self.heads,
-                self.kv_heads,
-                self.scale,
+                x, cache, *layer, cos, sin, slot, context, self.heads, self.kv_heads, self.scale
             )
