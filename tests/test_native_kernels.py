@@ -4,7 +4,8 @@ portable loops — the last two built under their own op namespaces with the wid
 turned off), one and many activation rows, every group size the layers use; the packed layout's
 round trip; Int4Linear on it against PyTorch's packed kernel; torch.compile over it. quantize_rows
 bit for bit against W8A8Linear's PyTorch ops; w8a8_matmul against the exact integer product (the
-layer against oneDNN: test_quant_core.py); rms_norm and gelu_tanh_mul against PyTorch's.
+layer against oneDNN: test_quant_core.py); rms_norm and gelu_tanh_mul against PyTorch's;
+decode_layer_int4 against a Llama layer written out in float64.
 
     pytest tests/test_native_kernels.py -q      (the first run compiles three builds, ~30 s each)
 """
@@ -227,3 +228,68 @@ def test_gelu_tanh_mul_matches_pytorchs(namespace, flags):
     assert (got - expected).abs().max() <= 2e-6 * expected.abs().max()
     with pytest.raises(RuntimeError, match="one shape"):
         op(gate, up[:, :39])
+
+
+def _bf16(t: torch.Tensor) -> torch.Tensor:
+    return t.float().to(torch.bfloat16).double()
+
+
+@pytest.mark.parametrize("namespace,flags", BUILDS, ids=[b[0] for b in BUILDS])
+def test_decode_layer_matches_a_float64_llama_layer(namespace, flags):
+    """decode_layer_int4 (csrc/decode_layer.cpp) against the layer written out in float64 on the
+    dequantized weights, the int4 products' inputs rounded to bfloat16 as the kernel's are: the
+    residual it returns and the K/V it writes. (The engine's op-by-op step: test_native_decode.py.)"""
+    op = native.build_ops(namespace, flags).decode_layer_int4
+    heads, kv_heads, head_dim, hidden, inter, gs, eps = 4, 2, 16, 64, 96, 32, 1e-5
+    g = torch.Generator().manual_seed(7)
+    shapes = [((heads + 2 * kv_heads) * head_dim, hidden), (hidden, heads * head_dim)]
+    shapes += [(2 * inter, hidden), (hidden, inter)]
+    parts = [_weights(n, k, gs, seed=i) for i, (n, k) in enumerate(shapes)]
+    packed = [native.pack_int4_tiles(c, s, m, gs) for c, s, m, _ in parts]
+    w_qkv, w_o, w_gu, w_down = (p[3] for p in parts)
+    norm1, norm2 = (torch.rand(hidden, generator=g) + 0.5 for _ in range(2))
+    angles = torch.rand(head_dim // 2, generator=g) * 6
+    cache = torch.randn(32, 2 * kv_heads, head_dim, generator=g)
+    context, slot = torch.tensor([3, 9, 4, 20, 17]), 17  # this token's slot is the last one
+    x = torch.randn(1, hidden, generator=g)
+    scale = head_dim**-0.5
+
+    def rms(t, w):
+        return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + eps) * w.double()
+
+    ref_cache = cache.double().clone()
+    r = x.double()
+    qkv = _bf16(rms(r, norm1)) @ w_qkv.T
+    pairs = qkv[0, : (heads + kv_heads) * head_dim].view(heads + kv_heads, -1, 2).clone()
+    cos, sin = angles.double().cos(), angles.double().sin()
+    rotated = torch.stack(
+        [pairs[..., 0] * cos - pairs[..., 1] * sin, pairs[..., 0] * sin + pairs[..., 1] * cos], -1
+    )
+    q = rotated[:heads].reshape(heads, head_dim)
+    k = rotated[heads:].reshape(kv_heads, head_dim)
+    v = qkv[0, (heads + kv_heads) * head_dim :].view(kv_heads, head_dim)
+    ref_cache[slot] = torch.cat([k, v])
+    keys, values = ref_cache[context, :kv_heads], ref_cache[context, kv_heads:]  # [L, kvh, D]
+    group = heads // kv_heads
+    attn = torch.stack(
+        [
+            torch.softmax(keys[:, h // group] @ q[h] * scale, 0) @ values[:, h // group]
+            for h in range(heads)
+        ]
+    ).view(1, -1)
+    r = r + _bf16(attn) @ w_o.T
+    gate_up = _bf16(rms(r, norm2)) @ w_gu.T
+    r = r + _bf16(torch.nn.functional.silu(gate_up[:, :inter]) * gate_up[:, inter:]) @ w_down.T
+
+    got_x, got_cache = x.clone(), cache.clone()
+    op(
+        got_x, got_cache, norm1, norm2, eps, [p[0] for p in packed], [p[1] for p in packed],
+        [gs] * 4, angles.cos(), angles.sin(), slot, context, heads, kv_heads, scale,
+    )  # fmt: skip
+    assert (got_cache[slot].double() - ref_cache[slot]).abs().max() <= 1e-4 * ref_cache[
+        slot
+    ].abs().max()
+    others = [s for s in range(32) if s != slot]
+    assert torch.equal(got_cache[others], cache[others])  # nothing else written
+    # bfloat16 rounding of the products' inputs can flip where float32 and float64 differ
+    assert (got_x.double() - r).abs().max() <= 2e-3 * r.abs().max()
