@@ -5,7 +5,7 @@ turned off), one and many activation rows, every group size the layers use; the 
 round trip; Int4Linear on it against PyTorch's packed kernel; torch.compile over it. quantize_rows
 bit for bit against W8A8Linear's PyTorch ops; w8a8_matmul against the exact integer product (the
 layer against oneDNN: test_quant_core.py); rms_norm and gelu_tanh_mul against PyTorch's;
-decode_layer_int4 against a Llama layer written out in float64.
+decode_layer (int4 projections) against a Llama layer written out in float64.
 
     pytest tests/test_native_kernels.py -q      (the first run compiles three builds, ~30 s each)
 """
@@ -236,10 +236,10 @@ def _bf16(t: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("namespace,flags", BUILDS, ids=[b[0] for b in BUILDS])
 def test_decode_layer_matches_a_float64_llama_layer(namespace, flags):
-    """decode_layer_int4 (csrc/decode_layer.cpp) against the layer written out in float64 on the
+    """decode_layer (csrc/decode_layer.cpp) with int4 projections against the layer written out in float64 on the
     dequantized weights, the int4 products' inputs rounded to bfloat16 as the kernel's are: the
     residual it returns and the K/V it writes. (The engine's op-by-op step: test_native_decode.py.)"""
-    op = native.build_ops(namespace, flags).decode_layer_int4
+    op = native.build_ops(namespace, flags).decode_layer
     heads, kv_heads, head_dim, hidden, inter, gs, eps = 4, 2, 16, 64, 96, 32, 1e-5
     g = torch.Generator().manual_seed(7)
     shapes = [((heads + 2 * kv_heads) * head_dim, hidden), (hidden, heads * head_dim)]
@@ -283,8 +283,8 @@ def test_decode_layer_matches_a_float64_llama_layer(namespace, flags):
 
     got_x, got_cache = x.clone(), cache.clone()
     op(
-        got_x, got_cache, norm1, norm2, eps, [p[0] for p in packed], [p[1] for p in packed],
-        [gs] * 4, angles.cos(), angles.sin(), slot, context, heads, kv_heads, scale,
+        got_x, got_cache, norm1, norm2, eps, [w for p in packed for w in p], [0] * 4, [gs] * 4,
+        angles.cos(), angles.sin(), slot, context, heads, kv_heads, scale,
     )  # fmt: skip
     assert (got_cache[slot].double() - ref_cache[slot]).abs().max() <= 1e-4 * ref_cache[
         slot

@@ -14,8 +14,9 @@ Two forward paths, same results: the default packed path (`packed_weights.py`: f
 gate/up matmuls, transposed float weights, rotary as one complex multiply, fused RMSNorm, in-place
 residual adds — about a dozen ops per layer) and the plain path (`pack_weights=False`), which calls
 the Llama modules' own projections as they are. The packed path holds a copy of the projection
-weights and repacks when the model's weights change (checked by `sync_weights`). An int4 Llama's
-single-sequence decode steps go through `native_decode.py` instead: one native call per layer.
+weights and repacks when the model's weights change (checked by `sync_weights`). An int4 or W8A8
+Llama's single-sequence decode steps go through `native_decode.py` instead: one native call per
+layer.
 
     runner = ModelRunner(model, num_blocks=None, kv_memory="512MiB")   # block count logged
     logits = runner.run(batch.seqs, batch.num_new_tokens)              # [sampled seqs, vocab]
@@ -194,16 +195,18 @@ class ModelRunner:
     def enable_compile(self):
         """torch.compile the forward of single-sequence decode steps, and compile it now (a minute or
         two on a small CPU) rather than on the first request. Inductor fuses the small ops between the
-        matmuls (norms, dtype casts, rotary, attention's softmax) into a few C++ loops: measured on
-        SmolLM2-135M int4, two threads, a decode step takes 7.6–9.0 ms instead of 10.6–12.5 ms eager.
-        Batched decode is matmul-bound (at 16 sequences the compiled step was slower) and each new
-        batch size would cost another compile, so batches and prefill chunks stay eager. An int4
-        Llama's single-stream steps run through native_decode.py instead (faster than the compiled
-        step): nothing is compiled for it, unless sync_weights finds that no longer applies."""
+        matmuls (norms, dtype casts, rotary, attention's softmax) into a few C++ loops (docs/serving.md
+        has the measurements). Batched decode is matmul-bound (at 16 sequences the compiled step was
+        slower) and each new batch size would cost another compile, so batches and prefill chunks
+        stay eager. An int4 or W8A8 Llama's single-stream steps run through native_decode.py instead
+        (faster than the compiled step): nothing is compiled for it, unless sync_weights finds that
+        no longer applies."""
         self.compile_requested = True
         self.compiled_decode_fn = None
         if self.native_decode is not None:
-            log.info("single-stream decode runs through the native int4 layer: nothing to compile")
+            log.info(
+                "single-stream decode runs through the native decode layer: nothing to compile"
+            )
             return
         self.compiled_decode_fn = torch.compile(
             self.step_fn,

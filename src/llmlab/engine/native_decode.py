@@ -1,12 +1,14 @@
-"""Single-stream decode of an int4 Llama through one native call per layer.
+"""Single-stream decode of an int4 or W8A8 Llama through one native call per layer.
 
 When every packed projection of every layer is an int4 layer on llmlab's kernel (`llmlab quantize
---method rtn|gptq --bits 4` folders, `LLM(..., quant="int4")`, Q4 GGUF files) and the model runs in
-float32 on the CPU, a decode step of one sequence calls `native.decode_layer_int4` once per layer
-(nn/csrc/decode_layer.cpp: norm, q/k/v, rotary, cache write, attention, o, norm, gate/up, SiLU,
-down) instead of PyTorch's ~15 ops. At one token those ops' dispatch and allocation cost about as
-much as the int4 products themselves, and torch.compile's fused loops still pay a Python wrapper
-and guards per step; bench/engine.py measures all three (`int4`, `int4+compile`).
+--method rtn|gptq --bits 4` folders, `LLM(..., quant="int4")`, Q4 GGUF files) or a dynamic
+per-token W8A8 layer on llmlab's VNNI kernel (`--method dynamic`, `quant="w8a8"`; without
+activation groups or float outlier channels), and the model runs in float32 on the CPU, a decode
+step of one sequence calls `native.decode_layer` once per layer (nn/csrc/decode_layer.cpp: norm,
+q/k/v, rotary, cache write, attention, o, norm, gate/up, SiLU, down) instead of PyTorch's ~15
+ops. At one token those ops' dispatch and allocation cost about as much as the quantized products
+themselves, and torch.compile's fused loops still pay a Python wrapper and guards per step;
+bench/engine.py measures the rows.
 
 Everything else — batches, prefill chunks, sliding windows, other weight kinds — takes the
 runner's op-by-op path, whose results this matches up to float rounding in rotary, softmax and SiLU
@@ -19,19 +21,34 @@ import torch
 
 from llmlab.engine.packed_weights import PackedWeights
 from llmlab.nn import native
-from llmlab.nn.quantized_linear import Int4Linear
+from llmlab.nn.quantized_linear import Int4Linear, W8A8Linear
+
+_EMPTY = torch.empty(0)  # an unused optional weight (decode_layer's convention)
 
 
-def _int4_projection(projection) -> Int4Linear | None:
+def _projection_args(projection) -> tuple[int, list[torch.Tensor], int] | None:
+    """(kind, weights, option) of decode_layer for a packed projection, or None if it has none."""
     layer = projection.quantized
-    if isinstance(layer, Int4Linear) and layer.kernel == "native" and projection.bias is None:
-        return layer
+    if projection.bias is not None or getattr(layer, "bias", None) is not None:
+        return None
+    if isinstance(layer, Int4Linear) and layer.kernel == "native":
+        return 0, [layer.tiles, layer.scale_min], layer.group_size
+    if (
+        isinstance(layer, W8A8Linear)
+        and not (layer.static or layer.input_group_size or layer.has_outliers)
+        and native.has_vnni()
+        and native.w8a8_fits(layer.out_features, layer.in_features)
+    ):
+        packed, compensation, _ = layer.vnni_weight()
+        sums = layer.weight_sums if layer.asymmetric else _EMPTY
+        divisor = layer.quant_divisor if layer.quant_divisor is not None else _EMPTY
+        return 1, [packed, compensation, layer.weight_scale, sums, divisor], int(layer.asymmetric)
     return None
 
 
 class NativeDecode:
-    """Per-layer arguments of decode_layer_int4 (norm weights, eps, the four projections' tiles,
-    scales and group sizes), gathered once per packing."""
+    """Per-layer arguments of decode_layer (norm weights, eps, the four projections' weights,
+    kinds and options), gathered once per packing."""
 
     def __init__(self, layers: list[tuple], heads: int, kv_heads: int, scale: float):
         self.layers, self.heads, self.kv_heads, self.scale = layers, heads, kv_heads, scale
@@ -51,24 +68,15 @@ class NativeDecode:
             return None
         layers = []
         for module, layer in zip(model.model.layers, packed.layers):
-            projections = [
-                _int4_projection(p) for p in (layer.qkv, layer.o, layer.gate_up, layer.down)
-            ]
+            args = [_projection_args(p) for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
             norms = (module.input_layernorm, module.post_attention_layernorm)
-            if None in projections or any(
+            if None in args or any(
                 n.weight.dtype != torch.float32 or n.eps != norms[0].eps for n in norms
             ):
                 return None
-            layers.append(
-                (
-                    norms[0].weight,
-                    norms[1].weight,
-                    norms[0].eps,
-                    [p.tiles for p in projections],
-                    [p.scale_min for p in projections],
-                    [p.group_size for p in projections],
-                )
-            )
+            weights = [w for _, ws, _ in args for w in ws]
+            kinds, options = [a[0] for a in args], [a[2] for a in args]
+            layers.append((norms[0].weight, norms[1].weight, norms[0].eps, weights, kinds, options))
         return cls(layers, c.num_attention_heads, c.num_key_value_heads, scale)
 
     def __call__(self, x: torch.Tensor, kv_cache: list[torch.Tensor], cos, sin, inputs) -> None:
@@ -76,6 +84,6 @@ class NativeDecode:
         cos, sin = cos.reshape(-1), sin.reshape(-1)
         slot, context = int(inputs.slot_mapping[0]), inputs.decode_slots[0]
         for cache, layer in zip(kv_cache, self.layers):
-            native.decode_layer_int4(
+            native.decode_layer(
                 x, cache, *layer, cos, sin, slot, context, self.heads, self.kv_heads, self.scale
             )

@@ -2,7 +2,7 @@
 `quantize_rows` (csrc/quantize_rows.cpp, W8A8's per-token activation quantization) and
 `w8a8_matmul` (csrc/w8a8_matmul.cpp, W8A8's int8 GEMM with its rescaling fused), `rms_norm`
 and `gelu_tanh_mul` (csrc/rms_norm.cpp, csrc/geglu.cpp: one pass each, for the engine's eager steps),
-`decode_layer_int4` (csrc/decode_layer.cpp: a whole Llama layer for one token, int4 projections).
+`decode_layer` (csrc/decode_layer.cpp: a whole Llama layer for one token, int4 or W8A8 projections).
 
     from llmlab.nn import native
     if native.available():
@@ -13,8 +13,8 @@ and `gelu_tanh_mul` (csrc/rms_norm.cpp, csrc/geglu.cpp: one pass each, for the e
         y = native.w8a8_matmul(codes, packed, compensation, weight_scale, scale, low, weight_sums)
         y = native.rms_norm(x, weight, eps)
         y = native.gelu_tanh_mul(gate, up)
-        native.decode_layer_int4(x, cache, norm1, norm2, eps, tiles, scale_min, group_sizes,
-                                 cos, sin, slot, context, heads, kv_heads, scale)  # x, cache updated
+        native.decode_layer(x, cache, norm1, norm2, eps, weights, kinds, options,
+                            cos, sin, slot, context, heads, kv_heads, scale)  # x, cache updated
 
 The sources are built once per machine with the C++ compiler PyTorch's extension builder finds
 (`-O3 -march=native`, cached under ~/.cache/torch_extensions) and registered as
@@ -80,7 +80,7 @@ def build_ops(namespace: str = "llmlab", flags: tuple[str, ...] = ()):
     after `-march=native`: tests build the portable paths with e.g. ("-mno-avx512f",) under
     another namespace."""
     ops = getattr(torch.ops, namespace)
-    if not hasattr(ops, "decode_layer_int4"):
+    if not hasattr(ops, "decode_layer"):
         from torch.utils import cpp_extension
 
         # ninja comes with our Python dependencies, in the interpreter's bin folder, which is not
@@ -274,15 +274,15 @@ def gelu_tanh_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return torch.ops.llmlab.gelu_tanh_mul(gate, up)
 
 
-def decode_layer_int4(
+def decode_layer(
     x: torch.Tensor,
     cache: torch.Tensor,
     norm1: torch.Tensor,
     norm2: torch.Tensor,
     eps: float,
-    tiles: list[torch.Tensor],
-    scale_min: list[torch.Tensor],
-    group_sizes: list[int],
+    weights: list[torch.Tensor],
+    kinds: list[int],
+    options: list[int],
     cos: torch.Tensor,
     sin: torch.Tensor,
     slot: int,
@@ -293,23 +293,13 @@ def decode_layer_int4(
 ) -> None:
     """One Llama decoder layer for one token, in place: x [1, hidden] float32 gets the layer's two
     residual adds, cache [slots, 2·kv_heads, head_dim] the token's k, v at `slot`; attention over
-    the int64 `context` slots (this token's included). tiles/scale_min/group_sizes: the packed
-    qkv, o, gate_up and down int4 projections (q/k rows in rotary-pair order); cos, sin
-    [head_dim / 2] of this position. See csrc/decode_layer.cpp."""
-    torch.ops.llmlab.decode_layer_int4(
-        x,
-        cache,
-        norm1,
-        norm2,
-        eps,
-        tiles,
-        scale_min,
-        group_sizes,
-        cos,
-        sin,
-        slot,
-        context,
-        heads,
-        kv_heads,
-        scale,
-    )
+    the int64 `context` slots (this token's included); cos, sin [head_dim / 2] of this position.
+    The packed qkv, o, gate_up and down projections (q/k rows in rotary-pair order), each of a
+    kind: 0 int4 (weights: tiles, scale_min; option: group size) or 1 dynamic per-token W8A8
+    (weights: VNNI-packed weight, compensation, weight scale, weight sums, smoothing divisor — the
+    last two empty when unused; option: 1 for asymmetric activations); `weights` is theirs, one
+    projection after the other. See csrc/decode_layer.cpp."""
+    torch.ops.llmlab.decode_layer(
+        x, cache, norm1, norm2, eps, weights, kinds, options, cos, sin, slot, context,
+        heads, kv_heads, scale,
+    )  # fmt: skip

@@ -460,6 +460,15 @@ class W8A8Linear(_FixedDtypeBuffers):
         out.mul_(self.weight_scale)
         return out if low is None else out.addmm_(low, self.weight_sums)
 
+    def vnni_weight(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The weight as the fused kernel reads it: (packed, compensation, group sums or None), made
+        on first use (a copy, never saved) and again if `qweight` was replaced."""
+        if self._vnni is None or self._vnni[0] is not self.qweight:
+            packed, compensation = native.pack_w8a8(self.qweight)
+            group_sums = self._group_sums().contiguous() if self.input_group_size else None
+            self._vnni = (self.qweight, packed, compensation, group_sums)
+        return self._vnni[1:]
+
     def _vnni_matmul(self, x2: torch.Tensor) -> torch.Tensor | None:
         """The fused kernel (csrc/w8a8_matmul.cpp) for a decode step's few rows, where it beats
         oneDNN (bench/quant.py --kernels) with the same result bit for bit (per-token grids; with
@@ -475,11 +484,7 @@ class W8A8Linear(_FixedDtypeBuffers):
             or not native.w8a8_fits(self.out_features, self.in_features)
         ):
             return None
-        if self._vnni is None or self._vnni[0] is not self.qweight:
-            packed, compensation = native.pack_w8a8(self.qweight)
-            group_sums = self._group_sums().contiguous() if self.input_group_size else None
-            self._vnni = (self.qweight, packed, compensation, group_sums)
-        _, packed, compensation, group_sums = self._vnni
+        packed, compensation, group_sums = self.vnni_weight()
         codes, scale, low = self.quantize_input(x2, offset=128)
         if self.input_group_size:
             return native.w8a8_matmul_grouped(

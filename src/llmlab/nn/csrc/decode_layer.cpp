@@ -1,8 +1,8 @@
-// One Llama decoder layer for one token of one sequence (single-stream decode), with int4
-// projections, in one call — what ModelRunner._forward_packed does for such a step, op by op:
-//   h = rms_norm(x) · w1;  qkv = int4(h);  rotate q, k by (cos, sin);  cache[slot] = k, v
+// One Llama decoder layer for one token of one sequence (single-stream decode), with int4 or
+// W8A8 projections, in one call — what ModelRunner._forward_packed does for such a step, op by op:
+//   h = rms_norm(x) · w1;  qkv = P_qkv(h);  rotate q, k by (cos, sin);  cache[slot] = k, v
 //   a = softmax(q · Kᵀ · scale) · V over the context's slots (grouped-query: no K/V copies)
-//   x += int4_o(a);  h = rms_norm(x) · w2;  g, u = int4_gate_up(h);  x += int4_down(silu(g) · u)
+//   x += P_o(a);  h = rms_norm(x) · w2;  g, u = P_gate_up(h);  x += P_down(silu(g) · u)
 // Why: at one token, a decode step's norms, rotary, cache write, attention and activations are
 // microseconds of arithmetic each, but as separate PyTorch ops (or torch.compile's generated
 // loops called from its Python wrapper) they cost dispatch, allocation and guard time that adds up
@@ -10,12 +10,13 @@
 //
 // The projections are the packed layers' (engine/packed_weights.py): q/k rows in rotary-pair
 // order, so rotation is a complex multiply of adjacent pairs; k then v are one cache row
-// [2 · kv_heads, head_dim]. Inputs to the int4 products are rounded to bfloat16 as the Python
-// path does (x.to(bfloat16)), and rms_norm and int4_matmul are the functions above in this
-// translation unit (native.py builds csrc/ as one source), so only the rotary, attention and SiLU
-// roundings can differ from the op-by-op step.
+// [2 · kv_heads, head_dim]. A projection P is int4 (its input rounded to bfloat16, as the Python
+// path's x.to(bfloat16), then int4_matmul) or dynamic per-token W8A8 (quantize_rows, then
+// w8a8_matmul on the VNNI-packed weight: W8A8Linear._vnni_matmul's calls); rms_norm and those
+// kernels are the functions above in this translation unit (native.py builds csrc/ as one
+// source), so only the rotary, attention and SiLU roundings can differ from the op-by-op step.
 //
-// Registered as torch.ops.llmlab.decode_layer_int4(...), built with the other csrc/ files.
+// Registered as torch.ops.llmlab.decode_layer(...), built with the other csrc/ files.
 
 namespace {
 
@@ -60,39 +61,72 @@ void silu_mul(const float* g, const float* u, float* out, int64_t n) {
   for (; i < n; ++i) out[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
-void decode_layer_int4(const at::Tensor& x, const at::Tensor& cache, const at::Tensor& norm1,
-                       const at::Tensor& norm2, double eps, at::TensorList tiles,
-                       at::TensorList scale_min, at::IntArrayRef group_sizes,
-                       const at::Tensor& cos, const at::Tensor& sin, int64_t slot,
-                       const at::Tensor& context, int64_t heads, int64_t kv_heads, double scale) {
+// One projection: kind 0 int4 (weights: tiles, scale_min; option: group size), kind 1 dynamic
+// per-token W8A8 (weights: VNNI-packed weight, compensation, weight scale, weight sums, smoothing
+// divisor — the last two empty when unused; option: 1 for asymmetric activations).
+struct Projection {
+  int64_t kind;
+  const at::Tensor* w;
+  int64_t option;
+
+  at::Tensor operator()(const at::Tensor& x) const {
+    if (kind == 0) return int4_matmul(to_bf16(x), w[0], w[1], option);
+    const bool asymmetric = option != 0;
+    const c10::optional<at::Tensor> divisor =
+        w[4].numel() ? c10::optional<at::Tensor>(w[4]) : c10::nullopt;
+    auto [codes, scale, low] = quantize_rows(x, divisor, asymmetric);
+    return w8a8_matmul(codes, w[0], w[1], w[2], scale.reshape({-1}),
+                       asymmetric ? c10::optional<at::Tensor>(low) : c10::nullopt,
+                       asymmetric ? c10::optional<at::Tensor>(w[3]) : c10::nullopt);
+  }
+};
+
+constexpr int64_t kWeightsOf[2] = {2, 5};  // tensors per projection, by kind
+
+void decode_layer(const at::Tensor& x, const at::Tensor& cache, const at::Tensor& norm1,
+                  const at::Tensor& norm2, double eps, at::TensorList weights,
+                  at::IntArrayRef kinds, at::IntArrayRef options, const at::Tensor& cos,
+                  const at::Tensor& sin, int64_t slot, const at::Tensor& context, int64_t heads,
+                  int64_t kv_heads, double scale) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2 && x.size(0) == 1 && x.is_contiguous(),
-              "decode_layer_int4: x must be one contiguous float32 row [1, hidden]");
-  TORCH_CHECK(tiles.size() == 4 && scale_min.size() == 4 && group_sizes.size() == 4,
-              "decode_layer_int4: four projections (qkv, o, gate_up, down)");
+              "decode_layer: x must be one contiguous float32 row [1, hidden]");
+  TORCH_CHECK(kinds.size() == 4 && options.size() == 4,
+              "decode_layer: four projections (qkv, o, gate_up, down)");
+  std::vector<Projection> proj;
+  int64_t used = 0;
+  for (int i = 0; i < 4; ++i) {
+    TORCH_CHECK(kinds[i] == 0 || kinds[i] == 1, "decode_layer: projection kind ", kinds[i],
+                " (0 int4, 1 W8A8)");
+    TORCH_CHECK(used + kWeightsOf[kinds[i]] <= static_cast<int64_t>(weights.size()),
+                "decode_layer: too few weight tensors for the projections' kinds");
+    proj.push_back({kinds[i], weights.data() + used, options[i]});
+    used += kWeightsOf[kinds[i]];
+  }
+  TORCH_CHECK(used == static_cast<int64_t>(weights.size()),
+              "decode_layer: more weight tensors than the projections' kinds take");
   TORCH_CHECK(cache.scalar_type() == at::kFloat && cache.is_contiguous() && cache.dim() == 3 &&
                   cache.size(1) == 2 * kv_heads,
-              "decode_layer_int4: cache must be contiguous float32 [slots, 2·kv_heads, head_dim]");
+              "decode_layer: cache must be contiguous float32 [slots, 2·kv_heads, head_dim]");
   TORCH_CHECK(context.scalar_type() == at::kLong && context.is_contiguous() && context.dim() == 1,
-              "decode_layer_int4: context must be int64 slots [L]");
-  TORCH_CHECK(heads % kv_heads == 0, "decode_layer_int4: heads must be a multiple of kv_heads");
+              "decode_layer: context must be int64 slots [L]");
+  TORCH_CHECK(heads % kv_heads == 0, "decode_layer: heads must be a multiple of kv_heads");
   const int64_t D = cache.size(2), half = D / 2, row = 2 * kv_heads * D;
   const int64_t L = context.size(0), group = heads / kv_heads;
-  TORCH_CHECK(slot >= 0 && slot < cache.size(0), "decode_layer_int4: slot out of range");
+  TORCH_CHECK(slot >= 0 && slot < cache.size(0), "decode_layer: slot out of range");
   TORCH_CHECK(cos.numel() == half && sin.numel() == half && cos.scalar_type() == at::kFloat &&
                   sin.scalar_type() == at::kFloat,
-              "decode_layer_int4: cos and sin must be float32 [head_dim / 2]");
+              "decode_layer: cos and sin must be float32 [head_dim / 2]");
   const int64_t* ctx = context.data_ptr<int64_t>();
   for (int64_t j = 0; j < L; ++j)
-    TORCH_CHECK(ctx[j] >= 0 && ctx[j] < cache.size(0), "decode_layer_int4: context slot ",
+    TORCH_CHECK(ctx[j] >= 0 && ctx[j] < cache.size(0), "decode_layer: context slot ",
                 ctx[j], " out of range");
   float* xp = x.data_ptr<float>();
   const int64_t H = x.size(1);
 
   // attention block
-  at::Tensor qkv = int4_matmul(to_bf16(rms_norm(x, norm1, eps)), tiles[0], scale_min[0],
-                               group_sizes[0]);
+  at::Tensor qkv = proj[0](rms_norm(x, norm1, eps));
   TORCH_CHECK(qkv.size(1) == (heads + 2 * kv_heads) * D,
-              "decode_layer_int4: the qkv projection has ", qkv.size(1), " outputs");
+              "decode_layer: the qkv projection has ", qkv.size(1), " outputs");
   float* q = qkv.data_ptr<float>();
   const float* cp = cos.data_ptr<float>();
   const float* sp = sin.data_ptr<float>();
@@ -130,20 +164,19 @@ void decode_layer_int4(const at::Tensor& x, const at::Tensor& cache, const at::T
       }
     }
   });
-  at::Tensor o = int4_matmul(to_bf16(attn), tiles[1], scale_min[1], group_sizes[1]);
-  TORCH_CHECK(o.size(1) == H, "decode_layer_int4: the o projection has ", o.size(1), " outputs");
+  at::Tensor o = proj[1](attn);
+  TORCH_CHECK(o.size(1) == H, "decode_layer: the o projection has ", o.size(1), " outputs");
   add_into(xp, o.data_ptr<float>(), H);
 
   // MLP block
-  at::Tensor gate_up = int4_matmul(to_bf16(rms_norm(x, norm2, eps)), tiles[2], scale_min[2],
-                                   group_sizes[2]);
+  at::Tensor gate_up = proj[2](rms_norm(x, norm2, eps));
   const int64_t inter = gate_up.size(1) / 2;
   at::Tensor act = at::empty({1, inter}, x.options());
   const float* gu = gate_up.data_ptr<float>();
   float* actp = act.data_ptr<float>();
   silu_mul(gu, gu + inter, actp, inter);
-  at::Tensor down = int4_matmul(to_bf16(act), tiles[3], scale_min[3], group_sizes[3]);
-  TORCH_CHECK(down.size(1) == H, "decode_layer_int4: the down projection has ", down.size(1),
+  at::Tensor down = proj[3](act);
+  TORCH_CHECK(down.size(1) == H, "decode_layer: the down projection has ", down.size(1),
               " outputs");
   add_into(xp, down.data_ptr<float>(), H);
 }
@@ -152,9 +185,9 @@ void decode_layer_int4(const at::Tensor& x, const at::Tensor& cache, const at::T
 
 TORCH_LIBRARY_FRAGMENT(LLMLAB_OPS, m) {
   m.def(
-      "decode_layer_int4(Tensor(a!) x, Tensor(b!) cache, Tensor norm1, Tensor norm2, float eps, "
-      "Tensor[] tiles, Tensor[] scale_min, int[] group_sizes, Tensor cos, Tensor sin, int slot, "
+      "decode_layer(Tensor(a!) x, Tensor(b!) cache, Tensor norm1, Tensor norm2, float eps, "
+      "Tensor[] weights, int[] kinds, int[] options, Tensor cos, Tensor sin, int slot, "
       "Tensor context, int heads, int kv_heads, float scale) -> ()");
 }
 
-TORCH_LIBRARY_IMPL(LLMLAB_OPS, CPU, m) { m.impl("decode_layer_int4", &decode_layer_int4); }
+TORCH_LIBRARY_IMPL(LLMLAB_OPS, CPU, m) { m.impl("decode_layer", &decode_layer); }
