@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 from engine_helpers import random_prompts, tiny_model, tiny_tokenizer
+from test_gemma3 import ours_from, tiny_hf_gemma
 
 from llmlab.engine import LLM, SamplingParams
 from llmlab.engine.model_runner import ModelRunner
@@ -49,24 +50,31 @@ def _runners(model):
     return fast, plain
 
 
+def _tiny(architecture: str, seed: int):
+    """A tiny Llama (vocab 320) or Gemma 3 (vocab 160, sliding window 8)."""
+    if architecture == "gemma3":
+        return ours_from(tiny_hf_gemma(seed=seed)), 160
+    return tiny_model(seed), 320
+
+
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("seed", [0, 3])
-def test_native_decode_steps_equal_op_by_op(seed, kind):
+@pytest.mark.parametrize("architecture,seed", [("llama", 0), ("llama", 3), ("gemma3", 5)])
+def test_native_decode_steps_equal_op_by_op(architecture, seed, kind):
     """Both paths round each product's input (to bfloat16 for int4, to a per-token int8 grid for
     W8A8), so a float-rounding difference upstream (rotary, softmax, SiLU) now and then flips one
     input's rounding: an output then moves by one grid step times a weight (~0.4 % of the largest
     logit for bfloat16, a few % for an int8 grid). Most steps agree to float rounding."""
     flip = 1e-2 if kind == "int4" else 5e-2
-    model = _quantize(tiny_model(seed), kind)
-    fast, plain = _runners(model)
-    prompt = random_prompts((11,), seed=seed)[0]
+    model, vocab = _tiny(architecture, seed)
+    fast, plain = _runners(_quantize(model, kind))
+    prompt = random_prompts((11,), seed=seed, vocab=vocab)[0]
     seqs = [_Seq(list(prompt), list(range(16))) for _ in range(2)]
     errors = []
     with torch.inference_mode():
         first = [r.run([s], [len(prompt)]) for r, s in zip((fast, plain), seqs)]  # prefill: ops
         assert torch.equal(first[0], first[1])
         token = int(first[1].argmax())
-        for _ in range(24):  # past the first 16-token block: context slots from two blocks
+        for _ in range(24):  # past the first 16-token block (and Gemma's window of 8)
             position = len(seqs[0].token_ids)
             logits = []
             for runner, seq in zip((fast, plain), seqs):
@@ -137,9 +145,14 @@ def test_native_decode_applies_only_to_packed_float32_quantized_llamas(case):
     assert runner.native_decode is None
 
 
-def test_native_decode_takes_int4_and_w8a8_models():
+@pytest.mark.parametrize("architecture", ["llama", "gemma3"])
+def test_native_decode_takes_int4_and_w8a8_models(architecture):
     for kind in KINDS:
-        assert ModelRunner(_quantize(tiny_model(), kind), num_blocks=8).native_decode is not None
+        model = _quantize(_tiny(architecture, 0)[0], kind)
+        runner = ModelRunner(model, num_blocks=8)
+        assert runner.native_decode is not None
+        windows = runner.native_decode.windows
+        assert windows == [8 if local else None for local in runner.layer_is_local]
 
 
 def test_enable_compile_leaves_native_decode_uncompiled():
@@ -151,14 +164,14 @@ def test_enable_compile_leaves_native_decode_uncompiled():
 def test_decode_layer_rejects_bad_inputs():
     runner = ModelRunner(quantize_model(tiny_model(), "int4"), num_blocks=4)
     nd = runner.native_decode
-    norm1, norm2, eps, weights, kinds, options = nd.layers[0]
+    norms, eps, weights, kinds, options = nd.layers[0]
     half = runner.config.head_dim // 2
     cos, sin = torch.ones(half), torch.zeros(half)
 
-    def call(x=None, slot=0, context=None, weights=weights, kinds=kinds):
+    def call(x=None, slot=0, context=None, weights=weights, kinds=kinds, norms=norms):
         native.decode_layer(
             torch.zeros(1, runner.config.hidden_size) if x is None else x,
-            runner.kv_cache[0], norm1, norm2, eps, weights, kinds, options, cos, sin, slot,
+            runner.kv_cache[0], norms, eps, weights, kinds, options, cos, sin, slot,
             torch.arange(3) if context is None else context, nd.heads, nd.kv_heads, nd.scale,
         )  # fmt: skip
 
@@ -177,3 +190,5 @@ def test_decode_layer_rejects_bad_inputs():
         call(weights=weights[:-1])
     with pytest.raises(RuntimeError, match="more weight tensors"):
         call(weights=[*weights, weights[0]])
+    with pytest.raises(RuntimeError, match=r"2 norms \(Llama\) or 6 \(Gemma 3\), got 3"):
+        call(norms=[*norms, norms[0]])

@@ -283,7 +283,7 @@ def test_decode_layer_matches_a_float64_llama_layer(namespace, flags):
 
     got_x, got_cache = x.clone(), cache.clone()
     op(
-        got_x, got_cache, norm1, norm2, eps, [w for p in packed for w in p], [0] * 4, [gs] * 4,
+        got_x, got_cache, [norm1, norm2], eps, [w for p in packed for w in p], [0] * 4, [gs] * 4,
         angles.cos(), angles.sin(), slot, context, heads, kv_heads, scale,
     )  # fmt: skip
     assert (got_cache[slot].double() - ref_cache[slot]).abs().max() <= 1e-4 * ref_cache[

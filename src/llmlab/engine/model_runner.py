@@ -408,7 +408,7 @@ class ModelRunner:
         rotation = None if torch.compiler.is_compiling() else torch.complex(cos, sin)
         x = model.embed_tokens(inputs.input_ids)  # a fresh tensor: the residual adds go in place
         if self.native_decode is not None and total == 1 and inputs.only_decodes:
-            self.native_decode(x, self.kv_cache, cos, sin, inputs)  # one native call per layer
+            self.native_decode(x, self.kv_cache, {False: (cos, sin)}, inputs)  # a call per layer
         else:
             for i, (layer, module) in enumerate(zip(packed.layers, model.layers)):
                 norm = module.input_layernorm
@@ -480,36 +480,40 @@ class ModelRunner:
             return rms_norm(t.float(), weight, module.eps).to(t.dtype)
 
         x = model.embed(inputs.input_ids)
-        for i, module in enumerate(model.layers):
-            attn, mlp = module.self_attn, module.mlp
-            cos, sin, rotation = tables[self.layer_is_local[i]]
-            h = norm(module.input_layernorm, x)
-            if packed is not None:
-                qkv = packed.layers[i].qkv(h).view(total, -1, head_dim)
-                q = norm(attn.q_norm, qkv[:, :heads], pair_order)
-                k = norm(attn.k_norm, qkv[:, heads : heads + kv_heads], pair_order)
-                qk = torch.cat([q, k], 1)
-                rotate_pairs_(qk, cos, sin, rotation)
-                q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :]
-            else:
-                q = norm(attn.q_norm, attn.q_proj(h).view(total, heads, head_dim))
-                k = norm(attn.k_norm, attn.k_proj(h).view(total, kv_heads, head_dim))
-                v = attn.v_proj(h).view(total, kv_heads, head_dim)
-                q = apply_rotary(q.transpose(0, 1), cos[:, 0], sin[:, 0]).transpose(0, 1)
-                k = apply_rotary(k.transpose(0, 1), cos[:, 0], sin[:, 0]).transpose(0, 1)
-            self.kv_cache[i].index_copy_(0, inputs.slot_mapping, torch.cat([k, v], 1))
-            o = self._attention(q, i, inputs)
-            o = packed.layers[i].o(o) if packed is not None else attn.o_proj(o)
-            x = x + norm(module.post_attention_layernorm, o)
-            h = norm(module.pre_feedforward_layernorm, x)
-            if packed is not None:
-                gate_up = packed.layers[i].gate_up(h)
-                gate, up = gate_up[:, :inter], gate_up[:, inter:]
-            else:
-                gate, up = mlp.gate_proj(h), mlp.up_proj(h)
-            y = geglu(gate, up)
-            y = packed.layers[i].down(y) if packed is not None else mlp.down_proj(y)
-            x = x + norm(module.post_feedforward_layernorm, y)
+        if self.native_decode is not None and total == 1 and inputs.only_decodes:
+            tables = {local: table[:2] for local, table in tables.items()}
+            self.native_decode(x, self.kv_cache, tables, inputs)  # one native call per layer
+        else:
+            for i, module in enumerate(model.layers):
+                attn, mlp = module.self_attn, module.mlp
+                cos, sin, rotation = tables[self.layer_is_local[i]]
+                h = norm(module.input_layernorm, x)
+                if packed is not None:
+                    qkv = packed.layers[i].qkv(h).view(total, -1, head_dim)
+                    q = norm(attn.q_norm, qkv[:, :heads], pair_order)
+                    k = norm(attn.k_norm, qkv[:, heads : heads + kv_heads], pair_order)
+                    qk = torch.cat([q, k], 1)
+                    rotate_pairs_(qk, cos, sin, rotation)
+                    q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :]
+                else:
+                    q = norm(attn.q_norm, attn.q_proj(h).view(total, heads, head_dim))
+                    k = norm(attn.k_norm, attn.k_proj(h).view(total, kv_heads, head_dim))
+                    v = attn.v_proj(h).view(total, kv_heads, head_dim)
+                    q = apply_rotary(q.transpose(0, 1), cos[:, 0], sin[:, 0]).transpose(0, 1)
+                    k = apply_rotary(k.transpose(0, 1), cos[:, 0], sin[:, 0]).transpose(0, 1)
+                self.kv_cache[i].index_copy_(0, inputs.slot_mapping, torch.cat([k, v], 1))
+                o = self._attention(q, i, inputs)
+                o = packed.layers[i].o(o) if packed is not None else attn.o_proj(o)
+                x = x + norm(module.post_attention_layernorm, o)
+                h = norm(module.pre_feedforward_layernorm, x)
+                if packed is not None:
+                    gate_up = packed.layers[i].gate_up(h)
+                    gate, up = gate_up[:, :inter], gate_up[:, inter:]
+                else:
+                    gate, up = mlp.gate_proj(h), mlp.up_proj(h)
+                y = geglu(gate, up)
+                y = packed.layers[i].down(y) if packed is not None else mlp.down_proj(y)
+                x = x + norm(module.post_feedforward_layernorm, y)
         if inputs.logit_indices is not None:
             x = x[inputs.logit_indices]
         x = norm(model.norm, x)

@@ -2,7 +2,8 @@
 `quantize_rows` (csrc/quantize_rows.cpp, W8A8's per-token activation quantization) and
 `w8a8_matmul` (csrc/w8a8_matmul.cpp, W8A8's int8 GEMM with its rescaling fused), `rms_norm`
 and `gelu_tanh_mul` (csrc/rms_norm.cpp, csrc/geglu.cpp: one pass each, for the engine's eager steps),
-`decode_layer` (csrc/decode_layer.cpp: a whole Llama layer for one token, int4 or W8A8 projections).
+`decode_layer` (csrc/decode_layer.cpp: a whole Llama or Gemma 3 layer for one token, int4 or
+W8A8 projections).
 
     from llmlab.nn import native
     if native.available():
@@ -13,7 +14,7 @@ and `gelu_tanh_mul` (csrc/rms_norm.cpp, csrc/geglu.cpp: one pass each, for the e
         y = native.w8a8_matmul(codes, packed, compensation, weight_scale, scale, low, weight_sums)
         y = native.rms_norm(x, weight, eps)
         y = native.gelu_tanh_mul(gate, up)
-        native.decode_layer(x, cache, norm1, norm2, eps, weights, kinds, options,
+        native.decode_layer(x, cache, norms, eps, weights, kinds, options,
                             cos, sin, slot, context, heads, kv_heads, scale)  # x, cache updated
 
 The sources are built once per machine with the C++ compiler PyTorch's extension builder finds
@@ -277,8 +278,7 @@ def gelu_tanh_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 def decode_layer(
     x: torch.Tensor,
     cache: torch.Tensor,
-    norm1: torch.Tensor,
-    norm2: torch.Tensor,
+    norms: list[torch.Tensor],
     eps: float,
     weights: list[torch.Tensor],
     kinds: list[int],
@@ -291,15 +291,17 @@ def decode_layer(
     kv_heads: int,
     scale: float,
 ) -> None:
-    """One Llama decoder layer for one token, in place: x [1, hidden] float32 gets the layer's two
+    """One decoder layer for one token, in place: x [1, hidden] float32 gets the layer's two
     residual adds, cache [slots, 2·kv_heads, head_dim] the token's k, v at `slot`; attention over
     the int64 `context` slots (this token's included); cos, sin [head_dim / 2] of this position.
+    `norms`: Llama's input and post-attention RMSNorm weights, or Gemma 3's six (input, q, k,
+    post-attention, pre-feedforward, post-feedforward; as 1 + w, q/k in rotary-pair order).
     The packed qkv, o, gate_up and down projections (q/k rows in rotary-pair order), each of a
     kind: 0 int4 (weights: tiles, scale_min; option: group size) or 1 dynamic per-token W8A8
     (weights: VNNI-packed weight, compensation, weight scale, weight sums, smoothing divisor — the
     last two empty when unused; option: 1 for asymmetric activations); `weights` is theirs, one
     projection after the other. See csrc/decode_layer.cpp."""
     torch.ops.llmlab.decode_layer(
-        x, cache, norm1, norm2, eps, weights, kinds, options, cos, sin, slot, context,
+        x, cache, norms, eps, weights, kinds, options, cos, sin, slot, context,
         heads, kv_heads, scale,
     )  # fmt: skip

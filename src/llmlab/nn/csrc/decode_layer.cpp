@@ -1,20 +1,24 @@
-// One Llama decoder layer for one token of one sequence (single-stream decode), with int4 or
-// W8A8 projections, in one call — what ModelRunner._forward_packed does for such a step, op by op:
-//   h = rms_norm(x) · w1;  qkv = P_qkv(h);  rotate q, k by (cos, sin);  cache[slot] = k, v
+// One decoder layer for one token of one sequence (single-stream decode), with int4 or W8A8
+// projections, in one call — what ModelRunner does for such a step, op by op. Llama (2 norms):
+//   h = rms_norm(x) · n_in;  qkv = P_qkv(h);  rotate q, k by (cos, sin);  cache[slot] = k, v
 //   a = softmax(q · Kᵀ · scale) · V over the context's slots (grouped-query: no K/V copies)
-//   x += P_o(a);  h = rms_norm(x) · w2;  g, u = P_gate_up(h);  x += P_down(silu(g) · u)
+//   x += P_o(a);  h = rms_norm(x) · n_post;  g, u = P_gate_up(h);  x += P_down(silu(g) · u)
+// Gemma 3 (6 norms, weights already 1 + w): q and k also RMS-normed per head (n_q, n_k) before
+// rotary; x += rms_norm(P_o(a)) · n_post_attn; h = rms_norm(x) · n_pre_ffn;
+// x += rms_norm(P_down(gelu_tanh(g) · u)) · n_post_ffn — and its sliding-window layers are given
+// only the window's slots as their context.
 // Why: at one token, a decode step's norms, rotary, cache write, attention and activations are
 // microseconds of arithmetic each, but as separate PyTorch ops (or torch.compile's generated
 // loops called from its Python wrapper) they cost dispatch, allocation and guard time that adds up
-// to about as much as the int4 products themselves; here each layer is one dispatch.
+// to about as much as the quantized products themselves; here each layer is one dispatch.
 //
 // The projections are the packed layers' (engine/packed_weights.py): q/k rows in rotary-pair
 // order, so rotation is a complex multiply of adjacent pairs; k then v are one cache row
 // [2 · kv_heads, head_dim]. A projection P is int4 (its input rounded to bfloat16, as the Python
 // path's x.to(bfloat16), then int4_matmul) or dynamic per-token W8A8 (quantize_rows, then
-// w8a8_matmul on the VNNI-packed weight: W8A8Linear._vnni_matmul's calls); rms_norm and those
-// kernels are the functions above in this translation unit (native.py builds csrc/ as one
-// source), so only the rotary, attention and SiLU roundings can differ from the op-by-op step.
+// w8a8_matmul on the VNNI-packed weight: W8A8Linear._vnni_matmul's calls); rms_norm, geglu_span
+// and those kernels are the functions above in this translation unit (native.py builds csrc/ as
+// one source), so only the rotary, attention and SiLU roundings can differ from the op-by-op step.
 //
 // Registered as torch.ops.llmlab.decode_layer(...), built with the other csrc/ files.
 
@@ -83,8 +87,8 @@ struct Projection {
 
 constexpr int64_t kWeightsOf[2] = {2, 5};  // tensors per projection, by kind
 
-void decode_layer(const at::Tensor& x, const at::Tensor& cache, const at::Tensor& norm1,
-                  const at::Tensor& norm2, double eps, at::TensorList weights,
+void decode_layer(const at::Tensor& x, const at::Tensor& cache, at::TensorList norms,
+                  double eps, at::TensorList weights,
                   at::IntArrayRef kinds, at::IntArrayRef options, const at::Tensor& cos,
                   const at::Tensor& sin, int64_t slot, const at::Tensor& context, int64_t heads,
                   int64_t kv_heads, double scale) {
@@ -92,6 +96,9 @@ void decode_layer(const at::Tensor& x, const at::Tensor& cache, const at::Tensor
               "decode_layer: x must be one contiguous float32 row [1, hidden]");
   TORCH_CHECK(kinds.size() == 4 && options.size() == 4,
               "decode_layer: four projections (qkv, o, gate_up, down)");
+  TORCH_CHECK(norms.size() == 2 || norms.size() == 6,
+              "decode_layer: 2 norms (Llama) or 6 (Gemma 3), got ", norms.size());
+  const bool gemma = norms.size() == 6;
   std::vector<Projection> proj;
   int64_t used = 0;
   for (int i = 0; i < 4; ++i) {
@@ -124,10 +131,17 @@ void decode_layer(const at::Tensor& x, const at::Tensor& cache, const at::Tensor
   const int64_t H = x.size(1);
 
   // attention block
-  at::Tensor qkv = proj[0](rms_norm(x, norm1, eps));
+  at::Tensor qkv = proj[0](rms_norm(x, norms[0], eps));
   TORCH_CHECK(qkv.size(1) == (heads + 2 * kv_heads) * D,
               "decode_layer: the qkv projection has ", qkv.size(1), " outputs");
   float* q = qkv.data_ptr<float>();
+  if (gemma)  // QK-norm: each head's q (then k) over its head_dim
+    for (int i = 0; i < 2; ++i) {
+      const int64_t first = i == 0 ? 0 : heads, count = i == 0 ? heads : kv_heads;
+      const at::Tensor normed = rms_norm(qkv.narrow(1, first * D, count * D).view({count, D}),
+                                         norms[1 + i], eps);
+      std::copy(normed.data_ptr<float>(), normed.data_ptr<float>() + count * D, q + first * D);
+    }
   const float* cp = cos.data_ptr<float>();
   const float* sp = sin.data_ptr<float>();
   for (int64_t h = 0; h < heads + kv_heads; ++h)
@@ -166,18 +180,23 @@ void decode_layer(const at::Tensor& x, const at::Tensor& cache, const at::Tensor
   });
   at::Tensor o = proj[1](attn);
   TORCH_CHECK(o.size(1) == H, "decode_layer: the o projection has ", o.size(1), " outputs");
+  if (gemma) o = rms_norm(o, norms[3], eps);
   add_into(xp, o.data_ptr<float>(), H);
 
   // MLP block
-  at::Tensor gate_up = proj[2](rms_norm(x, norm2, eps));
+  at::Tensor gate_up = proj[2](rms_norm(x, norms[gemma ? 4 : 1], eps));
   const int64_t inter = gate_up.size(1) / 2;
   at::Tensor act = at::empty({1, inter}, x.options());
   const float* gu = gate_up.data_ptr<float>();
   float* actp = act.data_ptr<float>();
-  silu_mul(gu, gu + inter, actp, inter);
+  if (gemma)
+    geglu_span(gu, gu + inter, actp, inter);
+  else
+    silu_mul(gu, gu + inter, actp, inter);
   at::Tensor down = proj[3](act);
   TORCH_CHECK(down.size(1) == H, "decode_layer: the down projection has ", down.size(1),
               " outputs");
+  if (gemma) down = rms_norm(down, norms[5], eps);
   add_into(xp, down.data_ptr<float>(), H);
 }
 
@@ -185,7 +204,7 @@ void decode_layer(const at::Tensor& x, const at::Tensor& cache, const at::Tensor
 
 TORCH_LIBRARY_FRAGMENT(LLMLAB_OPS, m) {
   m.def(
-      "decode_layer(Tensor(a!) x, Tensor(b!) cache, Tensor norm1, Tensor norm2, float eps, "
+      "decode_layer(Tensor(a!) x, Tensor(b!) cache, Tensor[] norms, float eps, "
       "Tensor[] weights, int[] kinds, int[] options, Tensor cos, Tensor sin, int slot, "
       "Tensor context, int heads, int kv_heads, float scale) -> ()");
 }
