@@ -16,9 +16,10 @@ of each. Rows, each single stream (one request) and --batch concurrent requests:
          GGUF by llama.cpp's own `llama_model_quantize`, cached under --work); HF fp32 beside it
          as a lever ratio
   int4   ours (GGUF Q4_1 codes for SmolLM2; requantized to group-32 int4 for Gemma, whose file is
-         Q4_K_M) vs llama.cpp on the packaged GGUF itself; single stream also with --compile
-  int8, w8a8   ours vs llama.cpp on a Q8_0 GGUF (llama.cpp quantizes activations to 8 bits too);
-         w8a8 single stream also with --compile
+         Q4_K_M) vs llama.cpp on the packaged GGUF itself
+  int8, w8a8   ours vs llama.cpp on a Q8_0 GGUF (llama.cpp quantizes activations to 8 bits too)
+int4 and w8a8 single streams run the engine's native decode layer (engine/native_decode.py), which
+`--compile` leaves as it is, so there are no compiled rows.
 
 llama.cpp runs through its C API (bench/_llamacpp.py: one llama_batch per step with a token of every
 sequence, llama_decode, argmax) with the same thread count for n_threads and n_threads_batch; its
@@ -60,16 +61,9 @@ QUESTIONS = [
 ]
 
 
-# (row name, quantization, the engine's --compile: torch.compile of single-stream decode, its
-# llama.cpp peer: "native" = the packaged GGUF itself, else the format llama.cpp converts it to,
-# which modes it runs: compile only speeds up single-stream decode)
-QUANT_ROWS = (
-    ("int4", "int4", False, "native", ("single", "batch")),
-    ("int4+compile", "int4", True, "native", ("single",)),
-    ("int8", "int8", False, "q8_0", ("single", "batch")),
-    ("w8a8", "w8a8", False, "q8_0", ("single", "batch")),
-    ("w8a8+compile", "w8a8", True, "q8_0", ("single",)),
-)
+# (row name = quantization, its llama.cpp peer: "native" = the packaged GGUF itself, else the
+# format llama.cpp converts it to)
+QUANT_ROWS = (("int4", "native"), ("int8", "q8_0"), ("w8a8", "q8_0"))
 
 
 def chat_prompts(tokenizer, n: int) -> list[list[int]]:
@@ -262,7 +256,7 @@ def main():
     parser.add_argument("--skip-bf16", action="store_true")
     parser.add_argument(
         "--quant-rows",
-        default=",".join(row[0] for row in QUANT_ROWS),
+        default=",".join(q for q, _ in QUANT_ROWS),
         help="which quantized rows to run (comma-separated; default all)",
     )
     parser.add_argument(
@@ -286,7 +280,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     wanted = set(args.quant_rows.split(",")) - {""}
-    unknown = wanted - {row[0] for row in QUANT_ROWS}
+    unknown = wanted - {q for q, _ in QUANT_ROWS}
     if unknown:
         raise SystemExit(f"error: unknown --quant-rows {', '.join(sorted(unknown))}")
 
@@ -315,9 +309,9 @@ def main():
     )
     results["llama_cpp"] = peers.describe()
 
-    def measure(tag: str, ours, peer_name: str | None, peer_runs, modes=("single", "batch")):
+    def measure(tag: str, ours, peer_name: str | None, peer_runs):
         """Alternate our engine `ours` with a peer (HF or llama.cpp) in each mode; store rates."""
-        for mode in modes:
+        for mode in ("single", "batch"):
             runs = {"engine": lambda n, g=groups[mode]: engine_run(ours, g, n)}
             if peer_runs is not None:
                 runs[peer_name] = lambda n, g=groups[mode]: peer_runs(g, n)
@@ -352,17 +346,11 @@ def main():
         measure("engine_bf16", bllm, "llama_cpp", peers.runner("bf16"))
         del bllm
         peers.close()  # one llama.cpp model at a time: Gemma's rows were OOM-killed here
-    for quant, kind, compiled, peer_format, modes in QUANT_ROWS:
+    for quant, peer_format in QUANT_ROWS:
         if quant not in wanted:
             continue
-        qllm = LLM(  # compiling: a minute, before timing
-            args.model,
-            quant=kind,
-            kv_memory="256MiB",
-            enable_prefix_caching=False,
-            compile=compiled,
-        )
-        measure(f"engine_{quant}", qllm, "llama_cpp", peers.runner(peer_format), modes)
+        qllm = LLM(args.model, quant=quant, kv_memory="256MiB", enable_prefix_caching=False)
+        measure(f"engine_{quant}", qllm, "llama_cpp", peers.runner(peer_format))
         del qllm
         peers.close()
     peers.close()  # free llama.cpp's models now, not in an interpreter-exit destructor
@@ -454,11 +442,11 @@ def report(r: dict):
     rows += [("bf16", "engine_bf16", "llama_cpp", "llama.cpp BF16 GGUF")]
     rows += [("bf16 (lever)", "engine_bf16", "hf@engine", "HF generate fp32")]
     peers = {"native": f"llama.cpp {cpp.get('gguf', '')}", "q8_0": "llama.cpp Q8_0 GGUF"}
-    rows += [(q[0], f"engine_{q[0]}", "llama_cpp", peers[q[3]]) for q in QUANT_ROWS]
+    rows += [(q, f"engine_{q}", "llama_cpp", peers[peer]) for q, peer in QUANT_ROWS]
     for label, tag, peer, peer_label in rows:
         for mode in ("single", "batch"):
             if f"{tag}_{mode}" not in r:
-                continue  # not run (--quant-rows, --skip-bf16, compile: single only)
+                continue  # not run (--quant-rows, --skip-bf16)
             if peer == "hf@engine":  # our bf16 against the fp32 HF run of the first rows
                 key = f"hf_{mode}_vs_engine"
             else:
@@ -512,9 +500,9 @@ def issue16_targets(r: dict) -> list[str]:
     llama.cpp on the packaged GGUF (the issue's peer; its best run of this process), with
     llama.cpp's fastest format of this run beside it."""
     lines = []
-    tags = ["engine", "engine_bf16", *(f"engine_{q[0]}" for q in QUANT_ROWS)]
+    tags = ["engine", "engine_bf16", *(f"engine_{q}" for q, _ in QUANT_ROWS)]
     quantized = tags[2:]
-    native = [f"engine_{q[0]}" for q in QUANT_ROWS if q[3] == "native"]
+    native = [f"engine_{q}" for q, peer in QUANT_ROWS if peer == "native"]
     for mode, ours_from, factor in (("single", quantized, 1.25), ("batch", tags, 2.0)):
         ours = {t: r[f"{t}_{mode}"] for t in ours_from if f"{t}_{mode}" in r}
         every = {t: r[f"llama_cpp_{mode}_vs_{t}"] for t in tags if f"llama_cpp_{mode}_vs_{t}" in r}
