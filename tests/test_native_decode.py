@@ -184,6 +184,8 @@ def test_decode_layer_rejects_bad_inputs():
         call(context=torch.tensor([0, 99_999]))
     with pytest.raises(RuntimeError, match="int64 slots"):
         call(context=torch.arange(3, dtype=torch.int32))
+    with pytest.raises(RuntimeError, match="L ≥ 1"):
+        call(context=torch.arange(0))
     with pytest.raises(RuntimeError, match="projection kind 7"):
         call(kinds=[7, 0, 0, 0])
     with pytest.raises(RuntimeError, match="too few weight tensors"):

@@ -415,13 +415,11 @@ class ModelRunner:
                 qkv = layer.qkv(rms_norm(x, norm.weight, norm.eps)).view(total, -1, head_dim)
                 rotate_pairs_(qkv[:, : heads + kv_heads], cos, sin, rotation)
                 self.kv_cache[i].index_copy_(0, inputs.slot_mapping, qkv[:, heads:])
-                x.add_(
-                    layer.o.native(self._attention(qkv[:, :heads], i, inputs))
-                )  # add_ promotes bf16
+                # add_ promotes a bf16 product into the float residual
+                x.add_(layer.o.native(self._attention(qkv[:, :heads], i, inputs)))
                 norm = module.post_attention_layernorm
-                gate_up = layer.gate_up(
-                    rms_norm(x, norm.weight, norm.eps)
-                )  # SiLU·up in full precision
+                # SiLU·up in full precision
+                gate_up = layer.gate_up(rms_norm(x, norm.weight, norm.eps))
                 x.add_(layer.down.native(F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])))
         if inputs.logit_indices is not None:
             x = x[inputs.logit_indices]  # only rows we sample from reach the LM head

@@ -7,13 +7,13 @@ activation groups or float outlier channels), and the model runs in float32 on t
 step of one sequence calls `native.decode_layer` once per layer (nn/csrc/decode_layer.cpp: norm,
 q/k/v, rotary, cache write, attention, o, norm, gate/up, SiLU, down; Gemma 3's QK-norm, extra
 norms and GeGLU too, its sliding-window layers given the window's slots) instead of PyTorch's
-~15–20 ops. At one token those ops' dispatch and allocation cost about as much as the quantized products
-themselves, and torch.compile's fused loops still pay a Python wrapper and guards per step;
-bench/engine.py measures the rows.
+~15–20 ops. At one token those ops' dispatch and allocation cost about as much as the quantized
+products themselves, and torch.compile's fused loops still pay a Python wrapper and guards per
+step; bench/engine.py measures the rows.
 
-Everything else — batches, prefill chunks, Llama-family sliding windows, other weight kinds — takes the
-runner's op-by-op path, whose results this matches up to float rounding in rotary, softmax and SiLU
-(tests/test_native_decode.py).
+Everything else — batches, prefill chunks, Llama-family sliding windows, other weight kinds —
+takes the runner's op-by-op path, whose results this matches up to float rounding in rotary,
+softmax and SiLU (tests/test_native_decode.py).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@
 //   x += P_o(a);  h = rms_norm(x) · n_post;  g, u = P_gate_up(h);  x += P_down(silu(g) · u)
 // Gemma 3 (6 norms, weights already 1 + w): q and k also RMS-normed per head (n_q, n_k) before
 // rotary; x += rms_norm(P_o(a)) · n_post_attn; h = rms_norm(x) · n_pre_ffn;
-// x += rms_norm(P_down(gelu_tanh(g) · u)) · n_post_ffn — and its sliding-window layers are given
-// only the window's slots as their context.
+// x += rms_norm(P_down(gelu_tanh(g) · u)) · n_post_ffn — and its sliding-window layers are
+// given only the window's slots as their context.
 // Why: at one token, a decode step's norms, rotary, cache write, attention and activations are
 // microseconds of arithmetic each, but as separate PyTorch ops (or torch.compile's generated
 // loops called from its Python wrapper) they cost dispatch, allocation and guard time that adds up
@@ -44,7 +44,8 @@ float dot(const float* a, const float* b, int64_t n) {
   float s = 0.0f;
 #if defined(__AVX512F__)
   __m512 acc = _mm512_setzero_ps();
-  for (; d + 16 <= n; d += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), acc);
+  for (; d + 16 <= n; d += 16)
+    acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), acc);
   s = _mm512_reduce_add_ps(acc);
 #endif
   for (; d < n; ++d) s += a[d] * b[d];
@@ -58,7 +59,8 @@ void silu_mul(const float* g, const float* u, float* out, int64_t n) {
   const __m512 one = _mm512_set1_ps(1.0f);
   for (; i + 16 <= n; i += 16) {
     const __m512 x = _mm512_loadu_ps(g + i);
-    const __m512 gate = _mm512_div_ps(x, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), x));
+    const __m512 gate = _mm512_div_ps(x, _mm512_add_ps(one, e));
     _mm512_storeu_ps(out + i, _mm512_mul_ps(gate, _mm512_loadu_ps(u + i)));
   }
 #endif
@@ -114,8 +116,9 @@ void decode_layer(const at::Tensor& x, const at::Tensor& cache, at::TensorList n
   TORCH_CHECK(cache.scalar_type() == at::kFloat && cache.is_contiguous() && cache.dim() == 3 &&
                   cache.size(1) == 2 * kv_heads,
               "decode_layer: cache must be contiguous float32 [slots, 2·kv_heads, head_dim]");
-  TORCH_CHECK(context.scalar_type() == at::kLong && context.is_contiguous() && context.dim() == 1,
-              "decode_layer: context must be int64 slots [L]");
+  TORCH_CHECK(context.scalar_type() == at::kLong && context.is_contiguous() &&
+                  context.dim() == 1 && context.numel() > 0,
+              "decode_layer: context must be int64 slots [L], L ≥ 1");
   TORCH_CHECK(heads % kv_heads == 0, "decode_layer: heads must be a multiple of kv_heads");
   const int64_t D = cache.size(2), half = D / 2, row = 2 * kv_heads * D;
   const int64_t L = context.size(0), group = heads / kv_heads;
