@@ -35,6 +35,7 @@ from llmlab.engine.native_decode import NativeDecode
 from llmlab.engine.packed_weights import (
     PackedWeights,
     fingerprint,
+    gemma_norm_weight,
     pair_rotary_order,
     rotate_pairs_,
 )
@@ -398,6 +399,14 @@ class ModelRunner:
             out[start:end] = op[0].transpose(0, 1)
         return out.view(total, heads * head_dim)
 
+    def _native_step(self, inputs: StepInputs) -> bool:
+        """One sequence decoding, on a model native_decode.py runs: one native call per layer."""
+        return (
+            self.native_decode is not None
+            and inputs.only_decodes
+            and inputs.input_ids.shape[0] == 1
+        )
+
     # ---- forward: packed (default) ------------------------------------------------------------
     def _forward_packed(self, inputs: StepInputs) -> torch.Tensor:
         c, model, packed = self.config, self.model.model, self.packed
@@ -407,7 +416,7 @@ class ModelRunner:
         cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]  # [T, 1, head_dim / 2]
         rotation = None if torch.compiler.is_compiling() else torch.complex(cos, sin)
         x = model.embed_tokens(inputs.input_ids)  # a fresh tensor: the residual adds go in place
-        if self.native_decode is not None and total == 1 and inputs.only_decodes:
+        if self._native_step(inputs):
             self.native_decode(x, self.kv_cache, {False: (cos, sin)}, inputs)  # a call per layer
         else:
             for i, (layer, module) in enumerate(zip(packed.layers, model.layers)):
@@ -471,14 +480,13 @@ class ModelRunner:
             key = (id(module), order is not None)
             weight = None if compiling else self._norm_weights.get(key)
             if weight is None:
-                weight = 1.0 + module.weight.float()
-                weight = weight if order is None else weight[order]
+                weight = gemma_norm_weight(module, order)
                 if not compiling:  # eager steps reuse it until the weights change (sync_weights)
                     self._norm_weights[key] = weight
             return rms_norm(t.float(), weight, module.eps).to(t.dtype)
 
         x = model.embed(inputs.input_ids)
-        if self.native_decode is not None and total == 1 and inputs.only_decodes:
+        if self._native_step(inputs):
             tables = {local: table[:2] for local, table in tables.items()}
             self.native_decode(x, self.kv_cache, tables, inputs)  # one native call per layer
         else:

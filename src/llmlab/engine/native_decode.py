@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from llmlab.engine.packed_weights import PackedWeights, pair_rotary_order
+from llmlab.engine.packed_weights import PackedWeights, gemma_norm_weight, pair_rotary_order
 from llmlab.nn import native
 from llmlab.nn.quantized_linear import Int4Linear, W8A8Linear
 
@@ -36,9 +36,8 @@ def _projection_args(projection) -> tuple[int, list[torch.Tensor], int] | None:
         return 0, [layer.tiles, layer.scale_min], layer.group_size
     if (
         isinstance(layer, W8A8Linear)
-        and not (layer.static or layer.input_group_size or layer.has_outliers)
-        and native.has_vnni()
-        and native.w8a8_fits(layer.out_features, layer.in_features)
+        and layer.vnni_fits()
+        and not (layer.input_group_size or layer.has_outliers)
     ):
         packed, compensation, _ = layer.vnni_weight()
         sums = layer.weight_sums if layer.asymmetric else _EMPTY
@@ -61,10 +60,8 @@ def _norm_weights(module, gemma: bool) -> list[torch.Tensor] | None:
         return None
     if not gemma:
         return [n.weight for n in norms]
-    order = pair_rotary_order(1, norms[1].weight.shape[0])
-    weights = [1.0 + n.weight.detach() for n in norms]  # a copy: rebuilt by sync_weights
-    weights[1], weights[2] = weights[1][order], weights[2][order]
-    return weights
+    order = pair_rotary_order(1, norms[1].weight.shape[0])  # QK-norms: q/k rows' order
+    return [gemma_norm_weight(n, order if i in (1, 2) else None) for i, n in enumerate(norms)]
 
 
 class NativeDecode:

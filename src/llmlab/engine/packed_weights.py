@@ -74,6 +74,13 @@ def pair_rotary_order(num_heads: int, head_dim: int) -> torch.Tensor:
     return (torch.arange(num_heads)[:, None] * head_dim + within).reshape(-1)
 
 
+def gemma_norm_weight(norm: nn.Module, order: torch.Tensor | None = None) -> torch.Tensor:
+    """Gemma 3's RMSNorm multiplies by 1 + w: that vector in float32 (a copy), its entries in
+    `order` (QK-norms follow the rotary-pair order of the packed q/k rows)."""
+    weight = 1.0 + norm.weight.detach().float()
+    return weight if order is None else weight[order]
+
+
 def _int4_parts(layer: Int4Linear) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return layer._codes().round().to(torch.uint8), layer.scales, layer.minimums
 

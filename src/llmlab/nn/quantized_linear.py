@@ -460,6 +460,17 @@ class W8A8Linear(_FixedDtypeBuffers):
         out.mul_(self.weight_scale)
         return out if low is None else out.addmm_(low, self.weight_sums)
 
+    def vnni_fits(self) -> bool:
+        """Whether the fused kernel runs this layer here: a dynamic grid, AVX512-VNNI, the weight's
+        shape and the activation groups on its tiles."""
+        return (
+            not self.static
+            and self.input_group_size % 4 == 0
+            and native.available()
+            and native.has_vnni()
+            and native.w8a8_fits(self.out_features, self.in_features)
+        )
+
     def vnni_weight(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The weight as the fused kernel reads it: (packed, compensation, group sums or None), made
         on first use (a copy, never saved) and again if `qweight` was replaced."""
@@ -475,13 +486,10 @@ class W8A8Linear(_FixedDtypeBuffers):
         activation groups, up to float rounding: the groups are summed in another order); None
         where it does not apply (static grid, many rows, no AVX512-VNNI, a shape off its tiles)."""
         if (
-            self.static
+            not self.vnni_fits()
             or not 0 < x2.shape[0] <= VNNI_MAX_ROWS
             or x2.device.type != "cpu"
             or torch.compiler.is_compiling()
-            or self.input_group_size % 4
-            or not (native.available() and native.has_vnni())
-            or not native.w8a8_fits(self.out_features, self.in_features)
         ):
             return None
         packed, compensation, group_sums = self.vnni_weight()
